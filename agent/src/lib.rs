@@ -1,0 +1,44 @@
+//! `leaktop-agent`: the part of [leaktop] that lives inside your program.
+//!
+//! Link it, call [`start`] once, and spawn with [`spawn`] instead of `tokio::spawn`:
+//!
+//! ```no_run
+//! #[tokio::main]
+//! async fn main() {
+//!     let _agent = leaktop_agent::start().expect("leaktop agent");
+//!     let handle = leaktop_agent::spawn(async { 1 + 1 });
+//!     assert_eq!(handle.await.unwrap(), 2);
+//! }
+//! ```
+//!
+//! Then `leaktop <pid>` (or `leaktop dump <pid>`) from another shell shows your tasks per
+//! spawn site. The agent runs one OS thread of its own (`leaktop-agent`) for all socket
+//! IO; the host program's threads only touch atomics and short per-site critical sections.
+//!
+//! [leaktop]: https://crates.io/crates/leaktop
+
+#![cfg_attr(not(feature = "runtime"), allow(dead_code))]
+
+pub mod paths;
+pub mod wire;
+
+#[cfg(feature = "runtime")]
+mod clock;
+#[cfg(feature = "runtime")]
+mod history;
+#[cfg(feature = "runtime")]
+pub mod procinfo;
+#[cfg(feature = "runtime")]
+mod registry;
+#[cfg(feature = "runtime")]
+mod server;
+#[cfg(feature = "runtime")]
+mod task;
+
+#[cfg(feature = "runtime")]
+pub use task::{instrument, spawn, spawn_local, Instrumented};
+
+#[cfg(feature = "runtime")]
+mod start;
+#[cfg(feature = "runtime")]
+pub use start::{start, Agent, Builder, StartError};

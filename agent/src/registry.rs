@@ -1,0 +1,357 @@
+//! The task table: spawn sites, their counters, the live tasks of each site, interned
+//! locations. Everything the hot path touches is an atomic or a short critical section of
+//! one site's own mutex (sites are the shards).
+//!
+//! A snapshot walks the sites (O(sites)) and reads their counters; it never visits tasks.
+//! Only an explicit task-list request walks one site's tasks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::Location as StdLocation;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+use crate::clock;
+use crate::wire::{self, LocId, SiteKind};
+
+/// Default maximum number of distinct spawn sites.
+pub const DEFAULT_SITE_CAP: usize = 10_000;
+
+/// Key of a `&'static Location`: equal source positions are one site even if the compiler
+/// emitted two `Location` statics for them (generic code).
+type LocKey = (&'static str, u32, u32);
+
+fn key_of(loc: &'static StdLocation<'static>) -> LocKey {
+    (loc.file(), loc.line(), loc.column())
+}
+
+/// Locks a mutex, ignoring poisoning: the agent's tables stay usable even if a panic
+/// unwound through a critical section of the host program.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Interned locations: one id per distinct source position, for the life of the process.
+#[derive(Default)]
+struct Locations {
+    ids: HashMap<LocKey, LocId>,
+    defs: Vec<wire::Location>,
+}
+
+/// Per-site mutable state behind the site's own mutex.
+#[derive(Default)]
+pub(crate) struct SiteInner {
+    /// Live tasks ordered by id (= by spawn time).
+    pub tasks: BTreeMap<u64, Arc<TaskCell>>,
+}
+
+/// One spawn site (or a pseudo site: uninstrumented / other).
+pub(crate) struct Site {
+    pub loc: LocId,
+    pub kind: SiteKind,
+    pub live: AtomicU64,
+    pub running: AtomicU64,
+    pub blocked_send: AtomicU64,
+    pub blocked_recv: AtomicU64,
+    pub spawned: AtomicU64,
+    pub completed: AtomicU64,
+    pub inner: Mutex<SiteInner>,
+}
+
+impl Site {
+    fn new(loc: LocId, kind: SiteKind) -> Site {
+        Site {
+            loc,
+            kind,
+            live: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            blocked_send: AtomicU64::new(0),
+            blocked_recv: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            inner: Mutex::new(SiteInner::default()),
+        }
+    }
+
+    /// The counters as they are now.
+    pub fn stats(&self) -> wire::SiteStats {
+        let oldest_live_ms = lock(&self.inner)
+            .tasks
+            .first_key_value()
+            .map(|(_, t)| t.spawned_ms);
+        wire::SiteStats {
+            site: self.loc,
+            kind: Some(self.kind),
+            live: self.live.load(Relaxed),
+            running: self.running.load(Relaxed),
+            blocked_send: self.blocked_send.load(Relaxed),
+            blocked_recv: self.blocked_recv.load(Relaxed),
+            spawned: self.spawned.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            oldest_live_ms,
+        }
+    }
+}
+
+pub(crate) const STATE_IDLE: u8 = 0;
+pub(crate) const STATE_RUNNING: u8 = 1;
+pub(crate) const STATE_BLOCKED: u8 = 2;
+
+/// One live instrumented task.
+pub(crate) struct TaskCell {
+    pub id: u64,
+    pub site: Arc<Site>,
+    pub spawned_ms: u64,
+    pub state: AtomicU8,
+}
+
+impl TaskCell {
+    pub fn info(&self) -> wire::TaskInfo {
+        let state = match self.state.load(Relaxed) {
+            STATE_RUNNING => wire::TaskState::Running,
+            STATE_BLOCKED => wire::TaskState::Blocked,
+            _ => wire::TaskState::Idle,
+        };
+        wire::TaskInfo {
+            id: self.id,
+            spawned_ms: self.spawned_ms,
+            state,
+            blocked_since_ms: None,
+            group: None,
+        }
+    }
+}
+
+pub(crate) struct Registry {
+    sites: RwLock<HashMap<LocKey, Arc<Site>>>,
+    /// All sites in creation order (pseudo sites included), for snapshots.
+    site_list: RwLock<Vec<Arc<Site>>>,
+    locations: Mutex<Locations>,
+    next_task: AtomicU64,
+    site_cap: AtomicUsize,
+    /// Distinct real spawn sites seen, including those folded into `other`.
+    sites_seen: AtomicU64,
+    other: OnceLock<Arc<Site>>,
+    #[allow(dead_code)]
+    uninstrumented: OnceLock<Arc<Site>>,
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// The process-wide registry.
+pub(crate) fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(|| Registry {
+        sites: RwLock::new(HashMap::new()),
+        site_list: RwLock::new(Vec::new()),
+        locations: Mutex::new(Locations::default()),
+        next_task: AtomicU64::new(1),
+        site_cap: AtomicUsize::new(DEFAULT_SITE_CAP),
+        sites_seen: AtomicU64::new(0),
+        other: OnceLock::new(),
+        uninstrumented: OnceLock::new(),
+    })
+}
+
+thread_local! {
+    /// One-entry cache of the last spawn site used on this thread: spawn loops hit it.
+    static LAST_SITE: std::cell::RefCell<Option<(usize, Arc<Site>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Registry {
+    pub fn set_site_cap(&self, cap: usize) {
+        self.site_cap.store(cap.max(1), Relaxed);
+    }
+
+    pub fn site_cap(&self) -> usize {
+        self.site_cap.load(Relaxed)
+    }
+
+    pub fn sites_seen(&self) -> u64 {
+        self.sites_seen.load(Relaxed)
+    }
+
+    /// Interns a location given by parts (pseudo sites use this with made-up files).
+    pub fn intern_parts(&self, file: &'static str, line: u32, column: u32) -> LocId {
+        let mut locs = lock(&self.locations);
+        if let Some(id) = locs.ids.get(&(file, line, column)) {
+            return *id;
+        }
+        let id = locs.defs.len() as LocId;
+        locs.defs.push(wire::Location {
+            file: file.to_string(),
+            line,
+            column,
+        });
+        locs.ids.insert((file, line, column), id);
+        id
+    }
+
+    /// Interns a `#[track_caller]` location (channel sites, call sites).
+    pub fn intern(&self, loc: &'static StdLocation<'static>) -> LocId {
+        let (f, l, c) = key_of(loc);
+        self.intern_parts(f, l, c)
+    }
+
+    /// The definition of an interned location.
+    pub fn location(&self, id: LocId) -> Option<wire::Location> {
+        lock(&self.locations).defs.get(id as usize).cloned()
+    }
+
+    /// Number of interned locations (ids are `0..count`).
+    pub fn location_count(&self) -> usize {
+        lock(&self.locations).defs.len()
+    }
+
+    fn pseudo_site(
+        &self,
+        cell: &OnceLock<Arc<Site>>,
+        name: &'static str,
+        kind: SiteKind,
+    ) -> Arc<Site> {
+        cell.get_or_init(|| {
+            let site = Arc::new(Site::new(self.intern_parts(name, 0, 0), kind));
+            self.site_list
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(site.clone());
+            site
+        })
+        .clone()
+    }
+
+    /// The row for channel operations in tasks not spawned through the agent.
+    #[allow(dead_code)] // used by the channel wrappers
+    pub fn uninstrumented_site(&self) -> Arc<Site> {
+        self.pseudo_site(
+            &self.uninstrumented,
+            "<uninstrumented task>",
+            SiteKind::Uninstrumented,
+        )
+    }
+
+    /// The spawn site for `loc`, created on first use; past the site cap, the shared
+    /// "other sites" row.
+    pub fn site(&self, loc: &'static StdLocation<'static>) -> Arc<Site> {
+        let ptr = loc as *const _ as usize;
+        if let Some(site) = LAST_SITE.with(|c| {
+            c.borrow()
+                .as_ref()
+                .filter(|(p, _)| *p == ptr)
+                .map(|(_, s)| s.clone())
+        }) {
+            return site;
+        }
+        let site = self.site_slow(loc);
+        LAST_SITE.with(|c| *c.borrow_mut() = Some((ptr, site.clone())));
+        site
+    }
+
+    fn site_slow(&self, loc: &'static StdLocation<'static>) -> Arc<Site> {
+        let key = key_of(loc);
+        if let Some(site) = self
+            .sites
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return site.clone();
+        }
+        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(site) = sites.get(&key) {
+            return site.clone();
+        }
+        if sites.len() >= self.site_cap() {
+            drop(sites);
+            // Count each folded location once.
+            let mut locs = lock(&self.locations);
+            if !locs.ids.contains_key(&key) {
+                let id = locs.defs.len() as LocId;
+                locs.defs.push(wire::Location {
+                    file: key.0.to_string(),
+                    line: key.1,
+                    column: key.2,
+                });
+                locs.ids.insert(key, id);
+                self.sites_seen.fetch_add(1, Relaxed);
+            }
+            drop(locs);
+            return self.pseudo_site(&self.other, "<other sites>", SiteKind::Other);
+        }
+        let site = Arc::new(Site::new(self.intern(loc), SiteKind::Spawn));
+        sites.insert(key, site.clone());
+        self.sites_seen.fetch_add(1, Relaxed);
+        self.site_list
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(site.clone());
+        site
+    }
+
+    /// Every site, in creation order.
+    pub fn sites(&self) -> Vec<Arc<Site>> {
+        self.site_list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The site whose row has location id `loc`.
+    pub fn site_by_loc(&self, loc: LocId) -> Option<Arc<Site>> {
+        self.site_list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|s| s.loc == loc)
+            .cloned()
+    }
+
+    /// Registers a newly spawned task of `site`.
+    pub fn new_task(&self, site: Arc<Site>) -> Arc<TaskCell> {
+        let id = self.next_task.fetch_add(1, Relaxed);
+        let cell = Arc::new(TaskCell {
+            id,
+            site: site.clone(),
+            spawned_ms: clock::now_ms(),
+            state: AtomicU8::new(STATE_IDLE),
+        });
+        site.spawned.fetch_add(1, Relaxed);
+        site.live.fetch_add(1, Relaxed);
+        lock(&site.inner).tasks.insert(id, cell.clone());
+        cell
+    }
+
+    /// The task's future completed, panicked or was dropped.
+    pub fn task_done(&self, cell: &TaskCell) {
+        let site = &cell.site;
+        lock(&site.inner).tasks.remove(&cell.id);
+        site.live.fetch_sub(1, Relaxed);
+        site.completed.fetch_add(1, Relaxed);
+    }
+
+    /// The oldest `limit` live tasks of the site with location `loc`.
+    pub fn oldest_tasks(&self, loc: LocId, limit: usize) -> Vec<wire::TaskInfo> {
+        let Some(site) = self.site_by_loc(loc) else {
+            return Vec::new();
+        };
+        let cells: Vec<Arc<TaskCell>> = lock(&site.inner)
+            .tasks
+            .values()
+            .take(limit)
+            .cloned()
+            .collect();
+        cells.iter().map(|c| c.info()).collect()
+    }
+
+    /// A snapshot of every site's counters.
+    pub fn snapshot(&self, seq: u64) -> wire::Snapshot {
+        let sites = self.sites().iter().map(|s| s.stats()).collect();
+        wire::Snapshot {
+            seq,
+            now_ms: clock::now_ms(),
+            sites,
+            groups: Vec::new(),
+            channels: Vec::new(),
+            sites_seen: self.sites_seen(),
+        }
+    }
+}

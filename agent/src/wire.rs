@@ -1,0 +1,734 @@
+//! The wire protocol between the agent (in the target process) and `leaktop`.
+//!
+//! This module is the one definition of the protocol: the attaching side and the recording
+//! format both use these types, never a copy of them. It builds without the `runtime`
+//! feature, so a client pulls in serde and postcard only.
+//!
+//! # Framing
+//!
+//! Every message travels in a frame: a little-endian `u32` payload length, then that many
+//! bytes of [postcard]-encoded [`ClientMsg`] or [`AgentMsg`]. A frame longer than
+//! [`MAX_FRAME`] (or [`MAX_CLIENT_FRAME`] for what a client sends to the agent) is an error;
+//! the peer is dropped, nothing is allocated for it.
+//!
+//! # Session
+//!
+//! 1. The client connects and sends [`ClientMsg::Hello`] with its protocol version.
+//! 2. The agent answers [`AgentMsg::Hello`] (pid, process start time, exe, build id, …) or
+//!    [`AgentMsg::Refused`] with a reason (wrong uid, unsupported version) and closes.
+//! 3. The client asks: [`ClientMsg::Snapshot`] for one snapshot, [`ClientMsg::Subscribe`]
+//!    for one every `interval_ms`, [`ClientMsg::History`] for the per-site rings,
+//!    [`ClientMsg::Tasks`] for the oldest tasks of a group.
+//!
+//! Locations (spawn sites, call sites, channel creation sites) and stacks are interned per
+//! connection: [`AgentMsg::Location`] / [`AgentMsg::Stack`] define an id once, before the
+//! first message that uses it; later messages carry only the id. Ids are stable for the
+//! life of the agent, so a recording may concatenate them.
+//!
+//! # Evolution rules (additive)
+//!
+//! postcard is not self-describing: a struct's fields are its layout. So:
+//! - never reorder, remove or retype a field or an enum variant that has shipped;
+//! - new message kinds are new enum variants appended at the end of [`ClientMsg`] /
+//!   [`AgentMsg`]; a receiver that cannot decode a frame (unknown variant) skips that frame
+//!   (the length prefix makes that safe) and, on the agent side, answers
+//!   [`AgentMsg::Error`];
+//! - a changed layout of an existing message is a new variant (e.g. `SnapshotV2`) plus a
+//!   bump of [`PROTOCOL_VERSION`]; the agent answers with the highest version both sides
+//!   speak (`min(client, agent)`) and keeps sending the old variants to old clients;
+//! - [`PROTOCOL_VERSION`] is bumped for every change, additive or not, and the agent
+//!   refuses clients below [`MIN_PROTOCOL_VERSION`] with both versions in the reason.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// Largest frame payload either side accepts from the agent (snapshots of huge programs).
+pub const MAX_FRAME: usize = 32 * 1024 * 1024;
+/// Largest frame payload the agent accepts from a client: requests are tiny.
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+/// Bytes of the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Id of an interned [`Location`], stable for the life of the agent.
+pub type LocId = u32;
+/// Id of an interned raw stack, stable for the life of the agent.
+pub type StackId = u32;
+
+/// A source location (`std::panic::Location`, owned).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// What a client sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum ClientMsg {
+    /// First message: the client's protocol version and a name for logs.
+    Hello { protocol: u32, client: String },
+    /// Send one [`Snapshot`] now.
+    Snapshot,
+    /// Send a [`Snapshot`] now and then every `interval_ms` (clamped by the agent to
+    /// 50 ms ..= 1 h). A second `Subscribe` changes the interval.
+    Subscribe { interval_ms: u32 },
+    /// Stop the periodic snapshots.
+    Unsubscribe,
+    /// Send the per-site history rings ([`History`]).
+    History,
+    /// Send the oldest `limit` live tasks of a site, or only those of one blocked group.
+    Tasks {
+        site: LocId,
+        group: Option<GroupKey>,
+        limit: u32,
+    },
+    /// Send an open descriptor of the agent's own executable (SCM_RIGHTS), for
+    /// symbolizing when its path is not reachable from the client.
+    ExeFd,
+    /// Liveness check; answered by [`AgentMsg::Pong`].
+    Ping,
+}
+
+/// What the agent sends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum AgentMsg {
+    Hello(AgentHello),
+    /// The connection is refused (wrong uid, unsupported protocol, too many clients);
+    /// the agent closes it after this frame.
+    Refused { reason: String },
+    /// Defines location `id` for this connection.
+    Location { id: LocId, loc: Location },
+    /// Defines raw stack `id`: return addresses, innermost first, as captured in the target.
+    Stack { id: StackId, frames: Vec<u64> },
+    /// The executable mappings of the target, to symbolize stacks later.
+    Modules(Vec<Mapping>),
+    Snapshot(Snapshot),
+    History(History),
+    Tasks(TaskList),
+    /// Carries the executable's descriptor as ancillary data (SCM_RIGHTS). `ok` is false
+    /// (and no descriptor attached) when the agent could not open it.
+    ExeFd { ok: bool },
+    /// A request could not be served; the connection stays open.
+    Error { message: String },
+    Pong,
+}
+
+/// The agent's half of the handshake.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AgentHello {
+    /// Protocol version used on this connection (`min(client, agent)`).
+    pub protocol: u32,
+    /// `leaktop-agent` crate version.
+    pub agent_version: String,
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` (clock ticks since boot): with the pid it names
+    /// one process for good, so a reused pid is never mistaken for the old one.
+    pub start_time_ticks: u64,
+    /// `/proc/self/exe` as the target sees it.
+    pub exe: String,
+    /// GNU build id of the executable (empty when it has none).
+    pub build_id: Vec<u8>,
+    /// Effective uid of the target.
+    pub uid: u32,
+    /// Wall clock (ms since the Unix epoch) at the agent's time origin: every `*_ms`
+    /// field in the protocol is milliseconds since that origin.
+    pub origin_unix_ms: u64,
+    /// Agent time (ms since origin) when this hello was sent.
+    pub now_ms: u64,
+    /// Interval of the history samples.
+    pub sample_interval_ms: u32,
+    /// Number of samples each history ring holds.
+    pub history_len: u32,
+    /// Maximum number of distinct spawn sites tracked; more fold into one "other" row.
+    pub site_cap: u32,
+}
+
+/// What a spawn-site row stands for.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SiteKind {
+    /// A real `#[track_caller]` spawn site.
+    Spawn,
+    /// Channel operations in tasks not spawned through the agent.
+    Uninstrumented,
+    /// Sites beyond the site cap, folded together.
+    Other,
+}
+
+/// Counters of one spawn site, kept incrementally in the agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SiteStats {
+    pub site: LocId,
+    pub kind: Option<SiteKind>,
+    /// Tasks alive now (spawned, future not yet dropped).
+    pub live: u64,
+    /// Tasks inside `poll` right now.
+    pub running: u64,
+    /// Tasks pending on an instrumented send-like operation.
+    pub blocked_send: u64,
+    /// Tasks pending on an instrumented receive-like operation.
+    pub blocked_recv: u64,
+    /// Tasks ever spawned at this site.
+    pub spawned: u64,
+    /// Tasks whose future completed, panicked or was dropped (aborted).
+    pub completed: u64,
+    /// Spawn time (agent ms) of the oldest live task.
+    pub oldest_live_ms: Option<u64>,
+}
+
+impl SiteStats {
+    /// Live tasks that are neither running nor blocked on an instrumented channel.
+    pub fn idle(&self) -> u64 {
+        self.live
+            .saturating_sub(self.running)
+            .saturating_sub(self.blocked_send)
+            .saturating_sub(self.blocked_recv)
+    }
+}
+
+/// The channel operation a task waits in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    Send,
+    Reserve,
+    Recv,
+    Changed,
+    /// Waiting for the other side to close (`Sender::closed`).
+    Closed,
+    Other,
+}
+
+impl Op {
+    /// Send-like ops count as "blocked send", everything else as "blocked recv".
+    pub fn is_send(self) -> bool {
+        matches!(self, Op::Send | Op::Reserve)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Send => "chan send",
+            Op::Reserve => "chan reserve",
+            Op::Recv => "chan recv",
+            Op::Changed => "watch changed",
+            Op::Closed => "chan closed",
+            Op::Other => "chan wait",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelKind {
+    Mpsc,
+    UnboundedMpsc,
+    Oneshot,
+    Broadcast,
+    Watch,
+}
+
+impl ChannelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelKind::Mpsc => "mpsc",
+            ChannelKind::UnboundedMpsc => "unbounded mpsc",
+            ChannelKind::Oneshot => "oneshot",
+            ChannelKind::Broadcast => "broadcast",
+            ChannelKind::Watch => "watch",
+        }
+    }
+}
+
+/// Identity of a blocked group: tasks of one spawn site waiting in the same op, on a
+/// channel created at the same place, called from the same place, with the same stack.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub site: LocId,
+    pub op: Op,
+    pub channel_site: LocId,
+    pub call_site: LocId,
+    pub stack: Option<StackId>,
+}
+
+/// State of one channel at snapshot time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub id: u64,
+    pub kind: ChannelKind,
+    pub site: LocId,
+    pub capacity: Option<u64>,
+    pub len: Option<u64>,
+    pub senders: u64,
+    pub receivers: u64,
+    pub closed: bool,
+    /// Agent ms of the last successful send / receive (None: never).
+    pub last_send_ms: Option<u64>,
+    pub last_recv_ms: Option<u64>,
+}
+
+/// Tasks blocked at the same place, with the age of the oldest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BlockedGroup {
+    pub key: GroupKey,
+    pub kind: ChannelKind,
+    pub count: u64,
+    /// Agent ms since which the oldest task of the group has been blocked.
+    pub oldest_since_ms: u64,
+    /// The channel the oldest task waits on.
+    pub channel: Option<ChannelStats>,
+}
+
+/// Channels of one creation site, aggregated.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChannelSiteStats {
+    pub site: LocId,
+    pub kind: ChannelKind,
+    /// Channels from this site alive now / ever created.
+    pub live: u64,
+    pub created: u64,
+    pub sends: u64,
+    pub recvs: u64,
+    pub last_send_ms: Option<u64>,
+    pub last_recv_ms: Option<u64>,
+}
+
+/// One snapshot of the task table: O(sites + groups + channel sites), never O(tasks).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Increases by one per snapshot built by this agent (any client).
+    pub seq: u64,
+    /// Agent ms when the snapshot was taken.
+    pub now_ms: u64,
+    pub sites: Vec<SiteStats>,
+    pub groups: Vec<BlockedGroup>,
+    pub channels: Vec<ChannelSiteStats>,
+    /// Distinct spawn sites seen, including those folded past the cap.
+    pub sites_seen: u64,
+}
+
+/// One history sample of one site.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Sample {
+    pub live: u32,
+    pub blocked_send: u32,
+    pub blocked_recv: u32,
+    pub spawned: u64,
+    pub completed: u64,
+}
+
+/// The samples of one site, oldest first; the last sample was taken at `History::end_ms`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SiteHistory {
+    pub site: LocId,
+    pub samples: Vec<Sample>,
+}
+
+/// Per-site history rings as kept by the agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct History {
+    pub interval_ms: u32,
+    /// Agent ms of the newest sample.
+    pub end_ms: u64,
+    pub sites: Vec<SiteHistory>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    Idle,
+    Blocked,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: u64,
+    pub spawned_ms: u64,
+    pub state: TaskState,
+    /// Set when blocked: since when, and where.
+    pub blocked_since_ms: Option<u64>,
+    pub group: Option<GroupKey>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TaskList {
+    pub site: LocId,
+    pub group: Option<GroupKey>,
+    /// Oldest first.
+    pub tasks: Vec<TaskInfo>,
+}
+
+/// One executable mapping of the target (a line of `/proc/<pid>/maps`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub path: String,
+}
+
+/// Errors of decoding or framing. Never a panic, whatever the bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("connection closed in the middle of a frame ({got} of {want} bytes)")]
+    Truncated { got: usize, want: usize },
+    #[error("undecodable message: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `msg` as one frame (length prefix + payload).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; HEADER_LEN];
+    let mut out = postcard::to_extend(msg, std::mem::take(&mut out))?;
+    let len = out.len() - HEADER_LEN;
+    if len > MAX_FRAME {
+        return Err(WireError::FrameTooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    out[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes one payload (without the length prefix).
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+/// Incremental frame splitter for non-blocking readers: push bytes in, take whole
+/// payloads out. Holds at most one frame of at most `max` bytes.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered and not yet returned as a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole payload, `Ok(None)` when more bytes are needed, an error when the
+    /// announced length is over the limit (the stream cannot be resynchronised then).
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        let Some(header) = self.buf.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; HEADER_LEN];
+        len_bytes.copy_from_slice(header);
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        if len > self.max {
+            return Err(WireError::FrameTooLarge { len, max: self.max });
+        }
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.buf.drain(..HEADER_LEN + len);
+        Ok(Some(payload))
+    }
+}
+
+/// Reads one whole frame payload from a blocking reader. `Ok(None)` on a clean end of
+/// stream before the first byte of a frame.
+pub fn read_frame<R: std::io::Read>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, WireError> {
+    let mut header = [0u8; HEADER_LEN];
+    let got = read_full(r, &mut header)?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < HEADER_LEN {
+        return Err(WireError::Truncated {
+            got,
+            want: HEADER_LEN,
+        });
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > max {
+        return Err(WireError::FrameTooLarge { len, max });
+    }
+    let mut payload = vec![0u8; len];
+    let got = read_full(r, &mut payload)?;
+    if got < len {
+        return Err(WireError::Truncated { got, want: len });
+    }
+    Ok(Some(payload))
+}
+
+fn read_full<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, std::io::Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(id: u32) -> LocId {
+        id
+    }
+
+    fn group_key() -> GroupKey {
+        GroupKey {
+            site: loc(1),
+            op: Op::Send,
+            channel_site: loc(2),
+            call_site: loc(3),
+            stack: Some(7),
+        }
+    }
+
+    fn chan() -> ChannelStats {
+        ChannelStats {
+            id: 9,
+            kind: ChannelKind::Mpsc,
+            site: 2,
+            capacity: Some(1),
+            len: Some(1),
+            senders: 3,
+            receivers: 1,
+            closed: false,
+            last_send_ms: Some(10),
+            last_recv_ms: None,
+        }
+    }
+
+    fn every_client_msg() -> Vec<ClientMsg> {
+        vec![
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                client: "test".into(),
+            },
+            ClientMsg::Snapshot,
+            ClientMsg::Subscribe { interval_ms: 1000 },
+            ClientMsg::Unsubscribe,
+            ClientMsg::History,
+            ClientMsg::Tasks {
+                site: 1,
+                group: Some(group_key()),
+                limit: 10,
+            },
+            ClientMsg::ExeFd,
+            ClientMsg::Ping,
+        ]
+    }
+
+    fn every_agent_msg() -> Vec<AgentMsg> {
+        vec![
+            AgentMsg::Hello(AgentHello {
+                protocol: 1,
+                agent_version: "0.1.0".into(),
+                pid: 42,
+                start_time_ticks: 123456,
+                exe: "/bin/x".into(),
+                build_id: vec![1, 2, 3],
+                uid: 1000,
+                origin_unix_ms: 1_700_000_000_000,
+                now_ms: 5,
+                sample_interval_ms: 1000,
+                history_len: 600,
+                site_cap: 10_000,
+            }),
+            AgentMsg::Refused {
+                reason: "no".into(),
+            },
+            AgentMsg::Location {
+                id: 1,
+                loc: Location {
+                    file: "src/main.rs".into(),
+                    line: 10,
+                    column: 5,
+                },
+            },
+            AgentMsg::Stack {
+                id: 7,
+                frames: vec![0x5555_0000_1234, u64::MAX],
+            },
+            AgentMsg::Modules(vec![Mapping {
+                start: 0x1000,
+                end: 0x2000,
+                offset: 0,
+                path: "/bin/x".into(),
+            }]),
+            AgentMsg::Snapshot(Snapshot {
+                seq: 3,
+                now_ms: 99,
+                sites: vec![SiteStats {
+                    site: 1,
+                    kind: Some(SiteKind::Spawn),
+                    live: 5,
+                    running: 1,
+                    blocked_send: 2,
+                    blocked_recv: 1,
+                    spawned: 10,
+                    completed: 5,
+                    oldest_live_ms: Some(3),
+                }],
+                groups: vec![BlockedGroup {
+                    key: group_key(),
+                    kind: ChannelKind::Mpsc,
+                    count: 2,
+                    oldest_since_ms: 4,
+                    channel: Some(chan()),
+                }],
+                channels: vec![ChannelSiteStats {
+                    site: 2,
+                    kind: ChannelKind::Oneshot,
+                    live: 1,
+                    created: 2,
+                    sends: 3,
+                    recvs: 4,
+                    last_send_ms: Some(1),
+                    last_recv_ms: None,
+                }],
+                sites_seen: 1,
+            }),
+            AgentMsg::History(History {
+                interval_ms: 1000,
+                end_ms: 5000,
+                sites: vec![SiteHistory {
+                    site: 1,
+                    samples: vec![Sample {
+                        live: 1,
+                        blocked_send: 0,
+                        blocked_recv: 1,
+                        spawned: 3,
+                        completed: 2,
+                    }],
+                }],
+            }),
+            AgentMsg::Tasks(TaskList {
+                site: 1,
+                group: None,
+                tasks: vec![TaskInfo {
+                    id: 77,
+                    spawned_ms: 12,
+                    state: TaskState::Blocked,
+                    blocked_since_ms: Some(13),
+                    group: Some(group_key()),
+                }],
+            }),
+            AgentMsg::ExeFd { ok: true },
+            AgentMsg::Error {
+                message: "bad".into(),
+            },
+            AgentMsg::Pong,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_frame() {
+        for msg in every_client_msg() {
+            let frame = encode_frame(&msg).unwrap();
+            let payload = read_frame(&mut &frame[..], MAX_CLIENT_FRAME)
+                .unwrap()
+                .unwrap();
+            assert_eq!(decode::<ClientMsg>(&payload).unwrap(), msg);
+        }
+        for msg in every_agent_msg() {
+            let frame = encode_frame(&msg).unwrap();
+            let mut dec = FrameDecoder::new(MAX_FRAME);
+            // Byte by byte, as a non-blocking socket may deliver it.
+            let mut out = None;
+            for b in &frame {
+                dec.push(std::slice::from_ref(b));
+                if let Some(p) = dec.next_frame().unwrap() {
+                    out = Some(p);
+                }
+            }
+            assert_eq!(decode::<AgentMsg>(&out.unwrap()).unwrap(), msg);
+            assert_eq!(dec.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn frame_over_the_limit_is_an_error_before_any_allocation() {
+        let header = (u32::MAX).to_le_bytes();
+        let err = read_frame(&mut &header[..], MAX_CLIENT_FRAME).unwrap_err();
+        assert!(matches!(err, WireError::FrameTooLarge { .. }), "{err}");
+        let mut dec = FrameDecoder::new(MAX_CLIENT_FRAME);
+        dec.push(&header);
+        assert!(matches!(
+            dec.next_frame(),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error() {
+        let frame = encode_frame(&ClientMsg::Ping).unwrap();
+        let mut long = encode_frame(&every_agent_msg()[0]).unwrap();
+        long.truncate(long.len() - 3);
+        let err = read_frame(&mut &long[..], MAX_FRAME).unwrap_err();
+        assert!(matches!(err, WireError::Truncated { .. }), "{err}");
+        let err = read_frame(&mut &frame[..2], MAX_FRAME).unwrap_err();
+        assert!(matches!(err, WireError::Truncated { .. }), "{err}");
+        assert!(read_frame(&mut &[][..], MAX_FRAME).unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_bytes_decode_to_errors_not_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = decode::<AgentMsg>(&bytes);
+            let _ = decode::<ClientMsg>(&bytes);
+        }
+        assert!(decode::<ClientMsg>(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn hello_from_a_future_version_still_decodes_its_version() {
+        // Rule: Hello's layout never changes, so any version can read the other's.
+        let frame = encode_frame(&ClientMsg::Hello {
+            protocol: 99,
+            client: "future".into(),
+        })
+        .unwrap();
+        let payload = read_frame(&mut &frame[..], MAX_CLIENT_FRAME)
+            .unwrap()
+            .unwrap();
+        match decode::<ClientMsg>(&payload).unwrap() {
+            ClientMsg::Hello { protocol, .. } => assert_eq!(protocol, 99),
+            other => panic!("{other:?}"),
+        }
+    }
+}
