@@ -1,1 +1,13 @@
+//! leaktop: find leaked async tasks in live tokio programs.
+//!
+//! The path of a byte from the target: [`attach`] finds the agent's socket and shakes
+//! hands; a [`source::Source`] (live socket, or a recording) yields protocol messages
+//! (`leaktop_agent::wire`); [`model::Session`] folds them into state; [`report`] (and the
+//! TUI) render that state.
 
+pub mod attach;
+pub mod demo;
+pub mod model;
+pub mod report;
+pub mod source;
+pub mod util;

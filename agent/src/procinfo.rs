@@ -63,7 +63,10 @@ pub fn build_id() -> Vec<u8> {
     // SAFETY: dl_iterate_phdr calls back with valid `dl_phdr_info` for each loaded object;
     // the first one is the main program. We read only within the segments it describes.
     unsafe {
-        libc::dl_iterate_phdr(Some(callback), &mut out as *mut Vec<u8> as *mut libc::c_void);
+        libc::dl_iterate_phdr(
+            Some(callback),
+            &mut out as *mut Vec<u8> as *mut libc::c_void,
+        );
     }
     out
 }
@@ -98,7 +101,8 @@ pub fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
     const NT_GNU_BUILD_ID: u32 = 3;
     let align4 = |n: usize| (n + 3) & !3;
     while notes.len() >= 12 {
-        let word = |i: usize| u32::from_ne_bytes([notes[i], notes[i + 1], notes[i + 2], notes[i + 3]]);
+        let word =
+            |i: usize| u32::from_ne_bytes([notes[i], notes[i + 1], notes[i + 2], notes[i + 3]]);
         let (namesz, descsz, kind) = (word(0) as usize, word(4) as usize, word(8));
         let name_end = 12usize.checked_add(align4(namesz))?;
         let desc_end = name_end.checked_add(align4(descsz))?;
@@ -117,7 +121,8 @@ mod tests {
 
     #[test]
     fn start_time_survives_odd_command_names() {
-        let stat = "123 (a) b) (c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let stat =
+            "123 (a) b) (c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert!(start_time_ticks(std::process::id()).is_some());
         assert_eq!(parse_start_time("garbage"), None);
@@ -131,7 +136,10 @@ mod tests {
         let m = parse_maps(maps);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].path, "/usr/bin/my prog");
-        assert_eq!((m[0].start, m[0].end, m[0].offset), (0x5555, 0x6666, 0x1000));
+        assert_eq!(
+            (m[0].start, m[0].end, m[0].offset),
+            (0x5555, 0x6666, 0x1000)
+        );
         assert!(!exec_mappings().is_empty());
     }
 

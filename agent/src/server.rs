@@ -357,8 +357,8 @@ impl Server {
             ClientMsg::Hello { .. } => self.clients[i].queue_error("already greeted".into()),
             ClientMsg::Snapshot => self.send_snapshot(i),
             ClientMsg::Subscribe { interval_ms } => {
-                let interval = Duration::from_millis(interval_ms as u64)
-                    .clamp(MIN_INTERVAL, MAX_INTERVAL);
+                let interval =
+                    Duration::from_millis(interval_ms as u64).clamp(MIN_INTERVAL, MAX_INTERVAL);
                 self.clients[i].subscription = Some((interval, Instant::now()));
             }
             ClientMsg::Unsubscribe => self.clients[i].subscription = None,

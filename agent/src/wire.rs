@@ -104,11 +104,19 @@ pub enum AgentMsg {
     Hello(AgentHello),
     /// The connection is refused (wrong uid, unsupported protocol, too many clients);
     /// the agent closes it after this frame.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Defines location `id` for this connection.
-    Location { id: LocId, loc: Location },
+    Location {
+        id: LocId,
+        loc: Location,
+    },
     /// Defines raw stack `id`: return addresses, innermost first, as captured in the target.
-    Stack { id: StackId, frames: Vec<u64> },
+    Stack {
+        id: StackId,
+        frames: Vec<u64>,
+    },
     /// The executable mappings of the target, to symbolize stacks later.
     Modules(Vec<Mapping>),
     Snapshot(Snapshot),
@@ -116,9 +124,13 @@ pub enum AgentMsg {
     Tasks(TaskList),
     /// Carries the executable's descriptor as ancillary data (SCM_RIGHTS). `ok` is false
     /// (and no descriptor attached) when the agent could not open it.
-    ExeFd { ok: bool },
+    ExeFd {
+        ok: bool,
+    },
     /// A request could not be served; the connection stays open.
-    Error { message: String },
+    Error {
+        message: String,
+    },
     Pong,
 }
 

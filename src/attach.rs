@@ -1,0 +1,388 @@
+//! Finding agents and connecting to them: socket discovery, the handshake, and the errors a
+//! user can act on (no agent, permission denied, version mismatch, pid reuse, …).
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use leaktop_agent::paths;
+use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
+
+/// How long the handshake may take before the agent counts as not answering.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("process {pid} does not exist (check the pid with `ps -p {pid}` or `leaktop list`)")]
+    NoProcess { pid: u32 },
+    #[error("process {pid} has no leaktop agent socket at {}: link leaktop-agent and call leaktop_agent::start() (or set LEAKTOP_SOCKET_DIR to where its socket is)", display_paths(.looked))]
+    NoAgent { pid: u32, looked: Vec<PathBuf> },
+    #[error("permission denied on {path} (owned by uid {owner}, you are uid {me}): run leaktop as uid {owner} or root")]
+    PermissionDenied { path: PathBuf, owner: u32, me: u32 },
+    #[error("the agent of process {pid} refused the connection: {reason}")]
+    Refused { pid: u32, reason: String },
+    #[error("protocol version mismatch with process {pid}: leaktop speaks {ours_min}..={ours_max}, its agent {agent_version} speaks {theirs}; use a leaktop built with a matching leaktop-agent")]
+    VersionMismatch {
+        pid: u32,
+        ours_min: u32,
+        ours_max: u32,
+        theirs: u32,
+        agent_version: String,
+    },
+    #[error("{path} is not a leaktop agent socket ({detail})")]
+    NotAnAgent { path: PathBuf, detail: String },
+    #[error("stale socket {path}: nothing listens on it (the process that made it has exited{})", if *.pid_alive { "; its pid was reused by another process" } else { "" })]
+    Stale { path: PathBuf, pid_alive: bool },
+    #[error("socket {path} belongs to an earlier process with pid {pid} (pid reused): it is not the process running now")]
+    PidReused { pid: u32, path: PathBuf },
+    #[error("the agent at {path} did not answer within {}s (is the process stopped, e.g. under a debugger?)", HANDSHAKE_TIMEOUT.as_secs())]
+    Timeout { path: PathBuf },
+    #[error("connection to {path} failed: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+fn our_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// The effective uid of `pid`, from `/proc/<pid>/status`.
+pub fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Reads one variable of `pid`'s environment (same uid or root only).
+fn process_env(pid: u32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0).find_map(|kv| {
+        let kv = std::str::from_utf8(kv).ok()?;
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+/// Directories where `pid`'s socket may be, most specific first: the target's own
+/// environment (it decided where to bind), ours, and the per-uid fallback.
+pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let target_uid = process_uid(pid);
+    if let Some(uid) = target_uid {
+        dirs.push(paths::socket_dir_with(|k| process_env(pid, k), uid));
+    }
+    dirs.push(paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid()));
+    if let Some(uid) = target_uid {
+        dirs.push(paths::fallback_dir(uid));
+        dirs.push(PathBuf::from(format!("/run/user/{uid}/leaktop")));
+    }
+    dirs.extend(bound_socket_dirs());
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
+}
+
+/// Directories of bound Unix sockets named `<digits>.sock` under a `leaktop` directory,
+/// from `/proc/net/unix`: finds agents whose directory was set in code.
+fn bound_socket_dirs() -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .filter(|p| p.starts_with('/') && p.contains("leaktop"))
+        .filter_map(|p| {
+            let path = Path::new(p);
+            let name = path.file_name()?.to_str()?;
+            paths::pid_of_socket_name(name)?;
+            path.parent().map(Path::to_path_buf)
+        })
+        .collect()
+}
+
+/// One socket found by [`discover`].
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub pid: u32,
+    pub path: PathBuf,
+    /// False when no process has that pid any more.
+    pub alive: bool,
+}
+
+/// Every agent socket in the known directories.
+pub fn discover() -> Vec<Found> {
+    let mut dirs = vec![paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid())];
+    dirs.push(paths::fallback_dir(our_uid()));
+    dirs.extend(bound_socket_dirs());
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for dir in dirs {
+        if !seen.insert(dir.clone()) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(paths::pid_of_socket_name)
+            else {
+                continue;
+            };
+            found.push(Found {
+                pid,
+                path: entry.path(),
+                alive: Path::new(&format!("/proc/{pid}")).exists(),
+            });
+        }
+    }
+    found.sort_by_key(|f| f.pid);
+    found
+}
+
+/// Finds the socket of `pid`.
+pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(AttachError::NoProcess { pid });
+    }
+    let dirs = candidate_dirs(pid);
+    let name = paths::socket_file_name(pid);
+    for dir in &dirs {
+        let path = dir.join(&name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
+                return Err(AttachError::PermissionDenied {
+                    path: dir.clone(),
+                    owner,
+                    me: our_uid(),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    Err(AttachError::NoAgent {
+        pid,
+        looked: dirs.iter().take(2).map(|d| d.join(&name)).collect(),
+    })
+}
+
+/// A connection to an agent after a successful handshake.
+pub struct Connection {
+    stream: UnixStream,
+    pub hello: AgentHello,
+    pub path: PathBuf,
+    /// Messages that arrived with the hello and have not been taken yet.
+    early: std::collections::VecDeque<AgentMsg>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("path", &self.path)
+            .field("pid", &self.hello.pid)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects to the agent of `pid` and checks it is that process (not a reused pid).
+    pub fn attach(pid: u32) -> Result<Connection, AttachError> {
+        let path = socket_of(pid)?;
+        let conn = Connection::open(&path)?;
+        if conn.hello.pid != pid {
+            return Err(AttachError::PidReused { pid, path });
+        }
+        if let Some(now) = leaktop_agent::procinfo::start_time_ticks(pid) {
+            if conn.hello.start_time_ticks != 0 && conn.hello.start_time_ticks != now {
+                return Err(AttachError::PidReused { pid, path });
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Connects to the socket at `path` and performs the handshake.
+    pub fn open(path: &Path) -> Result<Connection, AttachError> {
+        let io = |source: std::io::Error| AttachError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let stream = match UnixStream::connect(path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let pid_alive = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(paths::pid_of_socket_name)
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                return Err(AttachError::Stale {
+                    path: path.to_path_buf(),
+                    pid_alive,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
+                return Err(AttachError::PermissionDenied {
+                    path: path.to_path_buf(),
+                    owner,
+                    me: our_uid(),
+                });
+            }
+            Err(e) => return Err(io(e)),
+        };
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(io)?;
+        let mut conn = Connection {
+            stream,
+            hello: AgentHello {
+                protocol: 0,
+                agent_version: String::new(),
+                pid: 0,
+                start_time_ticks: 0,
+                exe: String::new(),
+                build_id: Vec::new(),
+                uid: 0,
+                origin_unix_ms: 0,
+                now_ms: 0,
+                sample_interval_ms: 0,
+                history_len: 0,
+                site_cap: 0,
+            },
+            path: path.to_path_buf(),
+            early: Default::default(),
+        };
+        conn.send(&ClientMsg::Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
+        })?;
+        let started = Instant::now();
+        let first = conn.recv_raw().map_err(|e| match e {
+            RecvError::Timeout => AttachError::Timeout {
+                path: path.to_path_buf(),
+            },
+            RecvError::Closed => AttachError::NotAnAgent {
+                path: path.to_path_buf(),
+                detail: "it closed the connection without a hello".into(),
+            },
+            RecvError::Wire(e) => AttachError::NotAnAgent {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
+        })?;
+        let _ = started;
+        match first {
+            AgentMsg::Hello(hello) => {
+                if hello.protocol < wire::MIN_PROTOCOL_VERSION
+                    || hello.protocol > wire::PROTOCOL_VERSION
+                {
+                    return Err(AttachError::VersionMismatch {
+                        pid: hello.pid,
+                        ours_min: wire::MIN_PROTOCOL_VERSION,
+                        ours_max: wire::PROTOCOL_VERSION,
+                        theirs: hello.protocol,
+                        agent_version: hello.agent_version,
+                    });
+                }
+                conn.hello = hello;
+            }
+            AgentMsg::Refused { reason } => {
+                let pid = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(paths::pid_of_socket_name)
+                    .unwrap_or(0);
+                return Err(AttachError::Refused { pid, reason });
+            }
+            other => {
+                return Err(AttachError::NotAnAgent {
+                    path: path.to_path_buf(),
+                    detail: format!("it answered {other:?} instead of a hello"),
+                })
+            }
+        }
+        conn.stream.set_read_timeout(None).map_err(io)?;
+        Ok(conn)
+    }
+
+    /// Sends one request.
+    pub fn send(&mut self, msg: &ClientMsg) -> Result<(), AttachError> {
+        let frame = wire::encode_frame(msg).map_err(|e| AttachError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.stream
+            .write_all(&frame)
+            .map_err(|source| AttachError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn recv_raw(&mut self) -> Result<AgentMsg, RecvError> {
+        match wire::read_frame(&mut self.stream, wire::MAX_FRAME) {
+            Ok(Some(payload)) => wire::decode(&payload).map_err(RecvError::Wire),
+            Ok(None) => Err(RecvError::Closed),
+            Err(wire::WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(RecvError::Timeout)
+            }
+            Err(wire::WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                Err(RecvError::Closed)
+            }
+            Err(e) => Err(RecvError::Wire(e)),
+        }
+    }
+
+    /// Receives the next message, waiting at most `timeout` (None: forever).
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<AgentMsg, RecvError> {
+        if let Some(msg) = self.early.pop_front() {
+            return Ok(msg);
+        }
+        let _ = self.stream.set_read_timeout(timeout);
+        self.recv_raw()
+    }
+
+    /// Splits into a reader and a writer half (for a reader thread).
+    pub fn split(self) -> std::io::Result<(UnixStream, UnixStream)> {
+        let reader = self.stream.try_clone()?;
+        Ok((reader, self.stream))
+    }
+}
+
+/// Why a receive ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    #[error("timed out")]
+    Timeout,
+    #[error("the agent closed the connection (the process exited?)")]
+    Closed,
+    #[error(transparent)]
+    Wire(wire::WireError),
+}

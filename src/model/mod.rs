@@ -1,0 +1,228 @@
+//! Session state: a pure fold of protocol messages. No IO, no UI: the TUI, the reports and
+//! replay all read the same [`Session`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use leaktop_agent::wire::{
+    AgentHello, AgentMsg, BlockedGroup, ChannelSiteStats, History, LocId, Location, Mapping,
+    Sample, SiteStats, Snapshot, StackId, TaskList,
+};
+
+/// One point of a site's time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// Agent ms.
+    pub t_ms: u64,
+    pub sample: Sample,
+}
+
+/// What the session knows about one spawn site.
+#[derive(Debug, Clone, Default)]
+pub struct SiteState {
+    /// Counters of the latest snapshot (None before the first one that names it).
+    pub stats: Option<SiteStats>,
+    /// Live count and friends over time, oldest first (history, then snapshots).
+    pub series: Vec<Point>,
+}
+
+/// Everything folded so far.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub hello: Option<AgentHello>,
+    pub locations: HashMap<LocId, Location>,
+    pub stacks: HashMap<StackId, Vec<u64>>,
+    pub modules: Vec<Mapping>,
+    pub sites: BTreeMap<LocId, SiteState>,
+    pub groups: Vec<BlockedGroup>,
+    pub channels: Vec<ChannelSiteStats>,
+    /// The latest snapshot's time and sequence number.
+    pub now_ms: u64,
+    pub seq: u64,
+    pub sites_seen: u64,
+    pub task_lists: Vec<TaskList>,
+    /// Set once the source ended (process exited, file over), with the reason.
+    pub ended: Option<String>,
+    /// Errors the agent reported for our requests.
+    pub errors: Vec<String>,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session::default()
+    }
+
+    /// Folds one message into the state.
+    pub fn apply(&mut self, msg: &AgentMsg) {
+        match msg {
+            AgentMsg::Hello(h) => {
+                // A different process (agent restart under a reused pid): start over.
+                if let Some(old) = &self.hello {
+                    if old.pid != h.pid || old.start_time_ticks != h.start_time_ticks {
+                        *self = Session::default();
+                    }
+                }
+                self.hello = Some(h.clone());
+                self.now_ms = self.now_ms.max(h.now_ms);
+            }
+            AgentMsg::Refused { reason } => self.ended = Some(reason.clone()),
+            AgentMsg::Location { id, loc } => {
+                self.locations.insert(*id, loc.clone());
+            }
+            AgentMsg::Stack { id, frames } => {
+                self.stacks.insert(*id, frames.clone());
+            }
+            AgentMsg::Modules(m) => self.modules = m.clone(),
+            AgentMsg::Snapshot(s) => self.apply_snapshot(s),
+            AgentMsg::History(h) => self.apply_history(h),
+            AgentMsg::Tasks(t) => {
+                self.task_lists
+                    .retain(|l| !(l.site == t.site && l.group == t.group));
+                self.task_lists.push(t.clone());
+            }
+            AgentMsg::Error { message } => {
+                self.errors.push(message.clone());
+                if self.errors.len() > 100 {
+                    self.errors.remove(0);
+                }
+            }
+            AgentMsg::ExeFd { .. } | AgentMsg::Pong => {}
+        }
+    }
+
+    /// Marks the session as ended (the source said so).
+    pub fn end(&mut self, reason: &str) {
+        if self.ended.is_none() {
+            self.ended = Some(reason.to_string());
+        }
+    }
+
+    fn apply_snapshot(&mut self, s: &Snapshot) {
+        self.now_ms = s.now_ms;
+        self.seq = s.seq;
+        self.sites_seen = s.sites_seen;
+        for st in &s.sites {
+            let site = self.sites.entry(st.site).or_default();
+            let point = Point {
+                t_ms: s.now_ms,
+                sample: Sample {
+                    live: st.live.min(u32::MAX as u64) as u32,
+                    blocked_send: st.blocked_send.min(u32::MAX as u64) as u32,
+                    blocked_recv: st.blocked_recv.min(u32::MAX as u64) as u32,
+                    spawned: st.spawned,
+                    completed: st.completed,
+                },
+            };
+            if site.series.last().is_none_or(|p| p.t_ms < s.now_ms) {
+                site.series.push(point);
+            }
+            site.stats = Some(st.clone());
+        }
+        self.groups = s.groups.clone();
+        self.channels = s.channels.clone();
+    }
+
+    fn apply_history(&mut self, h: &History) {
+        let interval = h.interval_ms as u64;
+        for sh in &h.sites {
+            let site = self.sites.entry(sh.site).or_default();
+            let n = sh.samples.len() as u64;
+            let first_new = site.series.first().map(|p| p.t_ms);
+            let mut points: Vec<Point> = sh
+                .samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Point {
+                    t_ms: h.end_ms.saturating_sub((n - 1 - i as u64) * interval),
+                    sample: *s,
+                })
+                .filter(|p| first_new.is_none_or(|t| p.t_ms < t))
+                .collect();
+            points.append(&mut site.series);
+            site.series = points;
+        }
+    }
+
+    /// Location text of an interned id, `?` when undefined.
+    pub fn location(&self, id: LocId) -> String {
+        self.locations
+            .get(&id)
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| format!("<location {id}>"))
+    }
+
+    /// Sites with their latest stats, most live first.
+    pub fn sites_by_live(&self) -> Vec<(LocId, &SiteStats)> {
+        let mut v: Vec<(LocId, &SiteStats)> = self
+            .sites
+            .iter()
+            .filter_map(|(id, s)| s.stats.as_ref().map(|st| (*id, st)))
+            .collect();
+        v.sort_by(|a, b| b.1.live.cmp(&a.1.live).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Total live tasks and blocked tasks.
+    pub fn totals(&self) -> (u64, u64) {
+        self.sites
+            .values()
+            .filter_map(|s| s.stats.as_ref())
+            .fold((0, 0), |(l, b), s| {
+                (l + s.live, b + s.blocked_send + s.blocked_recv)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaktop_agent::wire::{SiteHistory, SiteKind};
+
+    fn stats(site: LocId, live: u64) -> SiteStats {
+        SiteStats {
+            site,
+            kind: Some(SiteKind::Spawn),
+            live,
+            spawned: live,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshots_extend_history_without_overlap() {
+        let mut s = Session::new();
+        s.apply(&AgentMsg::History(History {
+            interval_ms: 1000,
+            end_ms: 3000,
+            sites: vec![SiteHistory {
+                site: 1,
+                samples: vec![
+                    Sample {
+                        live: 1,
+                        ..Default::default()
+                    },
+                    Sample {
+                        live: 2,
+                        ..Default::default()
+                    },
+                    Sample {
+                        live: 3,
+                        ..Default::default()
+                    },
+                ],
+            }],
+        }));
+        s.apply(&AgentMsg::Snapshot(Snapshot {
+            seq: 1,
+            now_ms: 3500,
+            sites: vec![stats(1, 4)],
+            ..Default::default()
+        }));
+        let t: Vec<(u64, u32)> = s.sites[&1]
+            .series
+            .iter()
+            .map(|p| (p.t_ms, p.sample.live))
+            .collect();
+        assert_eq!(t, vec![(1000, 1), (2000, 2), (3000, 3), (3500, 4)]);
+        assert_eq!(s.totals(), (4, 0));
+    }
+}

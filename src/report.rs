@@ -1,0 +1,242 @@
+//! Text and JSON reports of a [`Session`]: `leaktop dump`.
+//!
+//! # JSON schema (`leaktop.dump`, version 1)
+//!
+//! A single object; fields are only ever added, never renamed or removed, within a version:
+//!
+//! ```text
+//! {
+//!   "schema": "leaktop.dump", "version": 1,
+//!   "process": { "pid", "exe", "build_id" (hex), "agent_version", "start_time_ticks",
+//!                "uptime_ms", "origin_unix_ms" },
+//!   "taken_at_ms": agent ms of the snapshot, "exited": null | "reason",
+//!   "totals": { "live", "blocked_send", "blocked_recv", "sites", "sites_seen" },
+//!   "sites": [ { "site": { "file", "line", "column" } | null, "kind": "spawn"|"uninstrumented"|"other",
+//!                "live", "running", "idle", "blocked_send", "blocked_recv",
+//!                "spawned", "completed", "oldest_live_age_ms" | null } ]   // most live first
+//! }
+//! ```
+
+use serde::Serialize;
+
+use leaktop_agent::wire::{LocId, SiteKind, SiteStats};
+
+use crate::model::Session;
+
+/// Output format of `dump`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `5m12s`-style age.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
+    match kind {
+        Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
+        Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
+        _ => session.location(id),
+    }
+}
+
+/// The Go `goroutine?debug=1`-style text report.
+pub fn text(session: &Session) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if let Some(h) = &session.hello {
+        let _ = writeln!(
+            out,
+            "leaktop dump of pid {} ({}), up {}, agent {}",
+            h.pid,
+            h.exe,
+            age(session.now_ms),
+            h.agent_version
+        );
+    }
+    let (live, blocked) = session.totals();
+    let sites = session.sites_by_live();
+    let _ = writeln!(
+        out,
+        "{live} live tasks in {} spawn sites, {blocked} blocked on channels",
+        sites.len()
+    );
+    if let Some(reason) = &session.ended {
+        let _ = writeln!(out, "note: {reason}; showing the last state received");
+    }
+    for (id, st) in sites {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{} live ({} spawned, {} done) @ {}",
+            st.live,
+            st.spawned,
+            st.completed,
+            site_label(session, id, st.kind)
+        );
+        let mut states = Vec::new();
+        if st.running > 0 {
+            states.push(format!("{} running", st.running));
+        }
+        if st.idle() > 0 {
+            states.push(format!("{} idle", st.idle()));
+        }
+        if st.blocked_send > 0 {
+            states.push(format!("{} blocked on send", st.blocked_send));
+        }
+        if st.blocked_recv > 0 {
+            states.push(format!("{} blocked on recv", st.blocked_recv));
+        }
+        if let Some(oldest) = st.oldest_live_ms {
+            states.push(format!(
+                "oldest {}",
+                age(session.now_ms.saturating_sub(oldest))
+            ));
+        }
+        if !states.is_empty() {
+            let _ = writeln!(out, "    {}", states.join(", "));
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonDump<'a> {
+    schema: &'static str,
+    version: u32,
+    process: Option<JsonProcess<'a>>,
+    taken_at_ms: u64,
+    exited: Option<&'a str>,
+    totals: JsonTotals,
+    sites: Vec<JsonSite>,
+}
+
+#[derive(Serialize)]
+struct JsonProcess<'a> {
+    pid: u32,
+    exe: &'a str,
+    build_id: String,
+    agent_version: &'a str,
+    start_time_ticks: u64,
+    uptime_ms: u64,
+    origin_unix_ms: u64,
+}
+
+#[derive(Serialize)]
+struct JsonTotals {
+    live: u64,
+    blocked_send: u64,
+    blocked_recv: u64,
+    sites: usize,
+    sites_seen: u64,
+}
+
+#[derive(Serialize)]
+struct JsonLocation {
+    file: String,
+    line: u32,
+    column: u32,
+}
+
+#[derive(Serialize)]
+struct JsonSite {
+    site: Option<JsonLocation>,
+    kind: &'static str,
+    live: u64,
+    running: u64,
+    idle: u64,
+    blocked_send: u64,
+    blocked_recv: u64,
+    spawned: u64,
+    completed: u64,
+    oldest_live_age_ms: Option<u64>,
+}
+
+fn json_site(session: &Session, id: LocId, st: &SiteStats) -> JsonSite {
+    let kind = match st.kind {
+        Some(SiteKind::Uninstrumented) => "uninstrumented",
+        Some(SiteKind::Other) => "other",
+        _ => "spawn",
+    };
+    JsonSite {
+        site: (kind == "spawn")
+            .then(|| session.locations.get(&id))
+            .flatten()
+            .map(|l| JsonLocation {
+                file: l.file.clone(),
+                line: l.line,
+                column: l.column,
+            }),
+        kind,
+        live: st.live,
+        running: st.running,
+        idle: st.idle(),
+        blocked_send: st.blocked_send,
+        blocked_recv: st.blocked_recv,
+        spawned: st.spawned,
+        completed: st.completed,
+        oldest_live_age_ms: st.oldest_live_ms.map(|t| session.now_ms.saturating_sub(t)),
+    }
+}
+
+/// Hex of a build id.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The JSON report (pretty-printed).
+pub fn json(session: &Session) -> String {
+    let sites: Vec<(LocId, &SiteStats)> = session.sites_by_live();
+    let totals = JsonTotals {
+        live: sites.iter().map(|s| s.1.live).sum(),
+        blocked_send: sites.iter().map(|s| s.1.blocked_send).sum(),
+        blocked_recv: sites.iter().map(|s| s.1.blocked_recv).sum(),
+        sites: sites.len(),
+        sites_seen: session.sites_seen,
+    };
+    let dump = JsonDump {
+        schema: "leaktop.dump",
+        version: 1,
+        process: session.hello.as_ref().map(|h| JsonProcess {
+            pid: h.pid,
+            exe: &h.exe,
+            build_id: hex(&h.build_id),
+            agent_version: &h.agent_version,
+            start_time_ticks: h.start_time_ticks,
+            uptime_ms: session.now_ms,
+            origin_unix_ms: h.origin_unix_ms,
+        }),
+        taken_at_ms: session.now_ms,
+        exited: session.ended.as_deref(),
+        totals,
+        sites: sites
+            .iter()
+            .map(|(id, st)| json_site(session, *id, st))
+            .collect(),
+    };
+    serde_json::to_string_pretty(&dump).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_go() {
+        assert_eq!(age(1500), "1.5s");
+        assert_eq!(age(42_000), "42s");
+        assert_eq!(age(312_000), "5m12s");
+        assert_eq!(age(3 * 3600 * 1000 + 60_000), "3h01m");
+        assert_eq!(age(2 * 86_400_000), "2d00h");
+    }
+}
