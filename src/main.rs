@@ -46,7 +46,18 @@ enum Cmd {
         format: report::Format,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
+    #[command(
+        after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
+    )]
     Demo {
+        /// Scenarios to run (default: all seven leaks at once). See --list.
+        scenarios: Vec<String>,
+        /// Run the fixed twins instead of the leaks.
+        #[arg(long)]
+        fixed: bool,
+        /// Name the scenarios, each with its story and seed, and exit.
+        #[arg(long)]
+        list: bool,
         /// Print one report and exit instead of the live view (default when stdout is
         /// not a terminal).
         #[arg(long)]
@@ -56,7 +67,10 @@ enum Cmd {
         warmup: f64,
     },
     #[command(name = "__demo-child", hide = true)]
-    DemoChild,
+    DemoChild {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,8 +88,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match (cli.command, cli.pid) {
         (Some(Cmd::List { verbose }), _) => list(verbose),
         (Some(Cmd::Dump { pid, format }), _) => dump(pid, format),
-        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup),
-        (Some(Cmd::DemoChild), _) => demo::run_child(),
+        (
+            Some(Cmd::Demo {
+                scenarios,
+                fixed,
+                list,
+                once,
+                warmup,
+            }),
+            _,
+        ) => {
+            if list {
+                print!("{}", demo::list_text());
+                return Ok(ExitCode::SUCCESS);
+            }
+            run_demo(&scenarios, fixed, once, warmup)
+        }
+        (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
         (None, Some(pid)) => dump(pid, report::Format::Text),
         (None, None) => {
             use clap::CommandFactory;
@@ -138,10 +167,12 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(once: bool, warmup: f64) -> Result<ExitCode> {
+fn run_demo(scenarios: &[String], fixed: bool, once: bool, warmup: f64) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let _interactive = !once && std::io::stdout().is_terminal();
-    let child = demo::spawn_child().context("cannot start the demo program")?;
+    demo::select(scenarios).map_err(anyhow::Error::msg)?;
+    let child =
+        demo::spawn_child(scenarios, fixed, None).context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
