@@ -228,6 +228,9 @@ impl Session {
 }
 
 #[cfg(test)]
+mod scenarios;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use leaktop_agent::wire::{SiteHistory, SiteKind};

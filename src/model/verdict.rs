@@ -7,7 +7,8 @@
 //!   a blocked sender, a send for a blocked receiver) resets the clock.
 //! - **growing**: the site's live count rises over the trailing window: a robust slope
 //!   (Theil–Sen) of at least [`Thresholds::min_rate_per_min`], a steady trend (Mann–Kendall
-//!   tau ≥ [`Thresholds::min_trend`]) and a rise of at least [`Thresholds::min_rise`] tasks.
+//!   tau ≥ [`Thresholds::min_trend`]) and a rise, fitted and net, of at least
+//!   [`Thresholds::min_rise`] tasks (a site that grew and dropped back has recovered).
 //! - **leak**: growing, and its tasks either blocked without progress for
 //!   [`Thresholds::min_age_ms`] or idle (waiting on something uninstrumented, such as a
 //!   socket read without a timeout) with the oldest live task older than that.
@@ -154,10 +155,14 @@ pub fn growth(series: &Series, now_ms: u64, th: &Thresholds) -> Growth {
     g.trend = rise - fall;
     g.rising_share = rise;
     let rise_tasks = g.rate_per_min * span_ms as f64 / 60_000.0;
+    // Both the fitted rise and the net one: a site that grew and then dropped back
+    // (recovered) has a rising fit but no net rise.
+    let net_rise = to_live as f64 - from_live as f64;
     g.growing = enough_data
         && g.rate_per_min >= th.min_rate_per_min
         && g.trend >= th.min_trend
-        && rise_tasks >= th.min_rise;
+        && rise_tasks >= th.min_rise
+        && net_rise >= th.min_rise;
     g
 }
 
