@@ -6,6 +6,7 @@
 //! TUI) render that state.
 
 pub mod attach;
+pub mod check;
 pub mod demo;
 pub mod duration;
 pub mod model;
