@@ -103,7 +103,9 @@ impl std::fmt::Display for Verdict {
 pub struct Growth {
     /// Theil–Sen slope of the live count, tasks per minute (0 without enough data).
     pub rate_per_min: f64,
-    /// Same for the tasks neither blocked on a channel (idle or running).
+    /// Same for the tasks neither blocked on a channel (idle or running). This and the
+    /// trend fields are computed only when `rate_per_min` reaches the minimum rate (0
+    /// otherwise), which keeps assessing thousands of sites cheap.
     pub idle_rate_per_min: f64,
     /// Mann–Kendall tau of the live count over the window.
     pub trend: f64,
@@ -145,11 +147,15 @@ pub fn growth(series: &Series, now_ms: u64, th: &Thresholds) -> Growth {
         return g;
     }
     let live = series.live_grid(from, now_ms);
+    let per_min = |slope: Option<f64>| slope.unwrap_or(0.0) * 60_000.0;
+    g.rate_per_min = per_min(series::theil_sen(&live));
+    if g.rate_per_min < th.min_rate_per_min {
+        // Not a candidate: spare the rest (trend and idle rate stay 0).
+        return g;
+    }
     let free = series.grid(from, now_ms, |s| {
         (s.live as f64 - s.blocked_send as f64 - s.blocked_recv as f64).max(0.0)
     });
-    let per_min = |slope: Option<f64>| slope.unwrap_or(0.0) * 60_000.0;
-    g.rate_per_min = per_min(series::theil_sen(&live));
     g.idle_rate_per_min = per_min(series::theil_sen(&free));
     let (rise, fall) = series::pair_shares(&live);
     g.trend = rise - fall;
