@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
-use leaktop::{demo, report, util};
+use leaktop::{check, demo, duration, report, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -18,7 +18,7 @@ use leaktop::{demo, report, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,6 +44,29 @@ enum Cmd {
         pid: u32,
         #[arg(long, value_enum, default_value = "text")]
         format: report::Format,
+        /// Also show each site's change over the last DURATION (from the agent's history).
+        #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
+        baseline: Option<Duration>,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
+    },
+    /// Decide whether a process leaks tasks: exit 0 no leak, 1 leak found, 2 could not check.
+    #[command(
+        after_help = "Without --for, decides at once from the agent's history (its last minutes of\nper-site samples); with --for, watches the process that long first.\n\nExamples:\n  leaktop check 1234\n  leaktop check 1234 --for 5m --format json\n  leaktop check 1234 --fail-on stuck     also fail on deadlocked tasks"
+    )]
+    Check {
+        /// Process id of a program running the leaktop agent.
+        pid: u32,
+        /// Watch the process this long (30s, 5m, …) before deciding.
+        #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse_arg)]
+        watch: Option<Duration>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: report::Format,
+        /// Which findings make the check fail (exit 1).
+        #[arg(long, value_enum, default_value = "leak")]
+        fail_on: check::FailOn,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     #[command(
@@ -87,7 +110,25 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match (cli.command, cli.pid) {
         (Some(Cmd::List { verbose }), _) => list(verbose),
-        (Some(Cmd::Dump { pid, format }), _) => dump(pid, format),
+        (
+            Some(Cmd::Dump {
+                pid,
+                format,
+                baseline,
+                thresholds,
+            }),
+            _,
+        ) => dump(pid, format, baseline, &thresholds.thresholds(None)),
+        (
+            Some(Cmd::Check {
+                pid,
+                watch,
+                format,
+                fail_on,
+                thresholds,
+            }),
+            _,
+        ) => run_check(pid, watch, format, fail_on, &thresholds.thresholds(watch)),
         (
             Some(Cmd::Demo {
                 scenarios,
@@ -105,7 +146,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             run_demo(&scenarios, fixed, once, warmup)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
-        (None, Some(pid)) => dump(pid, report::Format::Text),
+        (None, Some(pid)) => dump(
+            pid,
+            report::Format::Text,
+            None,
+            &leaktop::model::Thresholds::default(),
+        ),
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -114,13 +160,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn dump(pid: u32, format: report::Format) -> Result<ExitCode> {
-    let session = util::snapshot_session(pid, false)?;
+fn dump(
+    pid: u32,
+    format: report::Format,
+    baseline: Option<Duration>,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let mut session = util::snapshot_session(pid, true)?;
+    if let Some(back) = baseline {
+        let back = back.as_millis().min(u64::MAX as u128) as u64;
+        session.mark_baseline_at(session.now_ms.saturating_sub(back));
+    }
     match format {
-        report::Format::Text => print!("{}", report::text(&session)),
-        report::Format::Json => println!("{}", report::json(&session)),
+        report::Format::Text => print!("{}", report::text_with(&session, th)),
+        report::Format::Json => println!("{}", report::json_with(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(
+    pid: u32,
+    watch: Option<Duration>,
+    format: report::Format,
+    fail_on: check::FailOn,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let session = check::gather(pid, watch)?;
+    let outcome = check::decide(&session, th, fail_on);
+    match format {
+        report::Format::Text => print!("{}", check::text(&session, th, fail_on, &outcome)),
+        report::Format::Json => println!("{}", check::json(&session, th, fail_on, &outcome)),
+    }
+    Ok(ExitCode::from(outcome.exit_code))
 }
 
 fn list(verbose: bool) -> Result<ExitCode> {
