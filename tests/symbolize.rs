@@ -89,7 +89,7 @@ fn assert_await_chain(frames: &[Frame]) {
     let chain_fn = |name: &str| format!("{FIXTURE}::{name}::{{{{closure}}}}");
     let start = user
         .iter()
-        .position(|f| f.function == chain_fn("chain_four"))
+        .position(|f| *f.function == chain_fn("chain_four"))
         .unwrap_or_else(|| panic!("chain_four not among the user frames:\n{}", show(frames)));
     let got: Vec<(String, Option<u32>, bool)> = user[start..]
         .iter()
@@ -99,7 +99,7 @@ fn assert_await_chain(frames: &[Frame]) {
                 .file
                 .as_deref()
                 .is_some_and(|p| p.ends_with(&format!("tests/fixtures/src/bin/{FIXTURE}.rs")));
-            (f.function.clone(), f.line, file_ok)
+            (f.function.to_string(), f.line, file_ok)
         })
         .collect();
     let want: Vec<(String, Option<u32>, bool)> = expected_chain()
@@ -233,7 +233,7 @@ fn debuglink_with_wrong_crc_is_refused() {
     let frames = resolve(&mut sym, &maps, &blocked.addrs);
     assert!(frames
         .iter()
-        .all(|f| f.module != bin.to_string_lossy() || f.file.is_none()));
+        .all(|f| *f.module != *bin.to_string_lossy() || f.file.is_none()));
     let notes = sym.take_notes();
     assert!(
         notes.iter().any(|n| matches!(n, Note::DebugLinkCrcMismatch { debug_file, .. } if Path::new(debug_file) == debug)),
@@ -279,13 +279,13 @@ fn no_debug_info_gives_symbol_names_and_a_note() {
     let mut sym = Symbolizer::new(no_debug_dirs());
     let frames = resolve(&mut sym, &maps, &blocked.addrs);
     let module = bin.to_string_lossy().into_owned();
-    let own: Vec<&Frame> = frames.iter().filter(|f| f.module == module).collect();
+    let own: Vec<&Frame> = frames.iter().filter(|f| *f.module == *module).collect();
     assert!(own
         .iter()
         .all(|f| f.file.is_none() && f.line.is_none() && !f.inlined));
     // Names come from .symtab: the non-inlined functions are there, the inlined async fns
     // are not (they exist only as DWARF inline frames).
-    let names: Vec<&str> = own.iter().map(|f| f.function.as_str()).collect();
+    let names: Vec<&str> = own.iter().map(|f| &*f.function).collect();
     assert!(names.contains(&"await_chain::capture_stack"), "{names:?}");
     assert!(names.contains(&"await_chain::main"), "{names:?}");
     let notes = sym.take_notes();
@@ -347,7 +347,7 @@ fn deleted_executable_still_resolves_or_says_why() {
     let frames = resolve(&mut sym, &maps, &blocked.addrs);
     assert!(frames
         .iter()
-        .filter(|f| f.module == module)
+        .filter(|f| *f.module == *module)
         .all(|f| f.file.is_none()));
     let notes = sym.take_notes();
     assert!(
@@ -385,7 +385,7 @@ fn replaced_executable_is_never_used_for_the_old_process() {
         || ProcessMaps::from_mappings(listed.clone()).with_exe(module.clone(), old_id.clone());
     let mut sym = Symbolizer::new(no_debug_dirs());
     let frames = resolve(&mut sym, &agent(), &blocked.addrs);
-    let own: Vec<&Frame> = frames.iter().filter(|f| f.module == module).collect();
+    let own: Vec<&Frame> = frames.iter().filter(|f| *f.module == *module).collect();
     assert!(!own.is_empty());
     assert!(
         own.iter()

@@ -25,7 +25,7 @@ pub(crate) fn file_offset_to_svma(loads: &[Load], file_off: u64) -> Option<u64> 
     loads
         .iter()
         .find(|l| file_off >= l.offset && file_off - l.offset < l.filesz)
-        .map(|l| file_off - l.offset + l.vaddr)
+        .map(|l| (file_off - l.offset).wrapping_add(l.vaddr))
 }
 
 /// What the headers of an ELF file say, read without loading the whole file.
@@ -79,13 +79,21 @@ fn has_section_data<'data, O: Object<'data>>(obj: &O, name: &str) -> bool {
         .is_some_and(|r| r.uncompressed_size > 0 && r.compressed_size > 0)
 }
 
+/// Largest module or debug file read (the biggest real binaries are a few GB).
+const MAX_FILE_BYTES: u64 = 8 << 30;
+
 /// The whole file, from its start, whatever the descriptor's position.
 pub(crate) fn read_all(file: &File) -> std::io::Result<Arc<[u8]>> {
     let mut f = file;
     let len = f.seek(SeekFrom::End(0))?;
+    if len > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes is larger than the {MAX_FILE_BYTES} bytes a module may have"
+        )));
+    }
     f.seek(SeekFrom::Start(0))?;
     let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.read_to_end(&mut buf)?;
+    f.take(MAX_FILE_BYTES).read_to_end(&mut buf)?;
     Ok(Arc::from(buf))
 }
 
@@ -99,11 +107,13 @@ pub(crate) struct Symbol {
 
 /// Parsed contents of one ELF file (the module or its separate debug file).
 pub(crate) struct Loaded {
-    pub dwarf: Option<gimli::Dwarf<Reader>>,
+    /// `Ok(None)`: no line information; `Err`: there is some, but it is unreadable.
+    pub dwarf: Result<Option<gimli::Dwarf<Reader>>, String>,
     pub symbols: Vec<Symbol>,
 }
 
-/// Loads DWARF (if the file has line information) and the function symbols.
+/// Loads DWARF (if the file has line information) and the function symbols. Fails only
+/// when the file is not ELF at all.
 pub(crate) fn load(data: &Arc<[u8]>) -> Result<Loaded, String> {
     let obj = object::File::parse(&data[..]).map_err(|e| e.to_string())?;
     let endian = if obj.is_little_endian() {
@@ -112,9 +122,9 @@ pub(crate) fn load(data: &Arc<[u8]>) -> Result<Loaded, String> {
         gimli::RunTimeEndian::Big
     };
     let dwarf = if has_section_data(&obj, ".debug_info") && has_section_data(&obj, ".debug_line") {
-        Some(load_dwarf(&obj, data, endian)?)
+        load_dwarf(&obj, data, endian).map(Some)
     } else {
-        None
+        Ok(None)
     };
     Ok(Loaded {
         dwarf,

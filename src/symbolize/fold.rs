@@ -84,7 +84,7 @@ mod tests {
         let shape: Vec<String> = folded
             .iter()
             .map(|f| match f {
-                Folded::Frame(f) => f.function.clone(),
+                Folded::Frame(f) => f.function.to_string(),
                 Folded::Hidden { count } => format!("…{count}"),
             })
             .collect();

@@ -41,15 +41,16 @@ use open::hex;
 pub struct Frame {
     /// Demangled Rust path without hash (`app::worker::{{closure}}`), a C name, or, when
     /// nothing is known, `module+0xsvma` (or the raw `0xaddr` outside any module).
-    pub function: String,
-    pub file: Option<String>,
+    /// Strings are shared with the symbolizer's cache: cloning a frame allocates nothing.
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     pub column: Option<u32>,
     /// This frame was inlined into the next one (same machine frame).
     pub inlined: bool,
     pub class: FrameClass,
     /// Path of the module as the process maps it; empty outside any module.
-    pub module: String,
+    pub module: Arc<str>,
     /// The raw address this frame was resolved from, as given.
     pub addr: u64,
 }
@@ -191,16 +192,17 @@ enum ModuleKey {
     },
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum RegionSlot {
-    Module(ModuleId),
+    /// The module and the region's path as frames show it.
+    Module(ModuleId, Arc<str>),
     Unavailable,
 }
 
 /// A symbol of an address, ready to become a [`Frame`] (cached per module and address).
 struct Sym {
-    function: String,
-    file: Option<String>,
+    function: Arc<str>,
+    file: Option<Arc<str>>,
     line: Option<u32>,
     column: Option<u32>,
     inlined: bool,
@@ -261,6 +263,11 @@ impl Symbolizer {
         std::mem::take(&mut self.notes)
     }
 
+    /// Forgets resolved addresses (modules stay loaded).
+    pub fn clear_address_cache(&mut self) {
+        self.addrs.clear();
+    }
+
     /// The modules loaded so far.
     pub fn modules(&self) -> impl Iterator<Item = &ModuleInfo> {
         self.modules.iter().map(|m| &m.info)
@@ -296,10 +303,19 @@ impl Symbolizer {
                 addr,
             )];
         }
-        let file_off = probe - region.start + region.offset;
+        // The offset comes from outside (the agent's list): never let it overflow.
+        let Some(file_off) = (probe - region.start).checked_add(region.offset) else {
+            let class = self.opts.classifier.classify("", None, &region.path);
+            return vec![unknown_frame(
+                format!("{addr:#x}"),
+                class,
+                &region.path,
+                addr,
+            )];
+        };
         let slot = self.region_slot(maps, region);
         let basename = region.path.rsplit('/').next().unwrap_or(&region.path);
-        let RegionSlot::Module(mid) = slot else {
+        let RegionSlot::Module(mid, module) = slot else {
             let name = format!("{basename}+{file_off:#x}");
             let class = self.opts.classifier.classify(&name, None, &region.path);
             return vec![unknown_frame(name, class, &region.path, addr)];
@@ -325,7 +341,7 @@ impl Symbolizer {
                 column: s.column,
                 inlined: s.inlined,
                 class: s.class,
-                module: region.path.clone(),
+                module: module.clone(),
                 addr,
             })
             .collect()
@@ -342,7 +358,7 @@ impl Symbolizer {
                 .classifier
                 .classify(&function, None, &module.info.path);
             return Arc::from(vec![Sym {
-                function,
+                function: function.into(),
                 file: None,
                 line: None,
                 column: None,
@@ -365,8 +381,8 @@ impl Symbolizer {
                         .classifier
                         .classify(&function, file.as_deref(), &module.info.path);
                 Sym {
-                    function,
-                    file,
+                    function: function.into(),
+                    file: file.map(Arc::from),
                     line,
                     column,
                     inlined: i + 1 < n,
@@ -379,17 +395,20 @@ impl Symbolizer {
     fn region_slot(&mut self, maps: &ProcessMaps, region: &Region) -> RegionSlot {
         let key = (maps.id, region.start);
         if let Some(slot) = self.regions.get(&key) {
-            return *slot;
+            return slot.clone();
         }
-        let slot = self.open_region(maps, region);
+        let slot = match self.open_region(maps, region) {
+            Some(mid) => RegionSlot::Module(mid, Arc::from(region.path.as_str())),
+            None => RegionSlot::Unavailable,
+        };
         if self.regions.len() >= REGION_CACHE_MAX {
             self.regions.clear();
         }
-        self.regions.insert(key, slot);
+        self.regions.insert(key, slot.clone());
         slot
     }
 
-    fn open_region(&mut self, maps: &ProcessMaps, region: &Region) -> RegionSlot {
+    fn open_region(&mut self, maps: &ProcessMaps, region: &Region) -> Option<ModuleId> {
         let opened = match open::open_module(maps, region) {
             Ok(o) => o,
             Err(failure) => {
@@ -410,7 +429,7 @@ impl Symbolizer {
                         reason: failure.reasons.join("; "),
                     });
                 }
-                return RegionSlot::Unavailable;
+                return None;
             }
         };
         let key = match &opened.probe.build_id {
@@ -427,22 +446,18 @@ impl Symbolizer {
                         module: region.path.clone(),
                         reason: format!("{}: {e}", opened.via),
                     });
-                    return RegionSlot::Unavailable;
+                    return None;
                 }
             },
         };
         if let Some(&mid) = self.by_key.get(&key) {
-            return RegionSlot::Module(mid);
+            return Some(mid);
         }
-        match self.load_module(maps, region, opened) {
-            Some(module) => {
-                let mid = self.modules.len();
-                self.modules.push(module);
-                self.by_key.insert(key, mid);
-                RegionSlot::Module(mid)
-            }
-            None => RegionSlot::Unavailable,
-        }
+        let module = self.load_module(maps, region, opened)?;
+        let mid = self.modules.len();
+        self.modules.push(module);
+        self.by_key.insert(key, mid);
+        Some(mid)
     }
 
     fn load_module(
@@ -473,8 +488,16 @@ impl Symbolizer {
             }
         };
         drop(data);
-        let (dwarf, mut symbols, debug) = if own.dwarf.is_some() {
-            (own.dwarf, own.symbols, DebugSource::Embedded)
+        let mut bad_dwarf = None;
+        let own_dwarf = match own.dwarf {
+            Ok(d) => d,
+            Err(e) => {
+                bad_dwarf = Some(e);
+                None
+            }
+        };
+        let (dwarf, mut symbols, debug) = if own_dwarf.is_some() {
+            (own_dwarf, own.symbols, DebugSource::Embedded)
         } else {
             let mut search = open::DebugSearchNotes::default();
             let found = open::find_debug_file(
@@ -491,28 +514,41 @@ impl Symbolizer {
                 });
             }
             match found.map(|d| (elf::load(&d.data), d.source)) {
-                Some((Ok(dbg), source)) if dbg.dwarf.is_some() => {
+                Some((Ok(dbg), source)) => {
                     let symbols = if dbg.symbols.is_empty() {
                         own.symbols
                     } else {
                         dbg.symbols
                     };
-                    (dbg.dwarf, symbols, source)
+                    match dbg.dwarf {
+                        Ok(dwarf) => (dwarf, symbols, source),
+                        Err(e) => {
+                            bad_dwarf = Some(e);
+                            (None, symbols, DebugSource::SymbolsOnly)
+                        }
+                    }
                 }
-                _ => (None, own.symbols, DebugSource::SymbolsOnly),
+                Some((Err(e), _)) => {
+                    bad_dwarf = Some(e);
+                    (None, own.symbols, DebugSource::SymbolsOnly)
+                }
+                None => (None, own.symbols, DebugSource::SymbolsOnly),
             }
         };
         let ctx = match dwarf.map(addr2line::Context::from_dwarf) {
             Some(Ok(ctx)) => Some(ctx),
             Some(Err(e)) => {
-                self.note(Note::BadDebugInfo {
-                    module: name.clone(),
-                    message: e.to_string(),
-                });
+                bad_dwarf = Some(e.to_string());
                 None
             }
             None => None,
         };
+        if let Some(message) = bad_dwarf {
+            self.note(Note::BadDebugInfo {
+                module: name.clone(),
+                message,
+            });
+        }
         let debug = if ctx.is_some() {
             debug
         } else if symbols.is_empty() {
@@ -542,13 +578,13 @@ impl Symbolizer {
 
 fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
     Frame {
-        function,
+        function: function.into(),
         file: None,
         line: None,
         column: None,
         inlined: false,
         class,
-        module: module.to_owned(),
+        module: module.into(),
         addr,
     }
 }

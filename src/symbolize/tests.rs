@@ -38,7 +38,7 @@ fn find<'a>(frames: &'a [Frame], function: &str) -> (usize, &'a Frame) {
     frames
         .iter()
         .enumerate()
-        .find(|(_, f)| f.function == function)
+        .find(|(_, f)| &*f.function == function)
         .unwrap_or_else(|| {
             let names: Vec<_> = frames.iter().map(|f| &f.function).collect();
             panic!("{function} not among {names:#?}")
@@ -70,7 +70,7 @@ fn self_symbolization_with_inlined_frame() {
     assert_eq!(leaf.class, FrameClass::User);
 
     let outer = &frames[i + 1];
-    assert_eq!(outer.function, "leaktop::symbolize::tests::outer_frame");
+    assert_eq!(&*outer.function, "leaktop::symbolize::tests::outer_frame");
     assert!(!outer.inlined);
     assert_eq!(outer.line, Some(line_of("@outer-call")), "{outer:?}");
     assert_eq!(outer.addr, leaf.addr, "same machine frame");
@@ -106,7 +106,7 @@ fn function_pointer_resolves_to_its_declaration() {
     let addr = outer_frame as *const () as usize as u64;
     let resolved = sym.resolve_as(&maps, &[addr], AddrKind::Exact);
     let f = &resolved[0].frames[0];
-    assert_eq!(f.function, "leaktop::symbolize::tests::outer_frame");
+    assert_eq!(&*f.function, "leaktop::symbolize::tests::outer_frame");
     let decl = line_of("fn outer_frame()");
     assert!(
         (decl..decl + 2).contains(&f.line.unwrap()),
@@ -121,7 +121,7 @@ fn unmapped_and_garbage_addresses_stay_raw() {
     let mut sym = Symbolizer::new(Options::default());
     let out = sym.resolve(&maps, &[0, 1, 0x10, u64::MAX]);
     assert_eq!(out.len(), 4);
-    assert_eq!(out[2].frames[0].function, "0x10");
+    assert_eq!(&*out[2].frames[0].function, "0x10");
     assert!(out
         .iter()
         .all(|r| r.frames.len() == 1 && r.frames[0].file.is_none()));
@@ -220,8 +220,8 @@ fn missing_module_is_a_note_not_an_error() {
     }]);
     let mut sym = Symbolizer::new(Options::default());
     let out = sym.resolve(&maps, &[0x1801]);
-    assert_eq!(out[0].frames[0].function, "libgone.so+0x3800");
-    assert_eq!(out[0].frames[0].module, "/nonexistent/libgone.so");
+    assert_eq!(&*out[0].frames[0].function, "libgone.so+0x3800");
+    assert_eq!(&*out[0].frames[0].module, "/nonexistent/libgone.so");
     let notes = sym.take_notes();
     assert!(
         matches!(&notes[..], [Note::ModuleUnavailable { .. }]),
@@ -238,4 +238,40 @@ fn frames_serialize() {
     let bytes = postcard::to_allocvec(&resolved).unwrap();
     let back: Vec<ResolvedAddr> = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(back, resolved);
+}
+
+#[test]
+fn symbolizer_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Symbolizer>();
+    assert_send::<ProcessMaps>();
+}
+
+#[test]
+fn maps_of_a_missing_process_is_a_clear_error() {
+    // Pids are below 2^22 on Linux.
+    let err = ProcessMaps::read(u32::MAX - 1).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("/proc/4294967294/maps") && text.contains("still running"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hostile_mapping_offsets_do_not_panic() {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let maps = ProcessMaps::from_mappings(vec![Mapping {
+        start: 0x1000,
+        end: 0x2000,
+        offset: u64::MAX - 0x10,
+        path: exe,
+    }]);
+    let mut sym = Symbolizer::new(Options::default());
+    let out = sym.resolve(&maps, &[0x1800, 0x1001, 0x2000]);
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|r| r.frames[0].file.is_none()));
 }
