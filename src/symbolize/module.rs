@@ -70,13 +70,22 @@ impl Module {
     }
 
     /// Frames at `svma`, innermost (most deeply inlined) first. Empty when nothing is known.
+    ///
+    /// With `debug = "line-tables-only"` DWARF carries no linkage names, only bare ones
+    /// (`poll`, `{async_fn#0}`) outside any namespace: the outermost frame then takes its
+    /// name from the symbol table, inlined frames keep the bare name (their file:line is
+    /// still exact).
     pub fn lookup(&self, svma: u64) -> Vec<RawFrame> {
         let mut frames = self.dwarf_frames(svma).unwrap_or_default();
         let symbol = || elf::find_symbol(&self.symbols, svma).map(|s| demangle(&s.name));
         match frames.last_mut() {
-            // The outermost frame is the real (non-inlined) function: name it from the
-            // symbol table when DWARF did not.
-            Some(outer) if outer.function.is_none() => outer.function = symbol(),
+            // The outermost frame is the real (non-inlined) function, which the symbol table
+            // names exactly: use it when DWARF has no name or only a bare one.
+            Some(outer) if outer.function.as_deref().is_none_or(|n| !is_qualified(n)) => {
+                if let Some(name) = symbol() {
+                    outer.function = Some(name);
+                }
+            }
             Some(_) => {}
             None => {
                 if let Some(name) = symbol() {
@@ -121,6 +130,15 @@ impl Module {
     }
 }
 
+/// A Rust path that already names its crate: `a::b`, `<T as a::Tr>::f`, `a::f<T>`.
+fn is_qualified(name: &str) -> bool {
+    if name.starts_with('<') {
+        return true;
+    }
+    let head = name.split('<').next().unwrap_or(name);
+    head.contains("::")
+}
+
 /// Rust names in the `{:#}` form (no hash); anything else as it is.
 pub(crate) fn demangle(name: &str) -> String {
     match rustc_demangle::try_demangle(name) {
@@ -141,5 +159,15 @@ mod tests {
         );
         assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
         assert_eq!(demangle("memcpy"), "memcpy");
+    }
+
+    #[test]
+    fn qualified_names() {
+        assert!(is_qualified("app::f"));
+        assert!(is_qualified("<app::Leaf as core::future::Future>::poll"));
+        assert!(is_qualified("app::f<u8>"));
+        assert!(!is_qualified("poll"));
+        assert!(!is_qualified("{async_fn#0}"));
+        assert!(!is_qualified("try_with<tokio::runtime::context::Context>"));
     }
 }
