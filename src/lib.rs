@@ -12,4 +12,5 @@ pub mod duration;
 pub mod model;
 pub mod report;
 pub mod source;
+pub mod symbolize;
 pub mod util;
