@@ -69,7 +69,18 @@ enum Cmd {
         thresholds: check::ThresholdArgs,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
+    #[command(
+        after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
+    )]
     Demo {
+        /// Scenarios to run (default: all seven leaks at once). See --list.
+        scenarios: Vec<String>,
+        /// Run the fixed twins instead of the leaks.
+        #[arg(long)]
+        fixed: bool,
+        /// Name the scenarios, each with its story and seed, and exit.
+        #[arg(long)]
+        list: bool,
         /// Print one report and exit instead of the live view (default when stdout is
         /// not a terminal).
         #[arg(long)]
@@ -79,7 +90,10 @@ enum Cmd {
         warmup: f64,
     },
     #[command(name = "__demo-child", hide = true)]
-    DemoChild,
+    DemoChild {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,8 +129,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }),
             _,
         ) => run_check(pid, watch, format, fail_on, &thresholds.thresholds(watch)),
-        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup),
-        (Some(Cmd::DemoChild), _) => demo::run_child(),
+        (
+            Some(Cmd::Demo {
+                scenarios,
+                fixed,
+                list,
+                once,
+                warmup,
+            }),
+            _,
+        ) => {
+            if list {
+                print!("{}", demo::list_text());
+                return Ok(ExitCode::SUCCESS);
+            }
+            run_demo(&scenarios, fixed, once, warmup)
+        }
+        (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
         (None, Some(pid)) => dump(
             pid,
             report::Format::Text,
@@ -209,10 +238,12 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(once: bool, warmup: f64) -> Result<ExitCode> {
+fn run_demo(scenarios: &[String], fixed: bool, once: bool, warmup: f64) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let _interactive = !once && std::io::stdout().is_terminal();
-    let child = demo::spawn_child().context("cannot start the demo program")?;
+    demo::select(scenarios).map_err(anyhow::Error::msg)?;
+    let child =
+        demo::spawn_child(scenarios, fixed, None).context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
