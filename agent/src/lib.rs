@@ -48,5 +48,11 @@ pub use task::{instrument, spawn, spawn_local, Instrumented};
 
 #[cfg(feature = "runtime")]
 mod start;
+
 #[cfg(feature = "runtime")]
 pub use start::{start, Agent, Builder, StartError};
+
+/// Bench support (tests/bench, scripts/bench.sh); not an API.
+#[cfg(feature = "runtime")]
+#[doc(hidden)]
+pub mod bench_support;

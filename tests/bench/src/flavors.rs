@@ -1,0 +1,17 @@
+//! The two builds of the workloads in `body.rs`: plain tokio (also what the
+//! console-subscriber variant runs; tokio's own instrumentation does the rest there) and
+//! leaktop-agent's drop-ins, the one-`use`-line migration a user would make.
+
+/// Plain tokio: `tokio::spawn`, `tokio::sync::mpsc`.
+pub mod plain {
+    use tokio::spawn;
+    use tokio::sync::mpsc;
+    include!("body.rs");
+}
+
+/// leaktop-agent: `leaktop_agent::spawn`, `leaktop_agent::sync::mpsc`.
+pub mod agent {
+    use leaktop_agent::spawn;
+    use leaktop_agent::sync::mpsc;
+    include!("body.rs");
+}
