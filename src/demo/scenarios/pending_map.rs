@@ -73,7 +73,7 @@ struct RpcClient {
 impl RpcClient {
     async fn call(&self, request: String) -> Result<String, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel(); // block-site: pending-map
+        let (tx, rx) = oneshot::channel();
         self.send_request(id, &request, tx).await?;
         await_reply(rx).await
     }
