@@ -11,6 +11,7 @@ pub mod demo;
 pub mod duration;
 pub mod model;
 pub mod report;
+pub mod resolve;
 pub mod source;
 pub mod symbolize;
 pub mod util;
