@@ -49,6 +49,8 @@ pub struct ChildGuard {
     pub child: Child,
     pub socket_dir: PathBuf,
     stdout: Option<BufReader<std::process::ChildStdout>>,
+    /// Piped only for children started with [`spawn_child_with_stdin`].
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl ChildGuard {
@@ -78,6 +80,24 @@ impl ChildGuard {
         line
     }
 
+    /// Sends one command line to the child and waits for its `done` line.
+    pub fn command(&mut self, cmd: &str) {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("stdin piped (spawn_child_with_stdin)");
+        writeln!(stdin, "{cmd}").expect("write child stdin");
+        stdin.flush().expect("flush child stdin");
+        loop {
+            let line = self.read_line();
+            assert!(!line.is_empty(), "child exited before answering {cmd:?}");
+            if line.trim() == "done" {
+                return;
+            }
+        }
+    }
+
     /// Kills the child now and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -105,20 +125,35 @@ pub fn socket_dir() -> PathBuf {
 
 /// Starts `bin` with `args`, its agent socket in a fresh private directory.
 pub fn spawn_child(bin: &Path, args: &[&str]) -> ChildGuard {
+    spawn_child_inner(bin, args, false)
+}
+
+/// Like [`spawn_child`], with a stdin pipe for [`ChildGuard::command`].
+pub fn spawn_child_with_stdin(bin: &Path, args: &[&str]) -> ChildGuard {
+    spawn_child_inner(bin, args, true)
+}
+
+fn spawn_child_inner(bin: &Path, args: &[&str], piped_stdin: bool) -> ChildGuard {
     let socket_dir = socket_dir();
     let mut child = Command::new(bin)
         .args(args)
         .env("LEAKTOP_SOCKET_DIR", &socket_dir)
-        .stdin(Stdio::null())
+        .stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
     let stdout = child.stdout.take().map(BufReader::new);
+    let stdin = child.stdin.take();
     ChildGuard {
         child,
         socket_dir,
         stdout,
+        stdin,
     }
 }
 
