@@ -38,6 +38,8 @@ pub(crate) fn sample(len: usize) {
         sites: HashMap::new(),
     });
     let n = rings.taken;
+    // Waits that began since the last look become blocked-group members now.
+    registry().promote_all();
     for site in registry().sites() {
         let stats = site.stats();
         let ring = rings.sites.entry(site.loc).or_insert_with(|| Ring {

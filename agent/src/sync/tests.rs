@@ -31,7 +31,13 @@ async fn settle_until(mut done: impl FnMut() -> bool) {
         if i % 64 == 0 && done() {
             return;
         }
-        assert!(i < 10_000_000, "state never settled");
+        assert!(i < 2_000_000, "state never settled: {:#?}", {
+            let s = registry().snapshot(0);
+            s.groups
+                .iter()
+                .map(|g| (g.key.clone(), g.count))
+                .collect::<Vec<_>>()
+        });
     }
 }
 
