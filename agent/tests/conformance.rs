@@ -195,7 +195,7 @@ macro_rules! scenarios {
                 rx.close();
                 t.push(d((tx.is_closed(), tx.send(2))));
                 let (tx, rx) = oneshot::channel::<u32>();
-                let h = leaktop_agent::spawn(async move { rx.await });
+                let h = leaktop_agent::spawn(rx);
                 settle().await;
                 t.push(d(h.is_finished()));
                 t.push(d(tx.send(3)));
