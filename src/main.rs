@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
+use leaktop::symbolize::FoldMode;
 use leaktop::{check, demo, duration, report, util};
 
 /// Find leaked async tasks in live tokio programs.
@@ -47,6 +48,9 @@ enum Cmd {
         /// Also show each site's change over the last DURATION (from the agent's history).
         #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
         baseline: Option<Duration>,
+        /// Show every frame of the await chains (runtime, std and agent frames too).
+        #[arg(long)]
+        all_frames: bool,
         #[command(flatten)]
         thresholds: check::ThresholdArgs,
     },
@@ -115,10 +119,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 pid,
                 format,
                 baseline,
+                all_frames,
                 thresholds,
             }),
             _,
-        ) => dump(pid, format, baseline, &thresholds.thresholds(None)),
+        ) => dump(
+            pid,
+            format,
+            baseline,
+            all_frames,
+            &thresholds.thresholds(None),
+        ),
         (
             Some(Cmd::Check {
                 pid,
@@ -150,6 +161,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pid,
             report::Format::Text,
             None,
+            false,
             &leaktop::model::Thresholds::default(),
         ),
         (None, None) => {
@@ -164,16 +176,23 @@ fn dump(
     pid: u32,
     format: report::Format,
     baseline: Option<Duration>,
+    all_frames: bool,
     th: &leaktop::model::Thresholds,
 ) -> Result<ExitCode> {
     let mut session = util::snapshot_session(pid, true)?;
+    leaktop::resolve::StackResolver::for_session(&session).resolve_new(&mut session);
+    let mode = if all_frames {
+        FoldMode::All
+    } else {
+        FoldMode::UserOnly
+    };
     if let Some(back) = baseline {
         let back = back.as_millis().min(u64::MAX as u128) as u64;
         session.mark_baseline_at(session.now_ms.saturating_sub(back));
     }
     match format {
-        report::Format::Text => print!("{}", report::text_with(&session, th)),
-        report::Format::Json => println!("{}", report::json_with(&session, th)),
+        report::Format::Text => print!("{}", report::text_with(&session, th, mode)),
+        report::Format::Json => println!("{}", report::json_with(&session, th, mode)),
     }
     Ok(ExitCode::SUCCESS)
 }

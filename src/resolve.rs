@@ -23,7 +23,10 @@ impl StackResolver {
         if let Some(h) = &session.hello {
             match ProcessMaps::read(h.pid) {
                 Ok(m) => {
-                    r.maps = Some(m.with_pid(h.pid).with_exe(h.exe.clone(), h.build_id.clone()))
+                    r.maps = Some(
+                        m.with_pid(h.pid)
+                            .with_exe(h.exe.clone(), h.build_id.clone()),
+                    )
                 }
                 Err(e) => {
                     // The process may be gone: the agent's own module list still lets us
