@@ -102,6 +102,8 @@ struct ChildArgs {
     names: Vec<String>,
     fixed: bool,
     pace: Pace,
+    /// History sample interval of the agent (tests use short ones).
+    sample: Option<Duration>,
 }
 
 fn parse_child_args(args: &[String]) -> Result<ChildArgs, String> {
@@ -109,10 +111,14 @@ fn parse_child_args(args: &[String]) -> Result<ChildArgs, String> {
         names: Vec::new(),
         fixed: false,
         pace: Pace::default(),
+        sample: None,
     };
     for a in args {
         if a == "--fixed" {
             out.fixed = true;
+        } else if let Some(ms) = a.strip_prefix("--sample-ms=") {
+            let ms: u64 = ms.parse().map_err(|_| format!("bad --sample-ms {ms:?}"))?;
+            out.sample = Some(Duration::from_millis(ms.max(10)));
         } else if let Some(ms) = a.strip_prefix("--tick-ms=") {
             let ms: u64 = ms.parse().map_err(|_| format!("bad --tick-ms {ms:?}"))?;
             out.pace = Pace::with_tick(Duration::from_millis(ms.max(1)));
@@ -152,7 +158,11 @@ pub fn run_child(args: &[String]) -> ! {
         }
     };
     rt.block_on(async move {
-        if let Err(e) = leaktop_agent::start() {
+        let mut agent = leaktop_agent::Builder::new();
+        if let Some(every) = args.sample {
+            agent = agent.sample_interval(every);
+        }
+        if let Err(e) = agent.start() {
             eprintln!("leaktop demo: agent did not start: {e}");
             std::process::exit(2);
         }

@@ -224,7 +224,7 @@ pub fn json_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
 }
 
 #[derive(Serialize)]
-struct JsonGroup {
+pub(crate) struct JsonGroup {
     op: &'static str,
     op_name: &'static str,
     count: u64,
@@ -284,7 +284,7 @@ fn json_location(session: &Session, id: LocId) -> Option<JsonLocation> {
     })
 }
 
-fn json_group(session: &Session, g: &BlockedGroup, mode: FoldMode) -> JsonGroup {
+pub(crate) fn json_group(session: &Session, g: &BlockedGroup, mode: FoldMode) -> JsonGroup {
     let now = session.now_ms;
     JsonGroup {
         op: op_key(g.key.op),

@@ -9,6 +9,7 @@ use crate::symbolize::{fold, FoldMode, Folded};
 
 mod json;
 pub use json::{json, json_with};
+pub(crate) use json::{json_group, JsonGroup};
 
 /// Output format of `dump`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -263,3 +263,38 @@ pub fn run_tool(program: &str, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+static LEAKTOP_RELEASE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The `leaktop` binary built in release (opt-level 3, `debug = "limited"`, as users ship
+/// it), in the fixtures' target dir so the build never waits on the outer cargo's lock.
+/// Its hidden `__demo-child` mode runs the seed scenarios.
+pub fn leaktop_release() -> PathBuf {
+    let mut built = LEAKTOP_RELEASE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return p.clone();
+    }
+    let target = fixtures_target_dir();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "leaktop",
+            "--bin",
+            "leaktop",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo build --release for leaktop");
+    assert!(
+        status.success(),
+        "release build of leaktop failed: {status}"
+    );
+    let bin = target.join("release").join("leaktop");
+    *built = Some(bin.clone());
+    bin
+}

@@ -132,8 +132,8 @@ impl RpcClient {
 }
 
 async fn await_reply(rx: oneshot::Receiver<String>) -> Result<String, String> {
-    rx.await
-        .map_err(|_| "connection closed before the reply".to_string())
+    let reply = rx.await; // block-site: pending-map
+    reply.map_err(|_| "connection closed before the reply".to_string())
 }
 
 /// Delivers replies to their callers until the connection ends.
