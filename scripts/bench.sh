@@ -25,6 +25,36 @@ bench_channels() {
   echo "== channels: leaktop_agent::sync vs tokio::sync"
   # shellcheck disable=SC2046
   cargo bench --quiet -p leaktop-agent --bench channels -- $(quick_flag)
+  channels_instructions
+}
+
+# Instructions per ping-pong round trip under callgrind: unlike times, these do not
+# depend on how busy the machine is. Skipped without valgrind.
+channels_instructions() {
+  if ! command -v valgrind >/dev/null; then
+    echo "(valgrind not installed: no instruction counts)"
+    return
+  fi
+  local bin dir rounds=100000
+  bin=$(cargo bench --quiet -p leaktop-agent --bench channels --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  dir=$(mktemp -d)
+  chmod 700 "$dir"
+  count() { # variant rounds -> instructions
+    LEAKTOP_SOCKET_DIR="$dir" LEAKTOP_BENCH_ROUNDS="$2" valgrind --tool=callgrind \
+      --callgrind-out-file=/dev/null "$bin" --variant "$1" 2>&1 |
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  }
+  local v base full
+  declare -A per
+  for v in pp_tokio pp_agent pp_mixed; do
+    base=$(count "$v" 1)
+    full=$(count "$v" "$rounds")
+    per[$v]=$(( (full - base) / (rounds - 1) ))
+  done
+  rm -rf "$dir"
+  awk -v t="${per[pp_tokio]}" -v a="${per[pp_agent]}" -v m="${per[pp_mixed]}" 'BEGIN {
+    printf "pingpong mpsc(1) current_thread  instructions per round trip: tokio %d  agent %d  ratio %.3f  channels alone %.3f\n", t, a, a / t, a / m }'
 }
 
 # --- symbolization (src/symbolize) -------------------------------------------------------
