@@ -10,4 +10,5 @@ pub mod demo;
 pub mod model;
 pub mod report;
 pub mod source;
+pub mod tui;
 pub mod util;

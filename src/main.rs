@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
-use leaktop::{demo, report, util};
+use leaktop::{demo, report, tui, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -18,13 +18,41 @@ use leaktop::{demo, report, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Process to watch live (same as `leaktop dump <PID>` until the TUI lands).
+    /// Process to watch live: the TUI (`?` inside it lists the keys).
     pid: Option<u32>,
+    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (250ms ..= 1h).
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval, global = true)]
+    interval: Duration,
+}
+
+/// Parses `1s`, `500ms`, `2.5s`, `1m` or a bare number of seconds.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not an interval: write e.g. 1s, 500ms, 2.5s or 1m"))?;
+    let secs = v * scale;
+    if !(0.25..=3600.0).contains(&secs) {
+        return Err(format!(
+            "interval `{text}` is out of range: use 250ms ..= 1h"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,15 +102,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match (cli.command, cli.pid) {
         (Some(Cmd::List { verbose }), _) => list(verbose),
         (Some(Cmd::Dump { pid, format }), _) => dump(pid, format),
-        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup),
+        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup, cli.interval),
         (Some(Cmd::DemoChild), _) => demo::run_child(),
-        (None, Some(pid)) => dump(pid, report::Format::Text),
+        (None, Some(pid)) => live(pid, cli.interval),
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn live(pid: u32, interval: Duration) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the live view needs a terminal on stdout; for a report use `leaktop dump {pid}`"
+        );
+    }
+    let options = tui::Options::new(interval);
+    tui::run_live(pid, &options)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dump(pid: u32, format: report::Format) -> Result<ExitCode> {
@@ -138,14 +178,27 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(once: bool, warmup: f64) -> Result<ExitCode> {
+fn run_demo(once: bool, warmup: f64, interval: Duration) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    let _interactive = !once && std::io::stdout().is_terminal();
-    let child = demo::spawn_child().context("cannot start the demo program")?;
+    let interactive = !once && std::io::stdout().is_terminal();
+    let options = tui::Options::new(interval);
+    // In the live view the child's stderr would scribble over the screen: it goes to
+    // the log file instead.
+    let stderr = if interactive {
+        demo_stderr()
+    } else {
+        std::process::Stdio::inherit()
+    };
+    let child = demo::spawn_child_with(stderr).context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
+    if interactive {
+        tui::run_live(pid, &options)?;
+        drop(child);
+        return Ok(ExitCode::SUCCESS);
+    }
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(warmup.clamp(0.0, 600.0));
     while start.elapsed() < warmup {
@@ -155,4 +208,25 @@ fn run_demo(once: bool, warmup: f64) -> Result<ExitCode> {
     print!("{}", report::text(&session));
     drop(child);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo child's stderr goes while the live view owns the screen.
+fn demo_stderr() -> std::process::Stdio {
+    let path = tui::log::default_path();
+    let file = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .ok()
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok()
+        });
+    match file {
+        Some(f) => std::process::Stdio::from(f),
+        None => std::process::Stdio::null(),
+    }
 }
