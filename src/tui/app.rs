@@ -355,9 +355,11 @@ impl App {
                 self.refresh_rows();
             }
             KeyCode::Char('B') => {
-                if self.baseline.take().is_some() {
-                    self.status = Some("baseline cleared".into());
-                }
+                self.status = Some(if self.baseline.take().is_some() {
+                    "baseline cleared".into()
+                } else {
+                    "no baseline to clear (b sets one)".into()
+                });
                 self.refresh_rows();
             }
             KeyCode::Char('+') | KeyCode::Char('=') => actions.extend(self.step_interval(1)),

@@ -75,6 +75,28 @@ pub fn rate(v: f64, width: usize) -> String {
     signed(v.round() as i64, width)
 }
 
+/// Drops the prefix of a path that says where a dependency's source was unpacked:
+/// `/home/u/.cargo/registry/src/index.crates.io-6f17d22bba15001f/hyper-1.4.1/src/x.rs`
+/// becomes `hyper-1.4.1/src/x.rs`; `/rustc/<hash>/library/std/src/x.rs` becomes
+/// `library/std/src/x.rs`.
+pub fn short_path(path: &str) -> &str {
+    for marker in ["/.cargo/registry/src/", "/.cargo/git/checkouts/"] {
+        if let Some(i) = path.find(marker) {
+            let rest = &path[i + marker.len()..];
+            // Skip the index (or checkout) directory.
+            if let Some(j) = rest.find('/') {
+                return &rest[j + 1..];
+            }
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/rustc/") {
+        if let Some(j) = rest.find('/') {
+            return &rest[j + 1..];
+        }
+    }
+    path
+}
+
 /// Cuts `s` to `width` columns, keeping its end (`…/handler.rs:12:5`): the end of a path
 /// is the part that tells sites apart.
 pub fn keep_end(s: &str, width: usize) -> String {
@@ -174,6 +196,15 @@ mod tests {
         assert_eq!(keep_end("abcdef", 4), "…def");
         assert_eq!(keep_end("abcdef", 0), "");
         assert_eq!(keep_start("abcdef", 4), "abc…");
+        assert_eq!(
+            short_path("/h/.cargo/registry/src/index.crates.io-6f1/hyper-1.4.1/src/a.rs:2:3"),
+            "hyper-1.4.1/src/a.rs:2:3"
+        );
+        assert_eq!(
+            short_path("/rustc/59807616e1fa/library/std/src/x.rs"),
+            "library/std/src/x.rs"
+        );
+        assert_eq!(short_path("src/main.rs:1:1"), "src/main.rs:1:1");
     }
 
     #[test]

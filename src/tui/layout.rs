@@ -63,7 +63,7 @@ impl Areas {
         // The pane with the focus gets the larger share.
         let share = match app.focus {
             Focus::Sites => 55,
-            Focus::Detail => 30,
+            Focus::Detail => 20,
         };
         // The table takes its share, or less when it has fewer rows: the detail pane
         // gets the rest.

@@ -19,6 +19,9 @@ pub mod term;
 pub mod theme;
 pub mod widgets;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::{Duration, Instant};
 
 use crossterm::event::Event as TermEvent;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use leaktop_agent::wire::{LocId, SiteKind};
 
+use super::format::short_path;
 use crate::model::{Session, SiteState};
 
 /// How suspicious a site looks, worst last (so `max` finds the worst).
@@ -118,12 +119,21 @@ pub const GROWTH_MIN_SPAN_MS: u64 = 3_000;
 /// A blocked task older than this on a growing site marks the site as a leak.
 pub const LEAK_BLOCK_AGE_MS: u64 = 30_000;
 
-/// Name of a site row.
+/// Name of a site row: its location with dependency paths shortened
+/// ([`short_path`]).
 pub fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
     match kind {
         Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
         Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
-        _ => session.location(id),
+        _ => location(session, id),
+    }
+}
+
+/// A location as shown: `file:line:col`, dependency paths shortened.
+pub fn location(session: &Session, id: LocId) -> String {
+    match session.locations.get(&id) {
+        Some(l) => format!("{}:{}:{}", short_path(&l.file), l.line, l.column),
+        None => format!("<location {id}>"),
     }
 }
 

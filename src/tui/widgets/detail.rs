@@ -13,6 +13,7 @@ use super::put_line;
 use crate::model::Session;
 use crate::tui::app::{App, Focus};
 use crate::tui::format::{age, keep_end, rate, signed, thousands};
+use crate::tui::rows::location;
 use crate::tui::theme;
 
 pub struct DetailPane<'a>(pub &'a App);
@@ -66,7 +67,7 @@ fn channel_lines(s: &Session, g: &BlockedGroup, width: usize, out: &mut Vec<Line
         vec![
             Span::styled(g.kind.name().to_string(), theme::value()),
             Span::raw(" created at "),
-            Span::raw(keep_end(&s.location(g.key.channel_site), room)),
+            Span::raw(keep_end(&location(s, g.key.channel_site), room)),
         ],
     ));
     if let Some(c) = &g.channel {
@@ -80,14 +81,14 @@ fn channel_lines(s: &Session, g: &BlockedGroup, width: usize, out: &mut Vec<Line
             theme::dim(),
         )]));
     }
-    if let Some(cs) = s
+    let totals = s
         .channels
         .iter()
-        .find(|c| c.site == g.key.channel_site && c.kind == g.kind)
-    {
+        .find(|c| c.site == g.key.channel_site && c.kind == g.kind);
+    if let Some(cs) = totals.filter(|_| width >= 100) {
         out.push(cont(vec![Span::styled(
             format!(
-                "from this site: {} live of {} created · {} sends · {} recvs",
+                "all from this site: {} live of {} created · {} sends · {} recvs",
                 thousands(cs.live),
                 thousands(cs.created),
                 thousands(cs.sends),
@@ -139,10 +140,6 @@ fn stack_lines(app: &App, g: &BlockedGroup, out: &mut Vec<Line<'static>>) {
             theme::dim(),
         ),
     ]));
-    out.push(kv(
-        "blocked at",
-        vec![Span::raw(s.location(g.key.call_site))],
-    ));
     let Some(id) = g.key.stack else {
         out.push(cont(vec![Span::styled(
             "no stack was captured for this group",
@@ -236,19 +233,26 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             theme::value(),
         )],
     ));
-    let blocked = st.blocked_send + st.blocked_recv;
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (st.blocked_send, "blocked on send"),
+        (st.blocked_recv, "blocked on recv"),
+        (st.idle(), "idle"),
+        (st.running, "running"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{} {what}", thousands(n)));
+        }
+    }
     out.push(kv(
         "tasks",
         vec![
             Span::styled(format!("{} live", thousands(st.live)), theme::value()),
-            Span::raw(format!(
-                ": {} running · {} idle · {} blocked ({} send, {} recv)",
-                thousands(st.running),
-                thousands(st.idle()),
-                thousands(blocked),
-                thousands(st.blocked_send),
-                thousands(st.blocked_recv)
-            )),
+            Span::raw(if parts.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", parts.join(" · "))
+            }),
         ],
     ));
     let mut more = vec![format!(
@@ -298,8 +302,13 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
         Span::styled(format!("{INDENT}Blocked"), theme::title()),
         Span::styled(
             format!(
-                "  ({} · Tab, then j/k to pick one)",
-                plural(groups.len() as u64, "group", "groups")
+                "  ({}{})",
+                plural(groups.len() as u64, "group", "groups"),
+                match (groups.len(), app.focus) {
+                    (1, _) => "",
+                    (_, Focus::Detail) => " · j/k picks one",
+                    (_, Focus::Sites) => " · Tab, then j/k picks one",
+                }
             ),
             theme::dim(),
         ),
@@ -320,7 +329,10 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             Span::styled(marker, theme::label()),
             Span::styled(group_title(g, s.now_ms), title_style),
             Span::styled("  at ", theme::dim()),
-            Span::raw(keep_end(&s.location(g.key.call_site), w.saturating_sub(40))),
+            Span::raw(keep_end(
+                &location(s, g.key.call_site),
+                w.saturating_sub(40),
+            )),
         ]));
     }
     let g = groups[sel];

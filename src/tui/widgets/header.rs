@@ -100,7 +100,7 @@ impl Widget for Header<'_> {
         let mut l2 = vec![
             Span::styled(" Tasks ", theme::label()),
             Span::styled(thousands(live), theme::value()),
-            Span::raw(" live, "),
+            Span::raw(" live · "),
             Span::styled(
                 thousands(send + recv),
                 if send + recv > 0 {
@@ -109,11 +109,15 @@ impl Widget for Header<'_> {
                     theme::value()
                 },
             ),
-            Span::raw(format!(
-                " blocked ({} send, {} recv)",
-                count(send, 9),
-                count(recv, 9)
-            )),
+            Span::raw(if area.width >= 100 {
+                format!(
+                    " blocked ({} send, {} recv)",
+                    count(send, 9),
+                    count(recv, 9)
+                )
+            } else {
+                " blocked".to_string()
+            }),
             Span::styled("   Sites ", theme::label()),
             Span::styled(thousands(s.sites.len() as u64), theme::value()),
         ];
@@ -154,7 +158,7 @@ impl Widget for Banner<'_> {
             return;
         };
         buf.set_style(area, theme::banner());
-        let text = format!(" {reason} — showing the last state received · q quits");
+        let text = format!(" {reason} · last state shown");
         put_line(buf, area, area.y, &Line::styled(text, theme::banner()));
     }
 }
