@@ -6,7 +6,9 @@
 //! TUI) render that state.
 
 pub mod attach;
+pub mod check;
 pub mod demo;
+pub mod duration;
 pub mod model;
 pub mod report;
 pub mod source;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
-use leaktop::{demo, report, tui, util};
+use leaktop::{check, demo, duration, report, tui, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -18,7 +18,7 @@ use leaktop::{demo, report, tui, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,29 +30,15 @@ struct Cli {
     interval: Duration,
 }
 
-/// Parses `1s`, `500ms`, `2.5s`, `1m` or a bare number of seconds.
+/// Parses the live view's refresh interval (`1s`, `500ms`, …): 250ms ..= 1h.
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not an interval: write e.g. 1s, 500ms, 2.5s or 1m"))?;
-    let secs = v * scale;
-    if !(0.25..=3600.0).contains(&secs) {
+    let d = duration::parse_arg(text)?;
+    if !(Duration::from_millis(250)..=Duration::from_secs(3600)).contains(&d) {
         return Err(format!(
             "interval `{text}` is out of range: use 250ms ..= 1h"
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,6 +58,29 @@ enum Cmd {
         pid: u32,
         #[arg(long, value_enum, default_value = "text")]
         format: report::Format,
+        /// Also show each site's change over the last DURATION (from the agent's history).
+        #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
+        baseline: Option<Duration>,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
+    },
+    /// Decide whether a process leaks tasks: exit 0 no leak, 1 leak found, 2 could not check.
+    #[command(
+        after_help = "Without --for, decides at once from the agent's history (its last minutes of\nper-site samples); with --for, watches the process that long first.\n\nExamples:\n  leaktop check 1234\n  leaktop check 1234 --for 5m --format json\n  leaktop check 1234 --fail-on stuck     also fail on deadlocked tasks"
+    )]
+    Check {
+        /// Process id of a program running the leaktop agent.
+        pid: u32,
+        /// Watch the process this long (30s, 5m, …) before deciding.
+        #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse_arg)]
+        watch: Option<Duration>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: report::Format,
+        /// Which findings make the check fail (exit 1).
+        #[arg(long, value_enum, default_value = "leak")]
+        fail_on: check::FailOn,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     Demo {
@@ -101,7 +110,25 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match (cli.command, cli.pid) {
         (Some(Cmd::List { verbose }), _) => list(verbose),
-        (Some(Cmd::Dump { pid, format }), _) => dump(pid, format),
+        (
+            Some(Cmd::Dump {
+                pid,
+                format,
+                baseline,
+                thresholds,
+            }),
+            _,
+        ) => dump(pid, format, baseline, &thresholds.thresholds(None)),
+        (
+            Some(Cmd::Check {
+                pid,
+                watch,
+                format,
+                fail_on,
+                thresholds,
+            }),
+            _,
+        ) => run_check(pid, watch, format, fail_on, &thresholds.thresholds(watch)),
         (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup, cli.interval),
         (Some(Cmd::DemoChild), _) => demo::run_child(),
         (None, Some(pid)) => live(pid, cli.interval),
@@ -125,13 +152,38 @@ fn live(pid: u32, interval: Duration) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dump(pid: u32, format: report::Format) -> Result<ExitCode> {
-    let session = util::snapshot_session(pid, false)?;
+fn dump(
+    pid: u32,
+    format: report::Format,
+    baseline: Option<Duration>,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let mut session = util::snapshot_session(pid, true)?;
+    if let Some(back) = baseline {
+        let back = back.as_millis().min(u64::MAX as u128) as u64;
+        session.mark_baseline_at(session.now_ms.saturating_sub(back));
+    }
     match format {
-        report::Format::Text => print!("{}", report::text(&session)),
-        report::Format::Json => println!("{}", report::json(&session)),
+        report::Format::Text => print!("{}", report::text_with(&session, th)),
+        report::Format::Json => println!("{}", report::json_with(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(
+    pid: u32,
+    watch: Option<Duration>,
+    format: report::Format,
+    fail_on: check::FailOn,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let session = check::gather(pid, watch)?;
+    let outcome = check::decide(&session, th, fail_on);
+    match format {
+        report::Format::Text => print!("{}", check::text(&session, th, fail_on, &outcome)),
+        report::Format::Json => println!("{}", check::json(&session, th, fail_on, &outcome)),
+    }
+    Ok(ExitCode::from(outcome.exit_code))
 }
 
 fn list(verbose: bool) -> Result<ExitCode> {
