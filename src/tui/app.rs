@@ -12,8 +12,8 @@ use ratatui::layout::{Position, Rect};
 use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId};
 
 use super::layout::{self, Areas};
-use super::rows::{self, Baseline, Row, Sort, SortKey};
-use crate::model::Session;
+use super::rows::{self, Row, Sort, SortKey};
+use crate::model::{Baseline, Session, Thresholds};
 use crate::source::Event;
 
 /// Which pane has the keyboard.
@@ -87,7 +87,8 @@ pub struct App {
     pub detail: Detail,
     /// The help overlay is open, scrolled by this many lines.
     pub help: Option<u16>,
-    pub baseline: Option<Baseline>,
+    /// What the verdicts count as a leak.
+    pub thresholds: Thresholds,
     /// Where the session is being recorded, when it is.
     pub recording: Option<String>,
     /// Replay position; `None` for a live process.
@@ -116,7 +117,7 @@ impl App {
             table_offset: 0,
             detail: Detail::default(),
             help: None,
-            baseline: None,
+            thresholds: Thresholds::default(),
             recording: None,
             timeline: None,
             status: None,
@@ -134,6 +135,11 @@ impl App {
     /// The session as folded so far (newer than [`App::view`] while paused).
     pub fn live_session(&self) -> &Session {
         &self.session
+    }
+
+    /// The baseline of the shown state (`b`).
+    pub fn baseline(&self) -> Option<&Baseline> {
+        self.view().baseline.as_ref()
     }
 
     pub fn paused(&self) -> bool {
@@ -204,7 +210,7 @@ impl App {
 
     /// Recomputes the rows from the shown session and keeps the selection on its site.
     pub fn refresh_rows(&mut self) {
-        let rows = rows::rows(self.view(), self.sort, &self.filter, self.baseline.as_ref());
+        let rows = rows::rows(self.view(), self.sort, &self.filter, &self.thresholds);
         self.rows = rows;
         let idx = self
             .selected_site
@@ -346,16 +352,25 @@ impl App {
             KeyCode::Char('t') => actions.extend(self.toggle_tasks()),
             KeyCode::Char('p') | KeyCode::Char(' ') => self.toggle_pause(),
             KeyCode::Char('b') => {
-                let b = Baseline::of(self.view());
+                // On the shown state (frozen while paused) and the live one alike.
+                let t = self.view().now_ms;
+                self.session.mark_baseline_at(t);
+                if let Some(f) = &mut self.frozen {
+                    f.mark_baseline_at(t);
+                }
                 self.status = Some(format!(
                     "baseline set at uptime {}: +BASE counts tasks since then",
-                    super::format::age(b.at_ms)
+                    super::format::age(t)
                 ));
-                self.baseline = Some(b);
                 self.refresh_rows();
             }
             KeyCode::Char('B') => {
-                self.status = Some(if self.baseline.take().is_some() {
+                let had = self.baseline().is_some();
+                self.session.clear_baseline();
+                if let Some(f) = &mut self.frozen {
+                    f.clear_baseline();
+                }
+                self.status = Some(if had {
                     "baseline cleared".into()
                 } else {
                     "no baseline to clear (b sets one)".into()
@@ -556,7 +571,7 @@ impl App {
                     }
                 } else if a.table_header.contains(pos) {
                     let x = m.column - a.table_header.x;
-                    let col = layout::columns(a.table_header.width, self.baseline.is_some())
+                    let col = layout::columns(a.table_header.width, self.baseline().is_some())
                         .into_iter()
                         .find(|c| x >= c.x && x < c.x + c.width);
                     if let Some(key) = col.and_then(|c| c.kind.sort_key()) {
