@@ -1,6 +1,7 @@
 //! The TUI's state and its input handling: events in, state changes (and requests for the
 //! source) out. Nothing here draws; the widgets read this state.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crossterm::event::{
@@ -9,7 +10,7 @@ use crossterm::event::{
 };
 use ratatui::layout::{Position, Rect};
 
-use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId};
+use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId, StackId};
 
 use super::layout::{self, Areas};
 use super::rows::{self, Row, Sort, SortKey};
@@ -57,6 +58,21 @@ pub struct Detail {
     pub tasks: bool,
 }
 
+/// One frame of a symbolized await chain, as the detail pane shows it. Filled in by the
+/// host (a [`super::Hooks`] that runs the symbolizer when a stack arrives), so rendering
+/// stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownFrame {
+    /// Demangled function (`orders::search::{{closure}}`).
+    pub function: String,
+    /// `file:line:col`, when known.
+    pub location: Option<String>,
+    /// The user's own code (kept when folded); runtime, std and agent frames fold away.
+    pub user: bool,
+    /// Inlined into the next frame (same machine frame).
+    pub inlined: bool,
+}
+
 /// Oldest tasks asked for with `t`.
 pub const TASK_LIMIT: u32 = 20;
 
@@ -91,6 +107,8 @@ pub struct App {
     pub thresholds: Thresholds,
     /// Where the session is being recorded, when it is.
     pub recording: Option<String>,
+    /// Symbolized stacks by id; stacks not here show as raw addresses.
+    pub symbols: HashMap<StackId, Vec<ShownFrame>>,
     /// Replay position; `None` for a live process.
     pub timeline: Option<Timeline>,
     /// A one-line message for the footer, cleared by the next key.
@@ -119,6 +137,7 @@ impl App {
             help: None,
             thresholds: Thresholds::default(),
             recording: None,
+            symbols: HashMap::new(),
             timeline: None,
             status: None,
             size: Rect::new(0, 0, 80, 24),

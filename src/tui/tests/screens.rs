@@ -70,6 +70,58 @@ fn leaking_site_with_all_frames_and_tasks() {
 }
 
 #[test]
+fn symbolized_await_chain() {
+    use crate::tui::app::ShownFrame;
+    let frame = |function: &str, location: Option<&str>, user: bool, inlined: bool| ShownFrame {
+        function: function.into(),
+        location: location.map(Into::into),
+        user,
+        inlined,
+    };
+    check("symbolized_await_chain", |w, h| {
+        let mut app = app_with(&stream::leaky(), w, h);
+        app.symbols.insert(
+            11,
+            vec![
+                frame(
+                    "leaktop_agent::sync::mpsc::Send::poll",
+                    Some("/src/agent/src/sync/mpsc.rs:310:9"),
+                    false,
+                    true,
+                ),
+                frame(
+                    "orders::search::forward_result::{{closure}}",
+                    Some("src/server/search.rs:17:13"),
+                    true,
+                    true,
+                ),
+                frame(
+                    "orders::handler::handle::{{closure}}",
+                    Some("src/server/handler.rs:44:9"),
+                    true,
+                    false,
+                ),
+                frame(
+                    "tokio::runtime::task::core::Core<T,S>::poll",
+                    None,
+                    false,
+                    false,
+                ),
+                frame(
+                    "tokio::runtime::task::harness::poll_future",
+                    None,
+                    false,
+                    false,
+                ),
+            ],
+        );
+        app.on_input(&code(KeyCode::Enter));
+        app.on_input(&code(KeyCode::End));
+        app
+    });
+}
+
+#[test]
 fn help_overlay() {
     check("help_overlay", |w, h| {
         let mut app = app_with(&stream::leaky(), w, h);
