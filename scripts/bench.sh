@@ -2,14 +2,29 @@
 # leaktop benchmarks. Speed goals live here, never in timed tests.
 #
 #   scripts/bench.sh              run every section
-#   scripts/bench.sh tui          run the named sections
+#   scripts/bench.sh symbolize    run the named sections
 #
 # Each section is one function `bench_<name>`; add new ones beside the others and list
 # them in SECTIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECTIONS=(tui)
+SECTIONS=(symbolize tui)
+
+# --- symbolization (src/symbolize) -------------------------------------------------------
+# Goals: cold load of a ~50 MB binary with debug info <= 500 ms; warm resolution
+# >= 100 000 frames/s. Measured on the leaktop debug binary (override with
+# LEAKTOP_BENCH_BINARY=/path/to/elf).
+bench_symbolize() {
+    echo "== symbolize"
+    local bin="${LEAKTOP_BENCH_BINARY:-}"
+    if [[ -z "$bin" ]]; then
+        cargo build --quiet --bin leaktop
+        bin="target/debug/leaktop"
+    fi
+    cargo bench --quiet --bench symbolize -- "$bin"
+}
+# --- end symbolization -------------------------------------------------------------------
 
 # --- live TUI (src/tui) ------------------------------------------------------------------
 # Goals: attach -> first complete frame <= 300 ms; the TUI at a 1 s refresh on a process

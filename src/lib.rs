@@ -11,6 +11,8 @@ pub mod demo;
 pub mod duration;
 pub mod model;
 pub mod report;
+pub mod resolve;
 pub mod source;
+pub mod symbolize;
 pub mod tui;
 pub mod util;

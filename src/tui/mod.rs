@@ -33,6 +33,7 @@ use leaktop_agent::wire::AgentMsg;
 pub use app::{Action, App, Timeline};
 
 use crate::attach::AttachError;
+use crate::resolve::StackResolver;
 use crate::source::{Event, LiveSource, Source};
 use log::log;
 
@@ -43,6 +44,9 @@ pub struct Options {
     pub interval: Duration,
     /// When the user asked to attach: the first complete frame is timed from here.
     pub started: Instant,
+    /// Resolve the raw stacks of the target's process (live sources; a recording
+    /// carries its symbols).
+    pub symbolize: bool,
 }
 
 impl Options {
@@ -50,6 +54,7 @@ impl Options {
         Options {
             interval,
             started: Instant::now(),
+            symbolize: true,
         }
     }
 }
@@ -127,8 +132,10 @@ pub fn run<B: Backend, S: Source + ?Sized>(
     hooks.on_event(&hello, app);
     app.on_event(&hello);
     let mut dirty = true;
+    let mut resolver: Option<StackResolver> = None;
     loop {
         let mut n = 0;
+        let mut new_stacks = false;
         while n < MAX_BATCH {
             let Some(ev) = source.next(Duration::ZERO) else {
                 break;
@@ -136,10 +143,19 @@ pub fn run<B: Backend, S: Source + ?Sized>(
             if let Event::End(reason) = &ev {
                 log!("source ended: {reason}");
             }
+            new_stacks |= matches!(ev, Event::Msg(AgentMsg::Stack { .. }));
             hooks.on_event(&ev, app);
             app.on_event(&ev);
             n += 1;
             dirty = true;
+        }
+        if new_stacks && options.symbolize {
+            // Symbols are resolved here, outside rendering: the first stack loads the
+            // target's debug info (once), later ones hit the symbolizer's caches.
+            let t = Instant::now();
+            let r = resolver.get_or_insert_with(|| StackResolver::for_session(app.live_session()));
+            app.update_sessions(|s| r.resolve_new(s));
+            log!("resolved new stacks in {} ms", t.elapsed().as_millis());
         }
         if dirty {
             let size = terminal.size().map_err(term_err)?;

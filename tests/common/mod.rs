@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn workspace_root() -> PathBuf {
@@ -25,7 +25,7 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 /// never waits on the lock of the build that runs the tests.
 pub fn fixture_bin(name: &str, profile: Profile) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let target = workspace_root().join("target").join("fixtures");
+    let target = fixtures_target_dir();
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet", "-p", "leaktop-fixtures", "--bin", name])
@@ -44,38 +44,87 @@ pub fn fixture_bin(name: &str, profile: Profile) -> PathBuf {
         .join(name)
 }
 
-/// A child process that is killed and reaped when the guard drops, even on panic.
+/// A child process that is killed and reaped when the guard drops, even on panic. Its
+/// stdout is read by a thread, so every read has a timeout and a silent child cannot hang
+/// a test.
 pub struct ChildGuard {
     pub child: Child,
+    /// Where its agent socket lives (a fresh private directory).
     pub socket_dir: PathBuf,
-    stdout: Option<BufReader<std::process::ChildStdout>>,
+    lines: Option<mpsc::Receiver<String>>,
 }
 
+/// How long a fixture may take to say `ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl ChildGuard {
+    /// Spawns `cmd` with stdout piped and its agent socket in a fresh private directory.
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        let socket_dir = socket_dir();
+        let mut child = cmd
+            .env("LEAKTOP_SOCKET_DIR", &socket_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+        let lines = child.stdout.take().map(|out| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        ChildGuard {
+            child,
+            socket_dir,
+            lines,
+        }
+    }
+
+    /// Spawns the program at `path` with no arguments.
+    pub fn spawn_path(path: &Path) -> ChildGuard {
+        Self::spawn(&mut Command::new(path))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for the fixture's `ready` line on stdout.
     pub fn wait_ready(&mut self) {
-        let out = self.stdout.as_mut().expect("stdout piped");
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = out.read_line(&mut line).expect("read child stdout");
-            assert!(n > 0, "child exited before it was ready");
-            if line.trim() == "ready" {
-                return;
+        self.read_line_starting("ready", READY_TIMEOUT);
+    }
+
+    /// The next line of the child's stdout; panics after `timeout` or if stdout closes.
+    pub fn read_line(&mut self, timeout: Duration) -> String {
+        let rx = self.lines.as_ref().expect("stdout was not piped");
+        match rx.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(e) => {
+                let status = self.child.try_wait();
+                panic!(
+                    "no line from child {} within {timeout:?} ({e}); exit status: {status:?}",
+                    self.child.id()
+                )
             }
         }
     }
 
-    /// Reads the next stdout line.
-    pub fn read_line(&mut self) -> String {
-        let out = self.stdout.as_mut().expect("stdout piped");
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read child stdout");
-        line
+    /// The next stdout line that starts with `prefix`, with the prefix removed.
+    pub fn read_line_starting(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.read_line(left);
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
     }
 
     /// Kills the child now and waits for it to be gone.
@@ -110,22 +159,7 @@ pub fn spawn_child(bin: &Path, args: &[&str]) -> ChildGuard {
 
 /// Like [`spawn_child`], with extra environment variables.
 pub fn spawn_child_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
-    let socket_dir = socket_dir();
-    let mut child = Command::new(bin)
-        .args(args)
-        .envs(env.iter().copied())
-        .env("LEAKTOP_SOCKET_DIR", &socket_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    let stdout = child.stdout.take().map(BufReader::new);
-    ChildGuard {
-        child,
-        socket_dir,
-        stdout,
-    }
+    ChildGuard::spawn(Command::new(bin).args(args).envs(env.iter().copied()))
 }
 
 /// Runs the real `leaktop` binary with the socket directory of `child`.
@@ -173,4 +207,29 @@ pub fn location_of(src_rel: &str, marker: &str, call: &str) -> (String, u32, u32
         }
     }
     panic!("marker {marker} not in {src_rel}");
+}
+
+/// Target directory of fixture builds.
+pub fn fixtures_target_dir() -> PathBuf {
+    workspace_root().join("target").join("fixtures")
+}
+
+/// Source file of a fixture bin.
+pub fn fixture_source(name: &str) -> PathBuf {
+    workspace_root()
+        .join("tests/fixtures/src/bin")
+        .join(format!("{name}.rs"))
+}
+
+/// Runs a tool (objcopy, …) and panics with its stderr if it fails.
+pub fn run_tool(program: &str, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (install binutils?): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

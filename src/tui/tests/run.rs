@@ -83,6 +83,7 @@ fn loop_folds_draws_requests_and_quits() {
     let options = Options {
         interval: Duration::from_secs(1),
         started: Instant::now(),
+        symbolize: false,
     };
     let stats = run(
         &mut terminal,
