@@ -14,4 +14,5 @@ pub mod report;
 pub mod resolve;
 pub mod source;
 pub mod symbolize;
+pub mod tui;
 pub mod util;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
 use leaktop::symbolize::FoldMode;
-use leaktop::{check, demo, duration, report, util};
+use leaktop::{check, demo, duration, report, tui, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -19,13 +19,27 @@ use leaktop::{check, demo, duration, report, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Process to watch live (same as `leaktop dump <PID>` until the TUI lands).
+    /// Process to watch live: the TUI (`?` inside it lists the keys).
     pid: Option<u32>,
+    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (250ms ..= 1h).
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval, global = true)]
+    interval: Duration,
+}
+
+/// Parses the live view's refresh interval (`1s`, `500ms`, …): 250ms ..= 1h.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = duration::parse_arg(text)?;
+    if !(Duration::from_millis(250)..=Duration::from_secs(3600)).contains(&d) {
+        return Err(format!(
+            "interval `{text}` is out of range: use 250ms ..= 1h"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,22 +168,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", demo::list_text());
                 return Ok(ExitCode::SUCCESS);
             }
-            run_demo(&scenarios, fixed, once, warmup)
+            run_demo(&scenarios, fixed, once, warmup, cli.interval)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
-        (None, Some(pid)) => dump(
-            pid,
-            report::Format::Text,
-            None,
-            false,
-            &leaktop::model::Thresholds::default(),
-        ),
+        (None, Some(pid)) => live(pid, cli.interval),
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn live(pid: u32, interval: Duration) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the live view needs a terminal on stdout; for a report use `leaktop dump {pid}`"
+        );
+    }
+    let options = tui::Options::new(interval);
+    tui::run_live(pid, &options)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn dump(
@@ -257,16 +277,34 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(scenarios: &[String], fixed: bool, once: bool, warmup: f64) -> Result<ExitCode> {
+fn run_demo(
+    scenarios: &[String],
+    fixed: bool,
+    once: bool,
+    warmup: f64,
+    interval: Duration,
+) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    let _interactive = !once && std::io::stdout().is_terminal();
+    let interactive = !once && std::io::stdout().is_terminal();
     demo::select(scenarios).map_err(anyhow::Error::msg)?;
-    let child =
-        demo::spawn_child(scenarios, fixed, None).context("cannot start the demo program")?;
+    // In the live view the child's stderr would scribble over the screen: it goes to
+    // the log file instead.
+    let stderr = if interactive {
+        demo_stderr()
+    } else {
+        std::process::Stdio::inherit()
+    };
+    let child = demo::spawn_child_with(scenarios, fixed, None, stderr)
+        .context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
+    if interactive {
+        tui::run_live(pid, &tui::Options::new(interval))?;
+        drop(child);
+        return Ok(ExitCode::SUCCESS);
+    }
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(warmup.clamp(0.0, 600.0));
     while start.elapsed() < warmup {
@@ -276,4 +314,25 @@ fn run_demo(scenarios: &[String], fixed: bool, once: bool, warmup: f64) -> Resul
     print!("{}", report::text(&session));
     drop(child);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo child's stderr goes while the live view owns the screen.
+fn demo_stderr() -> std::process::Stdio {
+    let path = tui::log::default_path();
+    let file = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .ok()
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok()
+        });
+    match file {
+        Some(f) => std::process::Stdio::from(f),
+        None => std::process::Stdio::null(),
+    }
 }

@@ -60,6 +60,17 @@ pub fn spawn_child(
     fixed: bool,
     tick: Option<Duration>,
 ) -> std::io::Result<Child> {
+    spawn_child_with(names, fixed, tick, Stdio::inherit())
+}
+
+/// Starts the demo program with its stderr sent to `stderr` (the live view sends it to
+/// its log file, so it cannot scribble over the screen).
+pub fn spawn_child_with(
+    names: &[String],
+    fixed: bool,
+    tick: Option<Duration>,
+    stderr: Stdio,
+) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD_COMMAND).args(names);
@@ -71,7 +82,7 @@ pub fn spawn_child(
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
 }
 
