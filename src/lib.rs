@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod demo;
 pub mod model;
+pub mod record;
 pub mod report;
 pub mod source;
 pub mod util;

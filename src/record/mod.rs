@@ -1,0 +1,172 @@
+//! Recording and replay: sessions to `.ltrec` files and back.
+//!
+//! A recording is the stream of protocol messages a live [`Source`](crate::source::Source)
+//! yielded, each with its receive time, plus the resolved symbols of the raw stack
+//! addresses, so it replays anywhere without the recorded binary. `docs/recording.md`
+//! describes the bytes; in short:
+//!
+//! ```text
+//! file    = header frame*
+//! header  = "\x89LTREC\r\n" | u32 LE format version | u32 LE flags (0)        16 bytes
+//! frame   = u32 LE len | u32 LE crc32(payload) | u32 LE crc32(previous 8 bytes) | payload
+//! payload = varint t_ms (receive time since the recording started) | postcard(Record)
+//! ```
+//!
+//! Snapshots are stored as deltas against the previous snapshot of the file (only the
+//! sites whose counters changed, as field differences; a whole snapshot every
+//! [`delta::KEYFRAME_EVERY`]), the history rings as runs of equal differences. The reader
+//! rebuilds the exact messages.
+//!
+//! - [`Recorder`] writes a file, frame by frame, flushed as it goes: a file cut off by a
+//!   crash or a full disk replays up to its last whole frame.
+//! - [`Tee`] records what a live source yields (`leaktop record`, `--record`, the TUI's
+//!   `r` key).
+//! - [`Reader`] reads frames back, never panicking on any bytes; [`RecordingSource`] is
+//!   the replay [`Source`](crate::source::Source) with a
+//!   [`Timeline`](crate::source::Timeline); [`session_at`] folds a file up to a time
+//!   (`leaktop dump s.ltrec --at 5m`).
+
+pub mod delta;
+pub mod format;
+pub mod reader;
+pub mod replay;
+pub mod tee;
+pub mod writer;
+
+use std::path::PathBuf;
+
+pub use format::{Meta, SymFrame, SymbolEntry, FORMAT_VERSION};
+pub use reader::{Entry, Item, OpenError, Reader, Summary, Tail};
+pub use replay::{session_at, RecordingSource};
+pub use tee::{RecordState, Resolver, Tee};
+pub use writer::{RecordOptions, RecordStats, Recorder, WriteError};
+
+/// File name extension of recordings.
+pub const EXTENSION: &str = "ltrec";
+
+/// What `dump` and `check` look at: a live process or a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Pid(u32),
+    Recording(PathBuf),
+}
+
+impl Target {
+    /// A number is a pid; anything else is a path (write `./1234` for a file named
+    /// `1234`).
+    pub fn parse(s: &str) -> Result<Target, String> {
+        if s.is_empty() {
+            return Err("expected a pid or the path of a .ltrec recording".into());
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(Target::Pid)
+                .map_err(|_| format!("{s} is not a valid pid"));
+        }
+        Ok(Target::Recording(PathBuf::from(s)))
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Target, String> {
+        Target::parse(s)
+    }
+}
+
+/// Parses a time in a recording of `duration_ms`: `5m`, `1m30s`, `90` (seconds), `500ms`,
+/// `50%`, `-30s` (before the end), `start`, `end`. Times past the end clamp to it.
+pub fn parse_at(s: &str, duration_ms: u64) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = || {
+        format!(
+            "invalid time {s:?}: use a duration like 5m, 1m30s, 90 (seconds) or 500ms, a percentage like 50%, -30s for 30s before the end, start or end"
+        )
+    };
+    let t = match s {
+        "start" | "begin" => 0,
+        "end" | "" => duration_ms,
+        _ => {
+            if let Some(p) = s.strip_suffix('%') {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(bad());
+                }
+                (duration_ms as f64 * p / 100.0).round() as u64
+            } else if let Some(back) = s.strip_prefix('-') {
+                duration_ms.saturating_sub(parse_duration_ms(back).ok_or_else(bad)?)
+            } else {
+                parse_duration_ms(s).ok_or_else(bad)?
+            }
+        }
+    };
+    Ok(t.min(duration_ms))
+}
+
+/// `5m`, `1m30s`, `1.5s`, `90` (seconds), `500ms` as milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).round() as u64);
+    }
+    humantime::parse_duration(s)
+        .ok()
+        .map(|d| d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+/// A fresh file name for a recording of `pid` started now, in the current directory:
+/// `leaktop-<pid>-<UTC date and time>.ltrec`.
+pub fn auto_name(pid: u32) -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+        .trim_end_matches('Z')
+        .to_string();
+    PathBuf::from(format!("leaktop-{pid}-{stamp}.{EXTENSION}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_pids_or_paths() {
+        assert_eq!(Target::parse("1234"), Ok(Target::Pid(1234)));
+        assert_eq!(
+            Target::parse("s.ltrec"),
+            Ok(Target::Recording("s.ltrec".into()))
+        );
+        assert_eq!(
+            Target::parse("./1234"),
+            Ok(Target::Recording("./1234".into()))
+        );
+        assert!(Target::parse("99999999999").is_err());
+        assert!(Target::parse("").is_err());
+    }
+
+    #[test]
+    fn times_in_a_recording() {
+        let d = 600_000;
+        assert_eq!(parse_at("5m", d), Ok(300_000));
+        assert_eq!(parse_at("1m30s", d), Ok(90_000));
+        assert_eq!(parse_at("90", d), Ok(90_000));
+        assert_eq!(parse_at("1.5", d), Ok(1_500));
+        assert_eq!(parse_at("500ms", d), Ok(500));
+        assert_eq!(parse_at("50%", d), Ok(300_000));
+        assert_eq!(parse_at("-30s", d), Ok(570_000));
+        assert_eq!(parse_at("end", d), Ok(d));
+        assert_eq!(parse_at("start", d), Ok(0));
+        assert_eq!(parse_at("2h", d), Ok(d));
+        for bad in ["soon", "150%", "-x", "NaN"] {
+            assert!(parse_at(bad, d).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn auto_names_carry_pid_and_time() {
+        let n = auto_name(42).display().to_string();
+        assert!(n.starts_with("leaktop-42-20"), "{n}");
+        assert!(n.ends_with(".ltrec") && !n.contains(':'), "{n}");
+    }
+}

@@ -1,0 +1,290 @@
+//! A source that records what passes through it: `leaktop record`, `leaktop <pid>
+//! --record` and the TUI's `r` key all wrap their live source in a [`Tee`].
+//!
+//! Recording can start at any moment: the tee remembers what a recording must begin with
+//! (hello, module map, every location and stack defined so far, their symbols, the last
+//! snapshot) and writes that first, then asks the agent for its history again, so a file
+//! started mid-session replays on its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use leaktop_agent::wire::{
+    AgentHello, AgentMsg, ClientMsg, LocId, Location, Mapping, Snapshot, StackId,
+};
+
+use super::format::{SymFrame, SymbolEntry};
+use super::writer::{RecordOptions, RecordStats, Recorder, WriteError};
+use crate::source::{Event, Source, Timeline};
+
+/// Resolves raw return addresses of the live target to frames (the symbolizer, when the
+/// source is live). Called once per new address.
+pub type Resolver = Box<dyn FnMut(&AgentHello, &[Mapping], &[u64]) -> Vec<SymbolEntry> + Send>;
+
+/// What happened to a recording, for a status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordState {
+    Off,
+    On {
+        path: PathBuf,
+        stats: RecordStats,
+    },
+    /// The last recording ended (stopped, source ended, or failed: `error`).
+    Done {
+        path: PathBuf,
+        stats: RecordStats,
+        error: Option<String>,
+    },
+}
+
+/// Tees a source into an optional recording.
+pub struct Tee<S> {
+    inner: S,
+    hello: AgentHello,
+    modules: Option<Vec<Mapping>>,
+    locations: BTreeMap<LocId, Location>,
+    stacks: BTreeMap<StackId, Vec<u64>>,
+    symbols: HashMap<u64, Vec<SymFrame>>,
+    last_snapshot: Option<Snapshot>,
+    resolver: Option<Resolver>,
+    recorder: Option<Recorder>,
+    state: RecordState,
+    ended: bool,
+}
+
+impl<S: Source> Tee<S> {
+    pub fn new(inner: S) -> Tee<S> {
+        Tee {
+            hello: inner.hello().clone(),
+            inner,
+            modules: None,
+            locations: BTreeMap::new(),
+            stacks: BTreeMap::new(),
+            symbols: HashMap::new(),
+            last_snapshot: None,
+            resolver: None,
+            recorder: None,
+            state: RecordState::Off,
+            ended: false,
+        }
+    }
+
+    /// Sets the symbolizer used to store resolved frames alongside stacks.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Tee<S> {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    pub fn state(&self) -> &RecordState {
+        &self.state
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Starts recording into a new file at `path`.
+    pub fn start(&mut self, path: &Path, opts: &RecordOptions) -> Result<(), WriteError> {
+        if self.recorder.is_some() {
+            self.stop("recording restarted into another file");
+        }
+        let mut rec = Recorder::create(path, opts)?;
+        let seen_any = self.modules.is_some() || self.last_snapshot.is_some();
+        let result = self.write_preamble(&mut rec);
+        if let Err(e) = result {
+            self.state = RecordState::Done {
+                path: path.to_path_buf(),
+                stats: rec.stats().clone(),
+                error: Some(e.to_string()),
+            };
+            return Err(e);
+        }
+        self.state = RecordState::On {
+            path: path.to_path_buf(),
+            stats: rec.stats().clone(),
+        };
+        self.recorder = Some(rec);
+        if seen_any && !self.ended {
+            // The history before now belongs in the file too.
+            self.inner.request(ClientMsg::History);
+        }
+        Ok(())
+    }
+
+    fn write_preamble(&mut self, rec: &mut Recorder) -> Result<(), WriteError> {
+        rec.write_msg(&AgentMsg::Hello(self.hello.clone()))?;
+        if let Some(m) = &self.modules {
+            rec.write_msg(&AgentMsg::Modules(m.clone()))?;
+        }
+        for (id, loc) in &self.locations {
+            rec.write_msg(&AgentMsg::Location {
+                id: *id,
+                loc: loc.clone(),
+            })?;
+        }
+        for (id, frames) in &self.stacks {
+            rec.write_msg(&AgentMsg::Stack {
+                id: *id,
+                frames: frames.clone(),
+            })?;
+        }
+        let mut syms: Vec<SymbolEntry> = self
+            .symbols
+            .iter()
+            .map(|(addr, frames)| SymbolEntry {
+                addr: *addr,
+                frames: frames.clone(),
+            })
+            .collect();
+        syms.sort_by_key(|e| e.addr);
+        rec.write_symbols(syms)?;
+        if let Some(s) = &self.last_snapshot {
+            rec.write_msg(&AgentMsg::Snapshot(s.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops recording; `reason` is stored as the recording's last frame.
+    pub fn stop(&mut self, reason: &str) -> Option<Result<RecordStats, WriteError>> {
+        let rec = self.recorder.take()?;
+        let path = rec.path().to_path_buf();
+        let result = rec.finish(reason);
+        self.state = match &result {
+            Ok(stats) => RecordState::Done {
+                path,
+                stats: stats.clone(),
+                error: None,
+            },
+            Err(e) => RecordState::Done {
+                path,
+                stats: RecordStats::default(),
+                error: Some(e.to_string()),
+            },
+        };
+        Some(result)
+    }
+
+    fn remember(&mut self, msg: &AgentMsg) -> Vec<u64> {
+        match msg {
+            AgentMsg::Hello(h) => {
+                if h.pid != self.hello.pid || h.start_time_ticks != self.hello.start_time_ticks {
+                    self.locations.clear();
+                    self.stacks.clear();
+                    self.symbols.clear();
+                    self.last_snapshot = None;
+                }
+                self.hello = h.clone();
+            }
+            AgentMsg::Modules(m) => self.modules = Some(m.clone()),
+            AgentMsg::Location { id, loc } => {
+                self.locations.insert(*id, loc.clone());
+            }
+            AgentMsg::Stack { id, frames } => {
+                self.stacks.insert(*id, frames.clone());
+                let mut new: Vec<u64> = frames
+                    .iter()
+                    .copied()
+                    .filter(|a| !self.symbols.contains_key(a))
+                    .collect();
+                new.sort_unstable();
+                new.dedup();
+                return new;
+            }
+            AgentMsg::Snapshot(s) => self.last_snapshot = Some(s.clone()),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn resolve(&mut self, addrs: &[u64]) -> Vec<SymbolEntry> {
+        let (Some(resolver), false) = (self.resolver.as_mut(), addrs.is_empty()) else {
+            return Vec::new();
+        };
+        let modules = self.modules.as_deref().unwrap_or(&[]);
+        let entries = resolver(&self.hello, modules, addrs);
+        for e in &entries {
+            self.symbols.insert(e.addr, e.frames.clone());
+        }
+        entries
+    }
+
+    fn record(&mut self, ev: &Event, symbols: Vec<SymbolEntry>) {
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        let mut result = rec.write_event(ev);
+        if result.is_ok() {
+            result = rec.write_symbols(symbols);
+        }
+        let end = matches!(ev, Event::End(_));
+        match result {
+            Ok(()) if end => {
+                let rec = self.recorder.take();
+                let path = rec
+                    .as_ref()
+                    .map(|r| r.path().to_path_buf())
+                    .unwrap_or_default();
+                let closed = rec.map(Recorder::close);
+                self.state = RecordState::Done {
+                    path,
+                    stats: match &closed {
+                        Some(Ok(s)) => s.clone(),
+                        _ => RecordStats::default(),
+                    },
+                    error: closed.and_then(|r| r.err()).map(|e| e.to_string()),
+                };
+            }
+            Ok(()) => {
+                self.state = RecordState::On {
+                    path: rec.path().to_path_buf(),
+                    stats: rec.stats().clone(),
+                }
+            }
+            Err(e) => {
+                let rec = self.recorder.take();
+                self.state = RecordState::Done {
+                    path: rec.map(|r| r.path().to_path_buf()).unwrap_or_default(),
+                    stats: RecordStats::default(),
+                    error: Some(e.to_string()),
+                };
+            }
+        }
+    }
+}
+
+impl<S: Source> Source for Tee<S> {
+    fn hello(&self) -> &AgentHello {
+        self.inner.hello()
+    }
+
+    fn next(&mut self, timeout: Duration) -> Option<Event> {
+        let ev = self.inner.next(timeout)?;
+        let new_addrs = match &ev {
+            Event::Msg(m) => self.remember(m),
+            Event::End(_) => {
+                self.ended = true;
+                Vec::new()
+            }
+        };
+        let symbols = self.resolve(&new_addrs);
+        self.record(&ev, symbols);
+        Some(ev)
+    }
+
+    fn request(&mut self, msg: ClientMsg) {
+        self.inner.request(msg)
+    }
+
+    fn timeline(&mut self) -> Option<&mut dyn Timeline> {
+        self.inner.timeline()
+    }
+}
