@@ -14,7 +14,8 @@ pub const MAGIC: [u8; 8] = *b"\x89LTREC\r\n";
 /// older reader cannot skip; new record kinds are appended to [`Record`] without a bump
 /// (older readers skip frames they cannot decode).
 pub const FORMAT_VERSION: u32 = 1;
-/// Bytes of the file header: magic, version, flags.
+/// Bytes of the file header: magic, version, header checksum. This layout is fixed for
+/// every version, so any reader can tell a newer file from a damaged one.
 pub const FILE_HEADER_LEN: usize = 16;
 /// Bytes of a frame header: payload length, payload CRC, header CRC.
 pub const FRAME_HEADER_LEN: usize = 12;
@@ -22,13 +23,25 @@ pub const FRAME_HEADER_LEN: usize = 12;
 /// record around it. A longer length field is corruption, never an allocation.
 pub const MAX_PAYLOAD: usize = leaktop_agent::wire::MAX_FRAME + 1024 * 1024;
 
-/// The 16-byte file header.
-pub fn file_header() -> [u8; FILE_HEADER_LEN] {
+/// The 16-byte file header of `version`.
+pub fn file_header_of(version: u32) -> [u8; FILE_HEADER_LEN] {
     let mut h = [0u8; FILE_HEADER_LEN];
     h[..8].copy_from_slice(&MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // Bytes 12..16: flags, none defined; readers ignore them.
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    let check = crc(&h[..12]);
+    h[12..16].copy_from_slice(&check.to_le_bytes());
     h
+}
+
+/// The file header this build writes.
+pub fn file_header() -> [u8; FILE_HEADER_LEN] {
+    file_header_of(FORMAT_VERSION)
+}
+
+/// The version in a whole file header, `None` when its checksum does not match.
+pub fn parse_file_header(h: &[u8; FILE_HEADER_LEN]) -> Option<u32> {
+    let stored = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    (crc(&h[..12]) == stored).then(|| u32::from_le_bytes([h[8], h[9], h[10], h[11]]))
 }
 
 /// What the first frame of every recording says about it.

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! file    = header frame*
-//! header  = "\x89LTREC\r\n" | u32 LE format version | u32 LE flags (0)        16 bytes
+//! header  = "\x89LTREC\r\n" | u32 LE format version | u32 LE crc32(previous 12 bytes)
 //! frame   = u32 LE len | u32 LE crc32(payload) | u32 LE crc32(previous 8 bytes) | payload
 //! payload = varint t_ms (receive time since the recording started) | postcard(Record)
 //! ```
@@ -127,7 +127,10 @@ pub fn auto_name(pid: u32) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]

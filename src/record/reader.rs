@@ -32,6 +32,8 @@ pub enum OpenError {
         supported: u32,
         ours: &'static str,
     },
+    #[error("{path} is damaged: the checksum of its file header does not match")]
+    DamagedHeader { path: PathBuf },
     #[error("{path} has an invalid recording format version 0")]
     BadVersion { path: PathBuf },
     #[error("{path} holds no session to replay: {detail}")]
@@ -151,7 +153,13 @@ impl Reader {
             });
             return Ok(reader);
         }
-        let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        let mut h = [0u8; FILE_HEADER_LEN];
+        h.copy_from_slice(head);
+        let Some(version) = format::parse_file_header(&h) else {
+            return Err(OpenError::DamagedHeader {
+                path: path.to_path_buf(),
+            });
+        };
         if version == 0 {
             return Err(OpenError::BadVersion {
                 path: path.to_path_buf(),

@@ -46,7 +46,11 @@ impl RecordingSource {
     /// Opens `path`, reads it through once (to know its length, snapshots and symbols)
     /// and stands at time zero, paused.
     pub fn open(path: &Path) -> Result<RecordingSource, OpenError> {
-        let reader = Reader::open(path)?;
+        Self::from_reader(Reader::open(path)?, path)
+    }
+
+    /// A recording already in memory (`path` names it in messages).
+    pub fn from_reader(reader: Reader, path: &Path) -> Result<RecordingSource, OpenError> {
         let mut pass = reader.clone();
         let summary = summarize(&mut pass);
         let Some(hello) = summary.hello.clone() else {
@@ -287,7 +291,14 @@ pub fn session_at(
     path: &Path,
     at_ms: Option<u64>,
 ) -> Result<(Session, RecordingSource), OpenError> {
-    let mut src = RecordingSource::open(path)?;
+    session_of(RecordingSource::open(path)?, at_ms)
+}
+
+/// [`session_at`] of an opened recording.
+pub fn session_of(
+    mut src: RecordingSource,
+    at_ms: Option<u64>,
+) -> Result<(Session, RecordingSource), OpenError> {
     let mut session = Session::new();
     let t = at_ms.unwrap_or(u64::MAX);
     src.seek(t, &mut session);

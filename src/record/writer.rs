@@ -225,8 +225,18 @@ impl Recorder {
         }
     }
 
+    /// Recording time now: ms since the recording started.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn write_record(&mut self, record: &Record) -> Result<(), WriteError> {
-        let t_ms = self.started.elapsed().as_millis() as u64;
+        self.write_record_at(self.now_ms(), record)
+    }
+
+    fn write_record_at(&mut self, t_ms: u64, record: &Record) -> Result<(), WriteError> {
+        // Frames are in time order, whatever the caller's clock says.
+        let t_ms = t_ms.max(self.stats.t_ms);
         let frame = format::encode_frame(t_ms, record).map_err(|e| WriteError::Write {
             path: self.path.clone(),
             bytes: self.stats.bytes,
@@ -238,32 +248,47 @@ impl Recorder {
         Ok(())
     }
 
-    /// Writes one protocol message (snapshots and history in their compact codings).
+    /// Writes one protocol message received now (snapshots and history in their compact
+    /// codings).
     pub fn write_msg(&mut self, msg: &AgentMsg) -> Result<(), WriteError> {
+        self.write_msg_at(self.now_ms(), msg)
+    }
+
+    /// Writes one protocol message received at recording time `t_ms` (for tools that
+    /// convert or synthesize recordings; times never go backwards in a file).
+    pub fn write_msg_at(&mut self, t_ms: u64, msg: &AgentMsg) -> Result<(), WriteError> {
         match msg {
             AgentMsg::Snapshot(s) => {
                 let delta = self.snapshots.encode(s);
-                self.write_record(&Record::Snapshot(delta))?;
+                self.write_record_at(t_ms, &Record::Snapshot(delta))?;
                 self.stats.snapshots += 1;
                 Ok(())
             }
-            AgentMsg::History(h) => self.write_record(&Record::History(pack_history(h))),
+            AgentMsg::History(h) => self.write_record_at(t_ms, &Record::History(pack_history(h))),
             AgentMsg::Hello(_) => {
                 // A new process (or a new connection): snapshots start over from whole.
                 self.snapshots.reset();
-                self.write_record(&Record::Msg(msg.clone()))
+                self.write_record_at(t_ms, &Record::Msg(msg.clone()))
             }
-            _ => self.write_record(&Record::Msg(msg.clone())),
+            _ => self.write_record_at(t_ms, &Record::Msg(msg.clone())),
         }
     }
 
-    /// Writes what a source yielded; an end of the source finishes the file.
+    /// Writes what a source yielded now; an end of the source is stored as such.
     pub fn write_event(&mut self, ev: &Event) -> Result<(), WriteError> {
+        self.write_event_at(self.now_ms(), ev)
+    }
+
+    /// Writes what a source yielded at recording time `t_ms`.
+    pub fn write_event_at(&mut self, t_ms: u64, ev: &Event) -> Result<(), WriteError> {
         match ev {
-            Event::Msg(m) => self.write_msg(m),
-            Event::End(reason) => self.write_record(&Record::End {
-                reason: reason.clone(),
-            }),
+            Event::Msg(m) => self.write_msg_at(t_ms, m),
+            Event::End(reason) => self.write_record_at(
+                t_ms,
+                &Record::End {
+                    reason: reason.clone(),
+                },
+            ),
         }
     }
 
