@@ -28,6 +28,7 @@
 
 pub mod delta;
 pub mod format;
+pub mod headless;
 pub mod reader;
 pub mod replay;
 pub mod tee;
