@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod demo;
+pub mod duration;
 pub mod model;
 pub mod record;
 pub mod report;

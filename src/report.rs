@@ -30,16 +30,9 @@ pub enum Format {
     Json,
 }
 
-/// `5m12s`-style age.
+/// `5m12s`-style age (see [`crate::duration::age`]).
 pub fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=59 if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
-    }
+    crate::duration::age(ms)
 }
 
 fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
@@ -225,18 +218,4 @@ pub fn json(session: &Session) -> String {
             .collect(),
     };
     serde_json::to_string_pretty(&dump).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_like_go() {
-        assert_eq!(age(1500), "1.5s");
-        assert_eq!(age(42_000), "42s");
-        assert_eq!(age(312_000), "5m12s");
-        assert_eq!(age(3 * 3600 * 1000 + 60_000), "3h01m");
-        assert_eq!(age(2 * 86_400_000), "2d00h");
-    }
 }

@@ -72,6 +72,18 @@ impl Site {
         }
     }
 
+    /// The counters as a history sample: atomics only, no lock.
+    pub fn sample(&self) -> wire::Sample {
+        let clamp = |v: u64| v.min(u32::MAX as u64) as u32;
+        wire::Sample {
+            live: clamp(self.live.load(Relaxed)),
+            blocked_send: clamp(self.blocked_send.load(Relaxed)),
+            blocked_recv: clamp(self.blocked_recv.load(Relaxed)),
+            spawned: self.spawned.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+        }
+    }
+
     /// The counters as they are now.
     pub fn stats(&self) -> wire::SiteStats {
         let oldest_live_ms = lock(&self.inner)

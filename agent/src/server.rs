@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+use crate::history::{self, Rings};
 use crate::registry::registry;
 use crate::wire::{self, AgentMsg, ClientMsg};
 use crate::{clock, procinfo};
@@ -33,7 +34,12 @@ const MAX_TASKS_PER_REQUEST: usize = 10_000;
 pub(crate) struct ServerConfig {
     pub sample_interval: Duration,
     pub history_len: usize,
+    /// Memory cap of all history rings together, bytes.
+    pub history_budget: usize,
 }
+
+/// A client's output below which the next part of a history transfer is queued.
+const HISTORY_LOW_WATER: usize = 256 * 1024;
 
 /// Facts sent in every hello, computed once.
 struct Identity {
@@ -58,6 +64,10 @@ struct Client {
     defined_locs: usize,
     /// Ancillary descriptor to send with the next write.
     pending_fd: Option<std::fs::File>,
+    /// A history transfer in progress (sent in parts as the client reads).
+    history: Option<history::Cursor>,
+    /// A snapshot was asked for during the history transfer: it follows the last part.
+    snapshot_after_history: bool,
 }
 
 impl Client {
@@ -107,6 +117,7 @@ pub(crate) struct Server {
     clients: Vec<Client>,
     identity: Identity,
     config: ServerConfig,
+    rings: Rings,
     seq: u64,
     stop: Arc<AtomicBool>,
 }
@@ -119,6 +130,11 @@ impl Server {
         stop: Arc<AtomicBool>,
     ) -> Server {
         let pid = std::process::id();
+        let rings = Rings::new(
+            config.sample_interval.as_millis().min(u32::MAX as u128) as u32,
+            config.history_len,
+            config.history_budget,
+        );
         Server {
             listener,
             path,
@@ -131,6 +147,7 @@ impl Server {
                 build_id: procinfo::build_id(),
             },
             config,
+            rings,
             seq: 0,
             stop,
         }
@@ -143,9 +160,12 @@ impl Server {
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_sample {
-                crate::history::sample(self.config.history_len);
+                let sites = registry().sites();
+                self.rings
+                    .record(clock::now_ms(), sites.iter().map(|s| (s.loc, s.sample())));
                 next_sample = now + self.config.sample_interval;
             }
+            self.serve_history();
             self.serve_subscriptions(now);
             self.flush_all();
             self.reap(now);
@@ -165,6 +185,9 @@ impl Server {
             }
             if !c.greeted {
                 deadline = deadline.min(c.connected_at + HELLO_TIMEOUT);
+            }
+            if c.history.is_some() && c.pending() == 0 {
+                deadline = Instant::now();
             }
         }
         // Wake up now and then to notice `stop`.
@@ -211,6 +234,8 @@ impl Server {
             subscription: None,
             defined_locs: 0,
             pending_fd: None,
+            history: None,
+            snapshot_after_history: false,
         };
         let refusal = match getsockopt(&client.stream, PeerCredentials) {
             Err(e) => Some(format!("cannot read peer credentials: {e}")),
@@ -355,6 +380,9 @@ impl Server {
         }
         match msg {
             ClientMsg::Hello { .. } => self.clients[i].queue_error("already greeted".into()),
+            ClientMsg::Snapshot if self.clients[i].history.is_some() => {
+                self.clients[i].snapshot_after_history = true;
+            }
             ClientMsg::Snapshot => self.send_snapshot(i),
             ClientMsg::Subscribe { interval_ms } => {
                 let interval =
@@ -363,10 +391,9 @@ impl Server {
             }
             ClientMsg::Unsubscribe => self.clients[i].subscription = None,
             ClientMsg::History => {
-                let history = crate::history::history(self.config.sample_interval);
-                let c = &mut self.clients[i];
-                c.define_new_locations();
-                c.queue(&AgentMsg::History(history));
+                // A second request restarts the transfer.
+                self.clients[i].history = Some(self.rings.cursor());
+                self.serve_history();
             }
             ClientMsg::Tasks { site, group, limit } => {
                 let limit = (limit as usize).min(MAX_TASKS_PER_REQUEST);
@@ -397,6 +424,34 @@ impl Server {
         c.queue(&AgentMsg::Snapshot(snap));
     }
 
+    /// Queues the next parts of history transfers for clients that have read the last.
+    fn serve_history(&mut self) {
+        for i in 0..self.clients.len() {
+            loop {
+                let c = &mut self.clients[i];
+                if c.closing || c.pending() >= HISTORY_LOW_WATER {
+                    break;
+                }
+                let Some(cursor) = c.history.as_mut() else {
+                    break;
+                };
+                match self.rings.next_chunk(cursor) {
+                    Some(part) => {
+                        c.define_new_locations();
+                        c.queue(&AgentMsg::History(part));
+                    }
+                    None => {
+                        c.history = None;
+                        if std::mem::take(&mut c.snapshot_after_history) {
+                            self.send_snapshot(i);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     fn serve_subscriptions(&mut self, now: Instant) {
         for i in 0..self.clients.len() {
             let c = &mut self.clients[i];
@@ -407,8 +462,9 @@ impl Server {
                 continue;
             }
             c.subscription = Some((interval, now + interval));
-            // A subscriber that has not read the last snapshot skips this one.
-            if c.pending() > 0 {
+            // A subscriber that has not read the last snapshot (or is still receiving the
+            // history) skips this one.
+            if c.pending() > 0 || c.history.is_some() {
                 continue;
             }
             self.send_snapshot(i);

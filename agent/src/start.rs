@@ -89,6 +89,7 @@ pub struct Builder {
     site_cap: usize,
     sample_interval: Duration,
     history: Duration,
+    history_memory: usize,
 }
 
 impl Default for Builder {
@@ -104,6 +105,7 @@ impl Builder {
             site_cap: DEFAULT_SITE_CAP,
             sample_interval: Duration::from_secs(1),
             history: Duration::from_secs(600),
+            history_memory: crate::history::DEFAULT_BUDGET_BYTES,
         }
     }
 
@@ -127,9 +129,18 @@ impl Builder {
         self
     }
 
-    /// How much history is kept (default 10 minutes).
+    /// How much history is kept (default 10 minutes), as long as it fits in
+    /// [`Builder::history_memory`].
     pub fn history(mut self, keep: Duration) -> Builder {
         self.history = keep;
+        self
+    }
+
+    /// Memory cap of the history of all sites together (default 32 MiB). Each sample takes
+    /// 16 bytes, so the default keeps ten minutes at 1 s for up to 3 495 sites; with more
+    /// sites every site keeps less (never under 16 samples).
+    pub fn history_memory(mut self, bytes: usize) -> Builder {
+        self.history_memory = bytes;
         self
     }
 
@@ -176,6 +187,7 @@ impl Builder {
             ServerConfig {
                 sample_interval: self.sample_interval,
                 history_len: samples.min(1 << 20) as usize,
+                history_budget: self.history_memory,
             },
             stop.clone(),
         );

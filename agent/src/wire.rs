@@ -83,7 +83,10 @@ pub enum ClientMsg {
     Subscribe { interval_ms: u32 },
     /// Stop the periodic snapshots.
     Unsubscribe,
-    /// Send the per-site history rings ([`History`]).
+    /// Send the per-site history rings ([`History`]), in one or more messages (parts of
+    /// at most 65 536 samples, sent as the client reads, all with the same `end_ms`). A
+    /// [`ClientMsg::Snapshot`] asked for during the transfer comes after its last part,
+    /// and subscription snapshots pause until then.
     History,
     /// Send the oldest `limit` live tasks of a site, or only those of one blocked group.
     Tasks {
@@ -158,7 +161,8 @@ pub struct AgentHello {
     pub now_ms: u64,
     /// Interval of the history samples.
     pub sample_interval_ms: u32,
-    /// Number of samples each history ring holds.
+    /// Number of samples each history ring holds at most (fewer when the agent's history
+    /// memory cap is shared by many sites).
     pub history_len: u32,
     /// Maximum number of distinct spawn sites tracked; more fold into one "other" row.
     pub site_cap: u32,
@@ -340,7 +344,8 @@ pub struct SiteHistory {
     pub samples: Vec<Sample>,
 }
 
-/// Per-site history rings as kept by the agent.
+/// Per-site history rings as kept by the agent, or one part of them (see
+/// [`ClientMsg::History`]): a site appears in one part only.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct History {
     pub interval_ms: u32,

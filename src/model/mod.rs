@@ -1,5 +1,16 @@
 //! Session state: a pure fold of protocol messages. No IO, no UI: the TUI, the reports and
 //! replay all read the same [`Session`].
+//!
+//! - [`series`]: per-site time series (history rings, then snapshots) and the robust
+//!   statistics on them;
+//! - [`verdict`]: leak / stuck / growing verdicts per site, with evidence;
+//! - [`baseline`]: a marked point in time, and the change of every site since;
+//! - [`progress`]: per-channel-site send/receive throughput over time.
+
+pub mod baseline;
+pub mod progress;
+pub mod series;
+pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,13 +19,10 @@ use leaktop_agent::wire::{
     Sample, SiteStats, Snapshot, StackId, TaskList,
 };
 
-/// One point of a site's time series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Point {
-    /// Agent ms.
-    pub t_ms: u64,
-    pub sample: Sample,
-}
+pub use baseline::{Baseline, Delta};
+pub use progress::ChannelProgress;
+pub use series::{Point, Series};
+pub use verdict::{assess, SiteVerdict, Thresholds, Verdict};
 
 /// What the session knows about one spawn site.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +30,7 @@ pub struct SiteState {
     /// Counters of the latest snapshot (None before the first one that names it).
     pub stats: Option<SiteStats>,
     /// Live count and friends over time, oldest first (history, then snapshots).
-    pub series: Vec<Point>,
+    pub series: Series,
 }
 
 /// Everything folded so far.
@@ -44,6 +52,10 @@ pub struct Session {
     pub ended: Option<String>,
     /// Errors the agent reported for our requests.
     pub errors: Vec<String>,
+    /// The marked point everything is compared against, if any.
+    pub baseline: Option<Baseline>,
+    /// Send/receive counts over time, per channel creation site.
+    pub channel_progress: BTreeMap<LocId, ChannelProgress>,
 }
 
 impl Session {
@@ -119,6 +131,12 @@ impl Session {
         }
         self.groups = s.groups.clone();
         self.channels = s.channels.clone();
+        for c in &s.channels {
+            self.channel_progress
+                .entry(c.site)
+                .or_default()
+                .push(s.now_ms, c);
+        }
     }
 
     fn apply_history(&mut self, h: &History) {
@@ -126,20 +144,57 @@ impl Session {
         for sh in &h.sites {
             let site = self.sites.entry(sh.site).or_default();
             let n = sh.samples.len() as u64;
-            let first_new = site.series.first().map(|p| p.t_ms);
-            let mut points: Vec<Point> = sh
-                .samples
-                .iter()
-                .enumerate()
-                .map(|(i, s)| Point {
-                    t_ms: h.end_ms.saturating_sub((n - 1 - i as u64) * interval),
-                    sample: *s,
-                })
-                .filter(|p| first_new.is_none_or(|t| p.t_ms < t))
-                .collect();
-            points.append(&mut site.series);
-            site.series = points;
+            let points = sh.samples.iter().enumerate().map(|(i, s)| Point {
+                t_ms: h
+                    .end_ms
+                    .saturating_sub((n - 1 - i as u64).saturating_mul(interval)),
+                sample: *s,
+            });
+            site.series.prepend(points);
         }
+        self.now_ms = self.now_ms.max(h.end_ms);
+    }
+
+    /// Marks a baseline now (at the latest snapshot): later, [`Session::delta`] gives each
+    /// site's change since.
+    pub fn mark_baseline(&mut self) {
+        self.mark_baseline_at(self.now_ms);
+    }
+
+    /// Marks a baseline at agent time `t_ms` (e.g. 30 s ago, from the history): each
+    /// site's sample in force then. Sites without data then count from zero.
+    pub fn mark_baseline_at(&mut self, t_ms: u64) {
+        let sites = self
+            .sites
+            .iter()
+            .filter_map(|(id, s)| s.series.at(t_ms).map(|sample| (*id, sample)))
+            .collect();
+        self.baseline = Some(Baseline { t_ms, sites });
+    }
+
+    pub fn clear_baseline(&mut self) {
+        self.baseline = None;
+    }
+
+    /// The change of `site` since the baseline (None without a baseline or data).
+    pub fn delta(&self, site: LocId) -> Option<Delta> {
+        let b = self.baseline.as_ref()?;
+        let now = self.sites.get(&site)?.series.last()?;
+        Some(b.delta(site, &now.sample, self.now_ms.max(now.t_ms)))
+    }
+
+    /// Verdicts of every site, worst first (see [`verdict::assess`]).
+    pub fn verdicts(&self, th: &Thresholds) -> Vec<SiteVerdict> {
+        verdict::assess(self, th)
+    }
+
+    /// How far back the data goes: ms from the oldest point of any site to now.
+    pub fn observed_ms(&self) -> u64 {
+        self.sites
+            .values()
+            .filter_map(|s| s.series.start_ms())
+            .min()
+            .map_or(0, |t| self.now_ms.saturating_sub(t))
     }
 
     /// Location text of an interned id, `?` when undefined.
@@ -171,6 +226,9 @@ impl Session {
             })
     }
 }
+
+#[cfg(test)]
+mod scenarios;
 
 #[cfg(test)]
 mod tests {
