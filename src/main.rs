@@ -2,13 +2,15 @@
 //! one-line message and exit code 2.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
-use leaktop::{demo, report, util};
+use leaktop::record::{self, Target};
+use leaktop::{demo, duration, report, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -18,7 +20,7 @@ use leaktop::{demo, report, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop record 1234 -o s.ltrec --duration 10m\n  leaktop dump s.ltrec --at 5m"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,13 +39,41 @@ enum Cmd {
     },
     /// Print one report of a process's tasks, grouped by spawn site (most live first).
     #[command(
-        after_help = "Examples:\n  leaktop dump 1234\n  leaktop dump 1234 --format json | jq '.sites[] | select(.live > 100)'"
+        after_help = "Examples:\n  leaktop dump 1234\n  leaktop dump 1234 --format json | jq '.sites[] | select(.live > 100)'\n  leaktop dump session.ltrec --at 5m    the state 5 minutes into a recording"
     )]
     Dump {
-        /// Process id of a program running the leaktop agent.
-        pid: u32,
+        /// Process id of a program running the leaktop agent, or the path of a recording
+        /// (`./1234` for a file named like a pid).
+        #[arg(value_name = "PID|FILE")]
+        target: Target,
         #[arg(long, value_enum, default_value = "text")]
         format: report::Format,
+        /// For a recording: the time to report (5m, 1m30s, 50%, -30s from the end, end).
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        at: Option<String>,
+    },
+    /// Record a process's session to a file, without a screen, for `leaktop replay`.
+    #[command(
+        after_help = "Stops after --duration, when the process exits, or on Ctrl-C; the file is readable\nat every moment (a recording cut off by a crash replays up to its last whole frame).\n\nExamples:\n  leaktop record 1234 -o session.ltrec --duration 10m\n  leaktop record 1234 -o session.ltrec --interval 250ms"
+    )]
+    Record {
+        /// Process id of a program running the leaktop agent.
+        pid: u32,
+        /// File to write (refused if it exists, unless --force).
+        #[arg(short, long, value_name = "FILE")]
+        output: std::path::PathBuf,
+        /// Stop after this long (30s, 5m, 1h).
+        #[arg(long, value_name = "D", value_parser = duration::parse_arg)]
+        duration: Option<Duration>,
+        /// Snapshot interval.
+        #[arg(long, value_name = "I", default_value = "1s", value_parser = duration::parse_arg)]
+        interval: Duration,
+        /// No progress line and no summary.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace FILE if it exists (never while another recorder writes it).
+        #[arg(long)]
+        force: bool,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     Demo {
@@ -73,10 +103,31 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match (cli.command, cli.pid) {
         (Some(Cmd::List { verbose }), _) => list(verbose),
-        (Some(Cmd::Dump { pid, format }), _) => dump(pid, format),
+        (Some(Cmd::Dump { target, format, at }), _) => dump(target, format, at.as_deref()),
+        (
+            Some(Cmd::Record {
+                pid,
+                output,
+                duration,
+                interval,
+                quiet,
+                force,
+            }),
+            _,
+        ) => record_cmd(
+            pid,
+            &output,
+            &record::headless::Options {
+                interval,
+                duration,
+                force,
+                progress: !quiet,
+            },
+            quiet,
+        ),
         (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup),
         (Some(Cmd::DemoChild), _) => demo::run_child(),
-        (None, Some(pid)) => dump(pid, report::Format::Text),
+        (None, Some(pid)) => dump(Target::Pid(pid), report::Format::Text, None),
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -85,11 +136,73 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn dump(pid: u32, format: report::Format) -> Result<ExitCode> {
-    let session = util::snapshot_session(pid, false)?;
+fn dump(target: Target, format: report::Format, at: Option<&str>) -> Result<ExitCode> {
+    let session = match target {
+        Target::Pid(pid) => {
+            if at.is_some() {
+                anyhow::bail!("--at picks a time in a recording; pid {pid} is a live process (record it with `leaktop record {pid} -o FILE`)");
+            }
+            util::snapshot_session(pid, false)?
+        }
+        Target::Recording(path) => {
+            let src = record::RecordingSource::open(&path)?;
+            let duration = src.summary().duration_ms;
+            let at_ms = at
+                .map(|a| record::parse_at(a, duration))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let (session, src) = record::replay::session_of(src, at_ms)?;
+            if let Some(w) = src.warning() {
+                eprintln!("leaktop: warning: {w}");
+            }
+            if format == report::Format::Text {
+                println!(
+                    "recording {} at {} of {}",
+                    path.display(),
+                    report::age(at_ms.unwrap_or(duration)),
+                    report::age(duration)
+                );
+            }
+            session
+        }
+    };
     match format {
         report::Format::Text => print!("{}", report::text(&session)),
         report::Format::Json => println!("{}", report::json(&session)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP end a headless recording cleanly (with a stop frame).
+fn install_stop_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+}
+
+fn record_cmd(
+    pid: u32,
+    output: &std::path::Path,
+    opts: &record::headless::Options,
+    quiet: bool,
+) -> Result<ExitCode> {
+    install_stop_handlers();
+    let outcome = record::headless::record_pid(pid, output, opts, &STOP)?;
+    if !quiet {
+        eprintln!("{}", outcome.summary());
     }
     Ok(ExitCode::SUCCESS)
 }

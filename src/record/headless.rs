@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use leaktop_agent::wire::AgentMsg;
 
 use super::tee::{RecordState, Tee};
-use super::writer::{RecordOptions, RecordStats, WriteError};
+use super::writer::{RecordOptions, RecordStats, Recorder, WriteError};
 use crate::attach::AttachError;
 use crate::source::{Event, LiveSource, Source};
 
@@ -80,10 +80,8 @@ pub fn record_pid(
     opts: &Options,
     stop: &AtomicBool,
 ) -> Result<Outcome, RecordError> {
-    let source = LiveSource::attach(pid, opts.interval)?;
-    let exe = source.hello().exe.clone();
-    let mut tee = Tee::new(source);
-    tee.start(
+    // The file first: a name already taken is the quickest error to give.
+    let rec = Recorder::create(
         path,
         &RecordOptions {
             force: opts.force,
@@ -91,6 +89,18 @@ pub fn record_pid(
             recorded_by: "leaktop record".into(),
         },
     )?;
+    let source = match LiveSource::attach(pid, opts.interval) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was recorded: leave no file behind.
+            let _ = std::fs::remove_file(path);
+            drop(rec);
+            return Err(e.into());
+        }
+    };
+    let exe = source.hello().exe.clone();
+    let mut tee = Tee::new(source);
+    tee.start_with(rec)?;
     let started = Instant::now();
     let show = opts.progress && std::io::stderr().is_terminal();
     let mut last_draw: Option<Instant> = None;

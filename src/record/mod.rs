@@ -105,26 +105,43 @@ pub fn parse_at(s: &str, duration_ms: u64) -> Result<u64, String> {
     Ok(t.min(duration_ms))
 }
 
-/// `5m`, `1m30s`, `1.5s`, `90` (seconds), `500ms` as milliseconds.
+/// `5m`, `1m30s`, `1.5s`, `90` (seconds), `500ms` as milliseconds (the one duration
+/// grammar of the command line, [`crate::duration::parse`]).
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).round() as u64);
-    }
-    humantime::parse_duration(s)
+    crate::duration::parse(s)
         .ok()
         .map(|d| d.as_millis().min(u64::MAX as u128) as u64)
 }
 
+/// `YYYYMMDDTHHMMSS` (UTC) of a Unix time in seconds.
+fn utc_stamp(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
 /// A fresh file name for a recording of `pid` started now, in the current directory:
-/// `leaktop-<pid>-<UTC date and time>.ltrec`.
+/// `leaktop-<pid>-<UTC date>T<time>.ltrec`.
 pub fn auto_name(pid: u32) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(['-', ':'], "")
-        .trim_end_matches('Z')
-        .to_string();
-    PathBuf::from(format!("leaktop-{pid}-{stamp}.{EXTENSION}"))
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("leaktop-{pid}-{}.{EXTENSION}", utc_stamp(now)))
 }
 
 #[cfg(test)]
@@ -165,6 +182,13 @@ mod unit_tests {
         for bad in ["soon", "150%", "-x", "NaN"] {
             assert!(parse_at(bad, d).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn utc_stamps_are_civil_dates() {
+        assert_eq!(utc_stamp(0), "19700101T000000");
+        assert_eq!(utc_stamp(951_782_400 + 3661), "20000229T010101");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114T221320");
     }
 
     #[test]

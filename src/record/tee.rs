@@ -94,10 +94,16 @@ impl<S: Source> Tee<S> {
 
     /// Starts recording into a new file at `path`.
     pub fn start(&mut self, path: &Path, opts: &RecordOptions) -> Result<(), WriteError> {
+        self.start_with(Recorder::create(path, opts)?)
+    }
+
+    /// Starts recording into a file already created.
+    pub fn start_with(&mut self, mut rec: Recorder) -> Result<(), WriteError> {
         if self.recorder.is_some() {
             self.stop("recording restarted into another file");
         }
-        let mut rec = Recorder::create(path, opts)?;
+        let path = rec.path().to_path_buf();
+        let path = path.as_path();
         let seen_any = self.modules.is_some() || self.last_snapshot.is_some();
         let result = self.write_preamble(&mut rec);
         if let Err(e) = result {
