@@ -127,6 +127,18 @@ pub fn encode_frame(t_ms: u64, record: &Record) -> Result<Vec<u8>, postcard::Err
     Ok(out)
 }
 
+/// A frame around `payload` as it is (for tools and fuzzing: intact checksums around any
+/// bytes).
+pub fn frame_with_payload(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc(payload).to_le_bytes());
+    let header_crc = crc(&out[0..8]);
+    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// A frame header that passed its own checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {

@@ -144,6 +144,48 @@ pub fn auto_name(pid: u32) -> PathBuf {
     PathBuf::from(format!("leaktop-{pid}-{}.{EXTENSION}", utc_stamp(now)))
 }
 
+/// Reads `data` as a recording every way replay does, for the fuzz target
+/// (`fuzz/fuzz_targets/read_recording.rs`) and the property tests. Never panics, whatever
+/// the bytes. An odd first byte wraps the rest in a valid header and intact frames (each
+/// chunk's length is its first byte), so the search reaches the record decoders past the
+/// checksums; an even one takes the rest as a whole file.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    use crate::source::Timeline;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let bytes: Vec<u8> = if mode % 2 == 1 {
+        let mut v = format::file_header().to_vec();
+        let mut rest = rest;
+        while let Some((&len, tail)) = rest.split_first() {
+            let n = (len as usize).min(tail.len());
+            v.extend_from_slice(&format::frame_with_payload(&tail[..n]));
+            rest = &tail[n..];
+        }
+        v
+    } else {
+        rest.to_vec()
+    };
+    let path = std::path::Path::new("fuzz.ltrec");
+    let Ok(mut reader) = Reader::new(bytes.into(), path) else {
+        return;
+    };
+    for entry in reader.by_ref() {
+        std::hint::black_box(entry);
+    }
+    let _ = reader.tail().and_then(Tail::describe);
+    if let Ok(mut src) = RecordingSource::from_reader(reader.rewound(), path) {
+        let mut session = crate::model::Session::new();
+        let end = src.duration_ms();
+        src.seek(end / 2, &mut session);
+        src.seek(end, &mut session);
+        src.step(false, &mut session);
+        let _ = crate::report::text(&session);
+        let _ = src.warning();
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
