@@ -10,12 +10,18 @@ pub const CHILD_COMMAND: &str = "__demo-child";
 
 /// Starts the demo program as a child of this process.
 pub fn spawn_child() -> std::io::Result<Child> {
+    spawn_child_with(Stdio::inherit())
+}
+
+/// Starts the demo program with its stderr sent to `stderr` (the live view sends it to
+/// its log file, so it cannot scribble over the screen).
+pub fn spawn_child_with(stderr: Stdio) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     Command::new(exe)
         .arg(CHILD_COMMAND)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
 }
 

@@ -6,10 +6,12 @@
 //! TUI) render that state.
 
 pub mod attach;
+pub mod check;
 pub mod demo;
 pub mod duration;
 pub mod model;
 pub mod record;
 pub mod report;
 pub mod source;
+pub mod tui;
 pub mod util;

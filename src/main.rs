@@ -1,6 +1,7 @@
 //! The `leaktop` command line. Library errors are typed (thiserror); here they become a
 //! one-line message and exit code 2.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
 use leaktop::record::{self, Target};
-use leaktop::{demo, duration, report, util};
+use leaktop::{check, demo, duration, report, tui, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -20,13 +21,31 @@ use leaktop::{demo, duration, report, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop record 1234 -o s.ltrec --duration 10m\n  leaktop dump s.ltrec --at 5m"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)\n  leaktop 1234 --record s.ltrec  live view, recorded (or press r in the live view)\n  leaktop record 1234 -o s.ltrec --duration 10m   record without a screen\n  leaktop replay s.ltrec     the live view of a recording, with seeking\n  leaktop dump s.ltrec --at 5m   the report 5 minutes into a recording"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Process to watch live (same as `leaktop dump <PID>` until the TUI lands).
+    /// Process to watch live: the TUI (`?` inside it lists the keys).
     pid: Option<u32>,
+    /// Record the live view's session to FILE (the `r` key starts and stops recording too).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (250ms ..= 1h).
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval, global = true)]
+    interval: Duration,
+}
+
+/// Parses the refresh / snapshot interval (`1s`, `500ms`, …): 50ms (the agent's fastest)
+/// ..= 1h.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = duration::parse_arg(text)?;
+    if !(Duration::from_millis(50)..=Duration::from_secs(3600)).contains(&d) {
+        return Err(format!(
+            "interval `{text}` is out of range: use 50ms ..= 1h"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,29 +70,70 @@ enum Cmd {
         /// For a recording: the time to report (5m, 1m30s, 50%, -30s from the end, end).
         #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         at: Option<String>,
+        /// Also show each site's change over the last DURATION (from the agent's history).
+        #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
+        baseline: Option<Duration>,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
-    /// Record a process's session to a file, without a screen, for `leaktop replay`.
+    /// Decide whether a process leaks tasks: exit 0 no leak, 1 leak found, 2 could not check.
     #[command(
-        after_help = "Stops after --duration, when the process exits, or on Ctrl-C; the file is readable\nat every moment (a recording cut off by a crash replays up to its last whole frame).\n\nExamples:\n  leaktop record 1234 -o session.ltrec --duration 10m\n  leaktop record 1234 -o session.ltrec --interval 250ms"
+        after_help = "Without --for, decides at once from the agent's history (its last minutes of\nper-site samples); with --for, watches the process that long first.\n\nExamples:\n  leaktop check 1234\n  leaktop check 1234 --for 5m --format json\n  leaktop check 1234 --fail-on stuck     also fail on deadlocked tasks"
+    )]
+    Check {
+        /// Process id of a program running the leaktop agent, or the path of a recording.
+        #[arg(value_name = "PID|FILE")]
+        target: Target,
+        /// For a recording: decide at this time (5m, 50%, -30s from the end; default: end).
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        at: Option<String>,
+        /// Watch the process this long (30s, 5m, …) before deciding.
+        #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse_arg)]
+        watch: Option<Duration>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: report::Format,
+        /// Which findings make the check fail (exit 1).
+        #[arg(long, value_enum, default_value = "leak")]
+        fail_on: check::FailOn,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
+    },
+    /// Record a process's session to a file without a screen, for `leaktop replay`.
+    #[command(
+        after_help = "Snapshots come every --interval (default 1s). Stops after --duration, when the process\nexits, or on Ctrl-C; the file is readable at every moment (a recording cut off by a\ncrash or a full disk replays up to its last whole frame).\n\nExamples:\n  leaktop record 1234 -o session.ltrec --duration 10m\n  leaktop record 1234 -o session.ltrec --interval 250ms"
     )]
     Record {
         /// Process id of a program running the leaktop agent.
         pid: u32,
         /// File to write (refused if it exists, unless --force).
         #[arg(short, long, value_name = "FILE")]
-        output: std::path::PathBuf,
+        output: PathBuf,
         /// Stop after this long (30s, 5m, 1h).
         #[arg(long, value_name = "D", value_parser = duration::parse_arg)]
         duration: Option<Duration>,
-        /// Snapshot interval.
-        #[arg(long, value_name = "I", default_value = "1s", value_parser = duration::parse_arg)]
-        interval: Duration,
         /// No progress line and no summary.
         #[arg(short, long)]
         quiet: bool,
         /// Replace FILE if it exists (never while another recorder writes it).
         #[arg(long)]
         force: bool,
+    },
+    /// Replay a recording in the live view: space plays/pauses, ←/→ step, [ ] speed.
+    #[command(
+        after_help = "Keys (besides every key of the live view; ? lists them all):\n  space        play / pause\n  ← →          previous / next snapshot\n  [ ]          slower / faster (1/64x .. 1024x)\n  { }          back / forward 10s\n  g G          start / end of the recording\n  :            jump to a time (5m, 1m30s, 50%, -30s)\n\nExamples:\n  leaktop replay session.ltrec\n  leaktop replay session.ltrec --at 5m --speed 10"
+    )]
+    Replay {
+        /// A recording made by `leaktop record`, `--record` or the live view's `r` key.
+        file: PathBuf,
+        /// Start at this time (5m, 1m30s, 50%, -30s from the end, end).
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        at: Option<String>,
+        /// Playback speed (1 = real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Start paused.
+        #[arg(long)]
+        paused: bool,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     Demo {
@@ -103,13 +163,45 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match (cli.command, cli.pid) {
         (Some(Cmd::List { verbose }), _) => list(verbose),
-        (Some(Cmd::Dump { target, format, at }), _) => dump(target, format, at.as_deref()),
+        (
+            Some(Cmd::Dump {
+                target,
+                format,
+                at,
+                baseline,
+                thresholds,
+            }),
+            _,
+        ) => dump(
+            target,
+            format,
+            at.as_deref(),
+            baseline,
+            &thresholds.thresholds(None),
+        ),
+        (
+            Some(Cmd::Check {
+                target,
+                at,
+                watch,
+                format,
+                fail_on,
+                thresholds,
+            }),
+            _,
+        ) => run_check(
+            target,
+            at.as_deref(),
+            watch,
+            format,
+            fail_on,
+            &thresholds.thresholds(watch),
+        ),
         (
             Some(Cmd::Record {
                 pid,
                 output,
                 duration,
-                interval,
                 quiet,
                 force,
             }),
@@ -118,16 +210,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pid,
             &output,
             &record::headless::Options {
-                interval,
+                interval: cli.interval,
                 duration,
                 force,
                 progress: !quiet,
             },
             quiet,
         ),
-        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup),
+        (
+            Some(Cmd::Replay {
+                file,
+                at,
+                speed,
+                paused,
+            }),
+            _,
+        ) => replay(&file, at.as_deref(), speed, paused),
+        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup, cli.interval),
         (Some(Cmd::DemoChild), _) => demo::run_child(),
-        (None, Some(pid)) => dump(Target::Pid(pid), report::Format::Text, None),
+        (None, Some(pid)) => live(pid, cli.interval, cli.record.as_deref()),
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -136,16 +237,70 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn dump(target: Target, format: report::Format, at: Option<&str>) -> Result<ExitCode> {
-    let session = match target {
+fn live(pid: u32, interval: Duration, record: Option<&Path>) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the live view needs a terminal on stdout; for a report use `leaktop dump {pid}`{}",
+            if record.is_some() {
+                format!(", to record without a screen `leaktop record {pid} -o FILE`")
+            } else {
+                String::new()
+            }
+        );
+    }
+    let mut options = tui::Options::new(interval);
+    options.record = record.map(Path::to_path_buf);
+    tui::run_live(pid, &options)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let source = record::RecordingSource::open(file)?;
+    if let Some(w) = source.warning() {
+        eprintln!("leaktop: warning: {w}");
+    }
+    let start_at = at
+        .map(|a| record::parse_at(a, source.summary().duration_ms))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "replay needs a terminal on stdout; for a report use `leaktop dump {} --at TIME`",
+            file.display()
+        );
+    }
+    let interval =
+        Duration::from_millis(source.meta().map_or(1000, |m| m.interval_ms.max(1) as u64));
+    let mut options = tui::Options::new(interval);
+    options.replay = Some(tui::ReplayOptions {
+        start_at,
+        speed,
+        playing: !paused,
+    });
+    tui::run_replay(source, &options)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The session of a target: a fresh snapshot of a live process (with its history), or a
+/// recording folded up to `at`. Prints the replay's warnings.
+fn target_session(
+    target: &Target,
+    at: Option<&str>,
+    live_hint: &str,
+) -> Result<(leaktop::model::Session, Option<(PathBuf, u64, u64)>)> {
+    match target {
         Target::Pid(pid) => {
             if at.is_some() {
-                anyhow::bail!("--at picks a time in a recording; pid {pid} is a live process (record it with `leaktop record {pid} -o FILE`)");
+                anyhow::bail!(
+                    "--at picks a time in a recording; pid {pid} is a live process ({live_hint})"
+                );
             }
-            util::snapshot_session(pid, false)?
+            Ok((util::snapshot_session(*pid, true)?, None))
         }
         Target::Recording(path) => {
-            let src = record::RecordingSource::open(&path)?;
+            let src = record::RecordingSource::open(path)?;
             let duration = src.summary().duration_ms;
             let at_ms = at
                 .map(|a| record::parse_at(a, duration))
@@ -155,22 +310,72 @@ fn dump(target: Target, format: report::Format, at: Option<&str>) -> Result<Exit
             if let Some(w) = src.warning() {
                 eprintln!("leaktop: warning: {w}");
             }
-            if format == report::Format::Text {
+            Ok((
+                session,
+                Some((path.clone(), at_ms.unwrap_or(duration), duration)),
+            ))
+        }
+    }
+}
+
+fn dump(
+    target: Target,
+    format: report::Format,
+    at: Option<&str>,
+    baseline: Option<Duration>,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let (mut session, recording) = target_session(
+        &target,
+        at,
+        "record it with `leaktop record PID -o FILE`, then dump FILE --at TIME",
+    )?;
+    if let Some(back) = baseline {
+        let back = back.as_millis().min(u64::MAX as u128) as u64;
+        session.mark_baseline_at(session.now_ms.saturating_sub(back));
+    }
+    match format {
+        report::Format::Text => {
+            if let Some((path, at, duration)) = recording {
                 println!(
                     "recording {} at {} of {}",
                     path.display(),
-                    report::age(at_ms.unwrap_or(duration)),
+                    report::age(at),
                     report::age(duration)
                 );
             }
-            session
+            print!("{}", report::text_with(&session, th))
         }
-    };
-    match format {
-        report::Format::Text => print!("{}", report::text(&session)),
-        report::Format::Json => println!("{}", report::json(&session)),
+        report::Format::Json => println!("{}", report::json_with(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(
+    target: Target,
+    at: Option<&str>,
+    watch: Option<Duration>,
+    format: report::Format,
+    fail_on: check::FailOn,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let session = match (&target, watch) {
+        (Target::Pid(pid), _) if at.is_some() => anyhow::bail!(
+            "--at picks a time in a recording; pid {pid} is a live process (use --for to watch it)"
+        ),
+        (Target::Pid(pid), watch) => check::gather(*pid, watch)?,
+        (Target::Recording(path), Some(_)) => anyhow::bail!(
+            "--for watches a live process; {} is a recording (use --at TIME to decide at a time in it)",
+            path.display()
+        ),
+        (Target::Recording(_), None) => target_session(&target, at, "")?.0,
+    };
+    let outcome = check::decide(&session, th, fail_on);
+    match format {
+        report::Format::Text => print!("{}", check::text(&session, th, fail_on, &outcome)),
+        report::Format::Json => println!("{}", check::json(&session, th, fail_on, &outcome)),
+    }
+    Ok(ExitCode::from(outcome.exit_code))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -195,7 +400,7 @@ fn install_stop_handlers() {
 
 fn record_cmd(
     pid: u32,
-    output: &std::path::Path,
+    output: &Path,
     opts: &record::headless::Options,
     quiet: bool,
 ) -> Result<ExitCode> {
@@ -251,14 +456,27 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(once: bool, warmup: f64) -> Result<ExitCode> {
+fn run_demo(once: bool, warmup: f64, interval: Duration) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    let _interactive = !once && std::io::stdout().is_terminal();
-    let child = demo::spawn_child().context("cannot start the demo program")?;
+    let interactive = !once && std::io::stdout().is_terminal();
+    let options = tui::Options::new(interval);
+    // In the live view the child's stderr would scribble over the screen: it goes to
+    // the log file instead.
+    let stderr = if interactive {
+        demo_stderr()
+    } else {
+        std::process::Stdio::inherit()
+    };
+    let child = demo::spawn_child_with(stderr).context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
+    if interactive {
+        tui::run_live(pid, &options)?;
+        drop(child);
+        return Ok(ExitCode::SUCCESS);
+    }
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(warmup.clamp(0.0, 600.0));
     while start.elapsed() < warmup {
@@ -268,4 +486,25 @@ fn run_demo(once: bool, warmup: f64) -> Result<ExitCode> {
     print!("{}", report::text(&session));
     drop(child);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo child's stderr goes while the live view owns the screen.
+fn demo_stderr() -> std::process::Stdio {
+    let path = tui::log::default_path();
+    let file = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .ok()
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok()
+        });
+    match file {
+        Some(f) => std::process::Stdio::from(f),
+        None => std::process::Stdio::null(),
+    }
 }

@@ -13,15 +13,24 @@
 //!   "totals": { "live", "blocked_send", "blocked_recv", "sites", "sites_seen" },
 //!   "sites": [ { "site": { "file", "line", "column" } | null, "kind": "spawn"|"uninstrumented"|"other",
 //!                "live", "running", "idle", "blocked_send", "blocked_recv",
-//!                "spawned", "completed", "oldest_live_age_ms" | null } ]   // most live first
+//!                "spawned", "completed", "oldest_live_age_ms" | null,
+//!                "verdict": "leak"|"stuck"|"growing"|"none", "rate_per_min",
+//!                "evidence": [ "sentence", … ],
+//!                "delta": null | { "live", "blocked_send", "blocked_recv", "spawned",
+//!                                  "completed", "per_min" } } ],   // most live first
+//!   "observed_ms": ms of history the verdicts rest on,
+//!   "baseline": null | { "at_ms", "ago_ms" }
 //! }
 //! ```
+//!
+//! Verdicts and Δ/min come from the agent's history (see `model::verdict`); `delta` is the
+//! change since `--baseline` when one was given.
 
 use serde::Serialize;
 
 use leaktop_agent::wire::{LocId, SiteKind, SiteStats};
 
-use crate::model::Session;
+use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
 
 /// Output format of `dump`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,8 +52,24 @@ fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
     }
 }
 
-/// The Go `goroutine?debug=1`-style text report.
+/// The Go `goroutine?debug=1`-style text report, verdicts with default thresholds.
 pub fn text(session: &Session) -> String {
+    text_with(session, &Thresholds::default())
+}
+
+fn verdict_map(
+    session: &Session,
+    th: &Thresholds,
+) -> std::collections::HashMap<LocId, SiteVerdict> {
+    crate::model::assess(session, th)
+        .into_iter()
+        .map(|v| (v.site, v))
+        .collect()
+}
+
+/// The text report with each site's verdict (under `th`), Δ/min and evidence.
+pub fn text_with(session: &Session, th: &Thresholds) -> String {
+    let verdicts = verdict_map(session, th);
     use std::fmt::Write;
     let mut out = String::new();
     if let Some(h) = &session.hello {
@@ -67,15 +92,47 @@ pub fn text(session: &Session) -> String {
     if let Some(reason) = &session.ended {
         let _ = writeln!(out, "note: {reason}; showing the last state received");
     }
-    for (id, st) in sites {
-        let _ = writeln!(out);
+    let count = |v: Verdict| verdicts.values().filter(|x| x.verdict == v).count();
+    let _ = writeln!(
+        out,
+        "verdicts: {} leak, {} stuck, {} growing (window {} over {} of history)",
+        count(Verdict::Leak),
+        count(Verdict::Stuck),
+        count(Verdict::Growing),
+        age(th.window_ms),
+        age(session.observed_ms())
+    );
+    if let Some(b) = &session.baseline {
         let _ = writeln!(
             out,
-            "{} live ({} spawned, {} done) @ {}",
+            "changes since the baseline {} ago are marked Δ",
+            age(session.now_ms.saturating_sub(b.t_ms))
+        );
+    }
+    for (id, st) in sites {
+        let _ = writeln!(out);
+        let v = verdicts.get(&id);
+        let mut tags = Vec::new();
+        if let Some(v) = v {
+            if v.verdict != Verdict::None {
+                tags.push(v.verdict.name().to_uppercase());
+            }
+            if v.growth.enough_data {
+                tags.push(format!("{:+.1}/min", v.rate_per_min));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} live ({} spawned, {} done) @ {}{}",
             st.live,
             st.spawned,
             st.completed,
-            site_label(session, id, st.kind)
+            site_label(session, id, st.kind),
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", tags.join(", "))
+            }
         );
         let mut states = Vec::new();
         if st.running > 0 {
@@ -99,6 +156,19 @@ pub fn text(session: &Session) -> String {
         if !states.is_empty() {
             let _ = writeln!(out, "    {}", states.join(", "));
         }
+        if let Some(d) = session.delta(id) {
+            let _ = writeln!(
+                out,
+                "    Δ {:+} live ({:+.1}/min), {} spawned, {} done",
+                d.live,
+                d.live_per_min(),
+                d.spawned,
+                d.completed
+            );
+        }
+        for e in v.map(|v| v.evidence.as_slice()).unwrap_or(&[]) {
+            let _ = writeln!(out, "    {e}");
+        }
     }
     out
 }
@@ -112,6 +182,24 @@ struct JsonDump<'a> {
     exited: Option<&'a str>,
     totals: JsonTotals,
     sites: Vec<JsonSite>,
+    observed_ms: u64,
+    baseline: Option<JsonBaseline>,
+}
+
+#[derive(Serialize)]
+struct JsonBaseline {
+    at_ms: u64,
+    ago_ms: u64,
+}
+
+#[derive(Serialize)]
+struct JsonDelta {
+    live: i64,
+    blocked_send: i64,
+    blocked_recv: i64,
+    spawned: u64,
+    completed: u64,
+    per_min: f64,
 }
 
 #[derive(Serialize)]
@@ -153,9 +241,18 @@ struct JsonSite {
     spawned: u64,
     completed: u64,
     oldest_live_age_ms: Option<u64>,
+    verdict: &'static str,
+    rate_per_min: f64,
+    evidence: Vec<String>,
+    delta: Option<JsonDelta>,
 }
 
-fn json_site(session: &Session, id: LocId, st: &SiteStats) -> JsonSite {
+fn json_site(
+    session: &Session,
+    id: LocId,
+    st: &SiteStats,
+    verdict: Option<&SiteVerdict>,
+) -> JsonSite {
     let kind = match st.kind {
         Some(SiteKind::Uninstrumented) => "uninstrumented",
         Some(SiteKind::Other) => "other",
@@ -179,6 +276,17 @@ fn json_site(session: &Session, id: LocId, st: &SiteStats) -> JsonSite {
         spawned: st.spawned,
         completed: st.completed,
         oldest_live_age_ms: st.oldest_live_ms.map(|t| session.now_ms.saturating_sub(t)),
+        verdict: verdict.map_or("none", |v| v.verdict.name()),
+        rate_per_min: verdict.map_or(0.0, |v| (v.rate_per_min * 10.0).round() / 10.0),
+        evidence: verdict.map(|v| v.evidence.clone()).unwrap_or_default(),
+        delta: session.delta(id).map(|d| JsonDelta {
+            live: d.live,
+            blocked_send: d.blocked_send,
+            blocked_recv: d.blocked_recv,
+            spawned: d.spawned,
+            completed: d.completed,
+            per_min: (d.live_per_min() * 10.0).round() / 10.0,
+        }),
     }
 }
 
@@ -187,8 +295,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The JSON report (pretty-printed).
+/// The JSON report (pretty-printed), verdicts with default thresholds.
 pub fn json(session: &Session) -> String {
+    json_with(session, &Thresholds::default())
+}
+
+/// The JSON report with each site's verdict under `th`.
+pub fn json_with(session: &Session, th: &Thresholds) -> String {
+    let verdicts = verdict_map(session, th);
     let sites: Vec<(LocId, &SiteStats)> = session.sites_by_live();
     let totals = JsonTotals {
         live: sites.iter().map(|s| s.1.live).sum(),
@@ -214,8 +328,13 @@ pub fn json(session: &Session) -> String {
         totals,
         sites: sites
             .iter()
-            .map(|(id, st)| json_site(session, *id, st))
+            .map(|(id, st)| json_site(session, *id, st, verdicts.get(id)))
             .collect(),
+        observed_ms: session.observed_ms(),
+        baseline: session.baseline.as_ref().map(|b| JsonBaseline {
+            at_ms: b.t_ms,
+            ago_ms: session.now_ms.saturating_sub(b.t_ms),
+        }),
     };
     serde_json::to_string_pretty(&dump).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -32,6 +32,24 @@ pub trait Source {
     fn timeline(&mut self) -> Option<&mut dyn Timeline> {
         None
     }
+    /// Recording controls, for a source that can record what it yields
+    /// ([`crate::record::Tee`]); `None` otherwise.
+    fn recorder(&mut self) -> Option<&mut dyn Recorder> {
+        None
+    }
+}
+
+/// Start and stop recording what a source yields (the TUI's `r` key, `--record`).
+pub trait Recorder {
+    /// Starts recording into a new file at `path` (refused if it exists).
+    fn start_recording(&mut self, path: &std::path::Path) -> Result<(), String>;
+    /// Stops recording; a sentence for the user (where it went, how big), `None` when
+    /// nothing was being recorded.
+    fn stop_recording(&mut self) -> Option<String>;
+    fn is_recording(&self) -> bool;
+    /// One line for the screen: the file and its size while recording, or how the last
+    /// recording ended (an error says so); `None` before any recording.
+    fn recording_status(&self) -> Option<String>;
 }
 
 /// Playback controls of a recorded source. Times are ms of recording time (receive time

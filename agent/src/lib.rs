@@ -23,6 +23,10 @@ pub mod paths;
 pub mod wire;
 
 #[cfg(feature = "runtime")]
+mod blocked;
+#[cfg(feature = "runtime")]
+mod chan;
+#[cfg(feature = "runtime")]
 mod clock;
 #[cfg(feature = "runtime")]
 mod history;
@@ -32,6 +36,10 @@ pub mod procinfo;
 mod registry;
 #[cfg(feature = "runtime")]
 mod server;
+#[cfg(feature = "runtime")]
+mod stack;
+#[cfg(feature = "runtime")]
+pub mod sync;
 #[cfg(feature = "runtime")]
 mod task;
 

@@ -7,11 +7,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::Location as StdLocation;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
+use crate::blocked::BlockedTable;
+use crate::chan::ChanSites;
 use crate::clock;
-use crate::wire::{self, LocId, SiteKind};
+use crate::stack::StackTable;
+use crate::wire::{self, GroupKey, LocId, SiteKind};
 
 /// Default maximum number of distinct spawn sites.
 pub const DEFAULT_SITE_CAP: usize = 10_000;
@@ -42,6 +47,8 @@ struct Locations {
 pub(crate) struct SiteInner {
     /// Live tasks ordered by id (= by spawn time).
     pub tasks: BTreeMap<u64, Arc<TaskCell>>,
+    /// Tasks of this site blocked on instrumented channels, grouped.
+    pub blocked: BlockedTable,
 }
 
 /// One spawn site (or a pseudo site: uninstrumented / other).
@@ -90,6 +97,19 @@ impl Site {
             .tasks
             .first_key_value()
             .map(|(_, t)| t.spawned_ms);
+        self.stats_with(oldest_live_ms)
+    }
+
+    /// The counters and the blocked groups, read under one lock. O(groups).
+    pub fn stats_and_groups(&self) -> (wire::SiteStats, Vec<wire::BlockedGroup>) {
+        let inner = lock(&self.inner);
+        let oldest = inner.tasks.first_key_value().map(|(_, t)| t.spawned_ms);
+        let groups = inner.blocked.groups();
+        drop(inner);
+        (self.stats_with(oldest), groups)
+    }
+
+    fn stats_with(&self, oldest_live_ms: Option<u64>) -> wire::SiteStats {
         wire::SiteStats {
             site: self.loc,
             kind: Some(self.kind),
@@ -114,6 +134,13 @@ pub(crate) struct TaskCell {
     pub site: Arc<Site>,
     pub spawned_ms: u64,
     pub state: AtomicU8,
+    /// Channel waits this task is registered in (several under select!/join!); written
+    /// under the site's mutex.
+    pub blocked_regs: AtomicU32,
+    /// Whether the first of those waits is send-like (decides the site counter).
+    pub blocked_is_send: AtomicBool,
+    /// Waiter slot + 1 of that first wait in the site's blocked table (0: none known).
+    pub blocked_slot: AtomicU32,
 }
 
 impl TaskCell {
@@ -143,8 +170,9 @@ pub(crate) struct Registry {
     /// Distinct real spawn sites seen, including those folded into `other`.
     sites_seen: AtomicU64,
     other: OnceLock<Arc<Site>>,
-    #[allow(dead_code)]
     uninstrumented: OnceLock<Arc<Site>>,
+    stacks: StackTable,
+    chan_sites: ChanSites,
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -160,6 +188,8 @@ pub(crate) fn registry() -> &'static Registry {
         sites_seen: AtomicU64::new(0),
         other: OnceLock::new(),
         uninstrumented: OnceLock::new(),
+        stacks: StackTable::new(),
+        chan_sites: ChanSites::default(),
     })
 }
 
@@ -167,6 +197,9 @@ thread_local! {
     /// One-entry cache of the last spawn site used on this thread: spawn loops hit it.
     static LAST_SITE: std::cell::RefCell<Option<(usize, Arc<Site>)>> =
         const { std::cell::RefCell::new(None) };
+    /// Per-thread cache of interned `#[track_caller]` locations, keyed by address.
+    static LOC_IDS: std::cell::RefCell<HashMap<usize, LocId, foldhash::fast::FixedState>> =
+        std::cell::RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::default()));
 }
 
 impl Registry {
@@ -204,6 +237,28 @@ impl Registry {
         self.intern_parts(f, l, c)
     }
 
+    /// Like [`Registry::intern`], through a per-thread cache: the global lock is taken only
+    /// the first time a thread sees a location.
+    pub fn intern_cached(&self, loc: &'static StdLocation<'static>) -> LocId {
+        let ptr = loc as *const _ as usize;
+        if let Ok(Some(id)) = LOC_IDS.try_with(|c| c.borrow().get(&ptr).copied()) {
+            return id;
+        }
+        let id = self.intern(loc);
+        let _ = LOC_IDS.try_with(|c| c.borrow_mut().insert(ptr, id));
+        id
+    }
+
+    /// Interned raw stacks.
+    pub fn stacks(&self) -> &StackTable {
+        &self.stacks
+    }
+
+    /// Channel creation sites.
+    pub fn chan_sites(&self) -> &ChanSites {
+        &self.chan_sites
+    }
+
     /// The definition of an interned location.
     pub fn location(&self, id: LocId) -> Option<wire::Location> {
         lock(&self.locations).defs.get(id as usize).cloned()
@@ -232,7 +287,6 @@ impl Registry {
     }
 
     /// The row for channel operations in tasks not spawned through the agent.
-    #[allow(dead_code)] // used by the channel wrappers
     pub fn uninstrumented_site(&self) -> Arc<Site> {
         self.pseudo_site(
             &self.uninstrumented,
@@ -325,6 +379,9 @@ impl Registry {
             site: site.clone(),
             spawned_ms: clock::now_ms(),
             state: AtomicU8::new(STATE_IDLE),
+            blocked_regs: AtomicU32::new(0),
+            blocked_is_send: AtomicBool::new(false),
+            blocked_slot: AtomicU32::new(0),
         });
         site.spawned.fetch_add(1, Relaxed);
         site.live.fetch_add(1, Relaxed);
@@ -340,29 +397,69 @@ impl Registry {
         site.completed.fetch_add(1, Relaxed);
     }
 
-    /// The oldest `limit` live tasks of the site with location `loc`.
-    pub fn oldest_tasks(&self, loc: LocId, limit: usize) -> Vec<wire::TaskInfo> {
+    /// The oldest `limit` live tasks of the site with location `loc`, or the oldest
+    /// waiters of one of its blocked groups (longest blocked first). Waiters outside
+    /// instrumented tasks have task id 0.
+    pub fn oldest_tasks(
+        &self,
+        loc: LocId,
+        group: Option<&GroupKey>,
+        limit: usize,
+    ) -> Vec<wire::TaskInfo> {
         let Some(site) = self.site_by_loc(loc) else {
             return Vec::new();
         };
-        let cells: Vec<Arc<TaskCell>> = lock(&site.inner)
+        let inner = lock(&site.inner);
+        if let Some(key) = group {
+            return inner
+                .blocked
+                .oldest(key, limit)
+                .into_iter()
+                .map(|w| wire::TaskInfo {
+                    id: w.task_id,
+                    spawned_ms: w.spawned_ms,
+                    state: wire::TaskState::Blocked,
+                    blocked_since_ms: Some(w.since_ms),
+                    group: Some(key.clone()),
+                })
+                .collect();
+        }
+        inner
             .tasks
             .values()
             .take(limit)
-            .cloned()
-            .collect();
-        cells.iter().map(|c| c.info()).collect()
+            .map(|c| {
+                let mut info = c.info();
+                let slot = c.blocked_slot.load(Relaxed);
+                if let Some((since, key)) =
+                    slot.checked_sub(1).and_then(|w| inner.blocked.waiter(w))
+                {
+                    info.state = wire::TaskState::Blocked;
+                    info.blocked_since_ms = Some(since);
+                    info.group = Some(key);
+                }
+                info
+            })
+            .collect()
     }
 
-    /// A snapshot of every site's counters.
+    /// A snapshot: every site's counters and blocked groups, every channel site's
+    /// aggregates. O(sites + groups + channel sites), never O(tasks).
     pub fn snapshot(&self, seq: u64) -> wire::Snapshot {
-        let sites = self.sites().iter().map(|s| s.stats()).collect();
+        let mut sites = Vec::new();
+        let mut groups = Vec::new();
+        for site in self.sites() {
+            let (st, mut g) = site.stats_and_groups();
+            sites.push(st);
+            groups.append(&mut g);
+        }
+        let channels = self.chan_sites.all().iter().map(|c| c.stats()).collect();
         wire::Snapshot {
             seq,
             now_ms: clock::now_ms(),
             sites,
-            groups: Vec::new(),
-            channels: Vec::new(),
+            groups,
+            channels,
             sites_seen: self.sites_seen(),
         }
     }

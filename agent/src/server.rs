@@ -62,6 +62,8 @@ struct Client {
     subscription: Option<(Duration, Instant)>,
     /// Locations `0..defined_locs` have been sent to this client.
     defined_locs: usize,
+    /// Stacks `0..defined_stacks` have been sent to this client.
+    defined_stacks: usize,
     /// Ancillary descriptor to send with the next write.
     pending_fd: Option<std::fs::File>,
     /// A history transfer in progress (sent in parts as the client reads).
@@ -97,7 +99,8 @@ impl Client {
         }
     }
 
-    /// Sends definitions of every location interned since the last call.
+    /// Sends definitions of every location and stack interned since the last call (so
+    /// they precede the first message that uses them).
     fn define_new_locations(&mut self) {
         let reg = registry();
         let count = reg.location_count();
@@ -107,6 +110,15 @@ impl Client {
                 self.queue(&AgentMsg::Location { id, loc });
             }
             self.defined_locs += 1;
+        }
+        let stacks = reg.stacks();
+        let count = stacks.count();
+        while self.defined_stacks < count {
+            let id = self.defined_stacks as wire::StackId;
+            if let Some(frames) = stacks.get(id) {
+                self.queue(&AgentMsg::Stack { id, frames });
+            }
+            self.defined_stacks += 1;
         }
     }
 }
@@ -233,6 +245,7 @@ impl Server {
             closing: false,
             subscription: None,
             defined_locs: 0,
+            defined_stacks: 0,
             pending_fd: None,
             history: None,
             snapshot_after_history: false,
@@ -397,7 +410,7 @@ impl Server {
             }
             ClientMsg::Tasks { site, group, limit } => {
                 let limit = (limit as usize).min(MAX_TASKS_PER_REQUEST);
-                let tasks = registry().oldest_tasks(site, limit);
+                let tasks = registry().oldest_tasks(site, group.as_ref(), limit);
                 let c = &mut self.clients[i];
                 c.define_new_locations();
                 c.queue(&AgentMsg::Tasks(wire::TaskList { site, group, tasks }));

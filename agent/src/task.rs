@@ -15,8 +15,14 @@ thread_local! {
     static CURRENT: Cell<*const TaskCell> = const { Cell::new(std::ptr::null()) };
 }
 
+/// Address of the task being polled on this thread (0 outside instrumented tasks): a
+/// cheap identity check for the channel futures.
+#[inline]
+pub(crate) fn current_ptr() -> usize {
+    CURRENT.with(|c| c.get()) as usize
+}
+
 /// Runs `f` with the task being polled on this thread (None outside instrumented tasks).
-#[allow(dead_code)] // used by the channel wrappers
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<TaskCell>>) -> R) -> R {
     let ptr = CURRENT.with(|c| c.get());
     if ptr.is_null() {

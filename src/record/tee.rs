@@ -16,7 +16,7 @@ use leaktop_agent::wire::{
 
 use super::format::{SymFrame, SymbolEntry};
 use super::writer::{RecordOptions, RecordStats, Recorder, WriteError};
-use crate::source::{Event, Source, Timeline};
+use crate::source::{Event, Recorder as RecorderControl, Source, Timeline};
 
 /// Resolves raw return addresses of the live target to frames (the symbolizer, when the
 /// source is live). Called once per new address.
@@ -86,6 +86,13 @@ impl<S: Source> Tee<S> {
 
     pub fn state(&self) -> &RecordState {
         &self.state
+    }
+
+    fn state_path(&self) -> Option<&Path> {
+        match &self.state {
+            RecordState::On { path, .. } | RecordState::Done { path, .. } => Some(path),
+            RecordState::Off => None,
+        }
     }
 
     pub fn is_recording(&self) -> bool {
@@ -292,5 +299,54 @@ impl<S: Source> Source for Tee<S> {
 
     fn timeline(&mut self) -> Option<&mut dyn Timeline> {
         self.inner.timeline()
+    }
+
+    fn recorder(&mut self) -> Option<&mut dyn RecorderControl> {
+        Some(self)
+    }
+}
+
+impl<S: Source> RecorderControl for Tee<S> {
+    fn start_recording(&mut self, path: &Path) -> Result<(), String> {
+        let opts = RecordOptions {
+            force: false,
+            interval_ms: 0,
+            recorded_by: "leaktop live view".into(),
+        };
+        self.start(path, &opts).map_err(|e| e.to_string())
+    }
+
+    fn stop_recording(&mut self) -> Option<String> {
+        match self.stop("stopped from the live view")? {
+            Ok(stats) => Some(format!(
+                "recording saved: {} ({} snapshots, {})",
+                self.state_path()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                stats.snapshots,
+                super::headless::human_bytes(stats.bytes)
+            )),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    fn recording_status(&self) -> Option<String> {
+        match &self.state {
+            RecordState::Off => None,
+            RecordState::On { path, stats } => Some(format!(
+                "{} {}",
+                path.display(),
+                super::headless::human_bytes(stats.bytes)
+            )),
+            RecordState::Done { error: Some(e), .. } => Some(format!("recording stopped: {e}")),
+            RecordState::Done { path, stats, .. } => Some(format!(
+                "saved {} ({})",
+                path.display(),
+                super::headless::human_bytes(stats.bytes)
+            )),
+        }
     }
 }

@@ -105,9 +105,15 @@ pub fn socket_dir() -> PathBuf {
 
 /// Starts `bin` with `args`, its agent socket in a fresh private directory.
 pub fn spawn_child(bin: &Path, args: &[&str]) -> ChildGuard {
+    spawn_child_env(bin, args, &[])
+}
+
+/// Like [`spawn_child`], with extra environment variables.
+pub fn spawn_child_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
     let socket_dir = socket_dir();
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .env("LEAKTOP_SOCKET_DIR", &socket_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

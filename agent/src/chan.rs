@@ -1,0 +1,338 @@
+//! The channel table: one [`ChanMeta`] per live instrumented channel, shared by all its
+//! handles, and one [`ChanSite`] per creation site with the site's aggregates.
+//!
+//! Hot-path rules: a message costs a few relaxed atomics on the channel's own cache lines
+//! (the sender-side and receiver-side fields are on separate lines, like tokio's own) and
+//! on its creation site's, plus a coarse clock read; "last send" stamps are written only
+//! when the millisecond changed. Creating or dropping a channel takes its creation site's
+//! short table lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::Location as StdLocation;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use crate::clock;
+use crate::registry::{lock, registry};
+use crate::wire::{self, ChannelKind, LocId};
+
+/// Aligns its content to a cache line, so fields written by different threads do not
+/// share one.
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct Line<T>(pub T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Stores `now + 1` into a "last time" stamp (0 = never) unless it already holds it:
+/// a load of a line that is rarely written stays cheap under sharing.
+#[inline]
+fn stamp(slot: &AtomicU64, now: u64) {
+    let v = now + 1;
+    if slot.load(Relaxed) < v {
+        slot.fetch_max(v, Relaxed);
+    }
+}
+
+fn unstamp(v: u64) -> Option<u64> {
+    v.checked_sub(1)
+}
+
+#[derive(Default)]
+pub(crate) struct SideStats {
+    pub count: AtomicU64,
+    /// Agent ms + 1 of the last success (0 = never).
+    pub last: AtomicU64,
+}
+
+/// Aggregates of all channels created at one source location.
+pub(crate) struct ChanSite {
+    pub loc: LocId,
+    pub kind: ChannelKind,
+    pub live: AtomicU64,
+    pub created: AtomicU64,
+    pub sends: Line<SideStats>,
+    pub recvs: Line<SideStats>,
+    /// Live channels of this site by id (oldest first).
+    pub table: Mutex<BTreeMap<u64, Weak<ChanMeta>>>,
+}
+
+impl ChanSite {
+    pub fn stats(&self) -> wire::ChannelSiteStats {
+        wire::ChannelSiteStats {
+            site: self.loc,
+            kind: self.kind,
+            live: self.live.load(Relaxed),
+            created: self.created.load(Relaxed),
+            sends: self.sends.count.load(Relaxed),
+            recvs: self.recvs.count.load(Relaxed),
+            last_send_ms: unstamp(self.sends.last.load(Relaxed)),
+            last_recv_ms: unstamp(self.recvs.last.load(Relaxed)),
+        }
+    }
+
+    /// The oldest `limit` live channels of this site.
+    #[allow(dead_code)] // for a channel-list request; used by tests today
+    pub fn channels(&self, limit: usize) -> Vec<wire::ChannelStats> {
+        let metas: Vec<Arc<ChanMeta>> = lock(&self.table)
+            .values()
+            .filter_map(Weak::upgrade)
+            .take(limit)
+            .collect();
+        metas.iter().map(|m| m.stats()).collect()
+    }
+}
+
+/// All channel creation sites. Sites live for the whole process (their number is bounded
+/// by the program's source), so they are leaked and referred to as `&'static`.
+#[derive(Default)]
+pub(crate) struct ChanSites {
+    by_loc: RwLock<HashMap<LocId, &'static ChanSite>>,
+    list: RwLock<Vec<&'static ChanSite>>,
+}
+
+impl ChanSites {
+    fn get(&self, loc: LocId, kind: ChannelKind) -> &'static ChanSite {
+        if let Some(s) = self
+            .by_loc
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&loc)
+        {
+            return s;
+        }
+        let mut map = self.by_loc.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&loc) {
+            return s;
+        }
+        let site: &'static ChanSite = Box::leak(Box::new(ChanSite {
+            loc,
+            kind,
+            live: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            sends: Line::default(),
+            recvs: Line::default(),
+            table: Mutex::new(BTreeMap::new()),
+        }));
+        map.insert(loc, site);
+        self.list
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(site);
+        site
+    }
+
+    /// Every channel site, in creation order.
+    pub fn all(&self) -> Vec<&'static ChanSite> {
+        self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    #[allow(dead_code)] // tests and future channel-list requests
+    pub fn by_loc(&self, loc: LocId) -> Option<&'static ChanSite> {
+        self.by_loc
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&loc)
+            .copied()
+    }
+}
+
+thread_local! {
+    /// Per-thread cache of creation-site lookups, keyed by the `Location`'s address.
+    static SITE_CACHE: std::cell::RefCell<HashMap<usize, &'static ChanSite>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn chan_site(loc: &'static StdLocation<'static>, kind: ChannelKind) -> &'static ChanSite {
+    let ptr = loc as *const _ as usize;
+    let cached = SITE_CACHE
+        .try_with(|c| c.borrow().get(&ptr).copied())
+        .ok()
+        .flatten();
+    if let Some(s) = cached {
+        return s;
+    }
+    let reg = registry();
+    let site = reg.chan_sites().get(reg.intern_cached(loc), kind);
+    let _ = SITE_CACHE.try_with(|c| c.borrow_mut().insert(ptr, site));
+    site
+}
+
+static NEXT_CHANNEL: AtomicU64 = AtomicU64::new(1);
+
+/// One live channel, shared by its handles (weak ones too). Dropped with the last handle,
+/// which takes it out of its site's table.
+pub(crate) struct ChanMeta {
+    pub id: u64,
+    pub kind: ChannelKind,
+    pub site: &'static ChanSite,
+    pub capacity: Option<u64>,
+    tx: Line<TxSide>,
+    rx: Line<RxSide>,
+    /// `close()` was called on the receiving side.
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct TxSide {
+    senders: AtomicU64,
+    sent: AtomicU64,
+    last: AtomicU64,
+}
+
+#[derive(Default)]
+struct RxSide {
+    receivers: AtomicU64,
+    received: AtomicU64,
+    last: AtomicU64,
+}
+
+impl ChanMeta {
+    /// A new channel created at `loc`; handles are counted by the tokens built from it.
+    pub fn new(
+        kind: ChannelKind,
+        capacity: Option<u64>,
+        loc: &'static StdLocation<'static>,
+    ) -> Arc<ChanMeta> {
+        let site = chan_site(loc, kind);
+        let meta = Arc::new(ChanMeta {
+            id: NEXT_CHANNEL.fetch_add(1, Relaxed),
+            kind,
+            site,
+            capacity,
+            tx: Line::default(),
+            rx: Line::default(),
+            closed: AtomicBool::new(false),
+        });
+        site.created.fetch_add(1, Relaxed);
+        site.live.fetch_add(1, Relaxed);
+        lock(&site.table).insert(meta.id, Arc::downgrade(&meta));
+        meta
+    }
+
+    /// One message (or `n`) went in.
+    #[inline]
+    pub fn on_send(&self, n: u64) {
+        let now = clock::coarse_now_ms();
+        self.tx.sent.fetch_add(n, Relaxed);
+        stamp(&self.tx.last, now);
+        self.site.sends.count.fetch_add(n, Relaxed);
+        stamp(&self.site.sends.last, now);
+    }
+
+    /// One message (or `n`) came out.
+    #[inline]
+    pub fn on_recv(&self, n: u64) {
+        let now = clock::coarse_now_ms();
+        self.rx.received.fetch_add(n, Relaxed);
+        stamp(&self.rx.last, now);
+        self.site.recvs.count.fetch_add(n, Relaxed);
+        stamp(&self.site.recvs.last, now);
+    }
+
+    /// The receiving side called `close()`.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Relaxed);
+    }
+
+    pub fn senders(&self) -> u64 {
+        self.tx.senders.load(Relaxed)
+    }
+
+    pub fn receivers(&self) -> u64 {
+        self.rx.receivers.load(Relaxed)
+    }
+
+    pub fn stats(&self) -> wire::ChannelStats {
+        let senders = self.senders();
+        let receivers = self.receivers();
+        let sent = self.tx.sent.load(Relaxed);
+        let received = self.rx.received.load(Relaxed);
+        let explicit = self.closed.load(Relaxed);
+        let (len, closed) = match self.kind {
+            ChannelKind::Mpsc | ChannelKind::UnboundedMpsc => (
+                Some(sent.saturating_sub(received)),
+                explicit || receivers == 0 || senders == 0,
+            ),
+            ChannelKind::Oneshot => (
+                Some(sent.saturating_sub(received)),
+                explicit || receivers == 0 || (senders == 0 && sent == 0),
+            ),
+            ChannelKind::Broadcast | ChannelKind::Watch => (None, senders == 0),
+        };
+        wire::ChannelStats {
+            id: self.id,
+            kind: self.kind,
+            site: self.site.loc,
+            capacity: self.capacity,
+            len,
+            senders,
+            receivers,
+            closed,
+            last_send_ms: unstamp(self.tx.last.load(Relaxed)),
+            last_recv_ms: unstamp(self.rx.last.load(Relaxed)),
+        }
+    }
+}
+
+impl Drop for ChanMeta {
+    fn drop(&mut self) {
+        self.site.live.fetch_sub(1, Relaxed);
+        lock(&self.site.table).remove(&self.id);
+    }
+}
+
+/// A counted sending handle: the count goes up when built or cloned, down when dropped.
+pub(crate) struct TxToken(Arc<ChanMeta>);
+
+impl TxToken {
+    pub fn new(meta: Arc<ChanMeta>) -> TxToken {
+        meta.tx.senders.fetch_add(1, Relaxed);
+        TxToken(meta)
+    }
+    pub fn meta(&self) -> &Arc<ChanMeta> {
+        &self.0
+    }
+}
+
+impl Clone for TxToken {
+    fn clone(&self) -> TxToken {
+        TxToken::new(self.0.clone())
+    }
+}
+
+impl Drop for TxToken {
+    fn drop(&mut self) {
+        self.0.tx.senders.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A counted receiving handle.
+pub(crate) struct RxToken(Arc<ChanMeta>);
+
+impl RxToken {
+    pub fn new(meta: Arc<ChanMeta>) -> RxToken {
+        meta.rx.receivers.fetch_add(1, Relaxed);
+        RxToken(meta)
+    }
+    pub fn meta(&self) -> &Arc<ChanMeta> {
+        &self.0
+    }
+}
+
+impl Clone for RxToken {
+    fn clone(&self) -> RxToken {
+        RxToken::new(self.0.clone())
+    }
+}
+
+impl Drop for RxToken {
+    fn drop(&mut self) {
+        self.0.rx.receivers.fetch_sub(1, Relaxed);
+    }
+}

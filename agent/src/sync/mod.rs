@@ -1,0 +1,138 @@
+//! Drop-in instrumented channels: `leaktop_agent::sync::{mpsc, oneshot, broadcast, watch}`
+//! mirror `tokio::sync`'s modules of the same names, so moving a program over is a change
+//! of `use` lines:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use leaktop_agent::sync::mpsc; // was: use tokio::sync::mpsc;
+//!
+//! let (tx, mut rx) = mpsc::channel(8);
+//! leaktop_agent::spawn(async move { tx.send(42).await.unwrap() });
+//! assert_eq!(rx.recv().await, Some(42));
+//! # }
+//! ```
+//!
+//! Every wrapper holds tokio's own type and only observes: the semantics (ordering,
+//! fairness, capacity, errors, cancel safety, cooperative budget) are tokio's. What the
+//! agent learns:
+//!
+//! - the channel table: each channel's creation site (the constructors are
+//!   `#[track_caller]`), capacity, length, live senders and receivers, closed flag, last
+//!   successful send and receive; per creation site aggregates in every snapshot;
+//! - who is blocked: `send`, `reserve*`, `recv*`, `changed`, `wait_for` and `closed` are
+//!   `#[track_caller]` and return named futures. When one returns Pending inside a task
+//!   spawned with [`crate::spawn`] (or wrapped by [`crate::instrument`]), the task is
+//!   counted as blocked {op, channel, blocking call site, since} in its spawn site's blocked
+//!   groups, with the raw await chain captured at that moment; Ready, drop (`select!`,
+//!   `timeout`) or abort clears it. Operations in other tasks are counted under the
+//!   "uninstrumented task" row.
+//!
+//! The error types are tokio's own, re-exported (`mpsc::error`, `oneshot::error`, …).
+//!
+//! # Where the mirror is not exact
+//!
+//! - The futures are named types (`mpsc::Send<'a, T>`, `mpsc::Recv<'a, T>`,
+//!   `watch::Changed<'a, T>`, …) instead of anonymous `async fn` futures, and they are
+//!   `Unpin`. Code that awaits them cannot tell the difference.
+//! - Operations that may have to wait try tokio's non-blocking variant first (`try_send`,
+//!   `try_reserve`, `try_recv`, `has_changed`, with the task's cooperative budget charged
+//!   the same way); only when that would block is tokio's future boxed and awaited. So a
+//!   wait costs one allocation; an operation that does not wait costs none.
+//! - `blocking_send` / `blocking_recv` block a thread, not a task: they are counted as
+//!   messages but never as blocked tasks.
+//! - `poll_recv` / `poll_recv_many` / `oneshot::Sender::poll_closed` keep their blocked
+//!   registration in the handle until they return Ready or the handle is dropped (there is
+//!   no future whose drop would say the caller stopped waiting).
+//! - `into_inner()` hands out tokio's type; from then on that handle is invisible to the
+//!   agent (it no longer counts as a sender or receiver of the channel).
+//! - Not wrapped: `mpsc::Receiver::poll_recv_many`'s stream adapters from tokio-stream
+//!   (they take tokio's types; use `into_inner()`), and process-driver internals.
+
+pub mod broadcast;
+pub mod mpsc;
+pub mod oneshot;
+pub mod watch;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The boxed tokio future of a slow path (the operation has to wait). `M` is a marker
+/// type that is `Send` exactly when the boxed future is; each constructor call proves that
+/// with a compile-time check (see `proofs` below).
+pub(crate) struct Slow<'a, O, M> {
+    fut: Pin<Box<dyn Future<Output = O> + 'a>>,
+    _m: PhantomData<fn() -> M>,
+}
+
+// SAFETY: `Slow::new`'s contract: the boxed future is `Send` whenever `M` is.
+unsafe impl<O, M: Send> Send for Slow<'_, O, M> {}
+// SAFETY: no `&self` method reaches the future (it is only polled through `&mut self`), so
+// sharing a `&Slow` between threads allows nothing.
+unsafe impl<O, M> Sync for Slow<'_, O, M> {}
+
+impl<'a, O, M> Slow<'a, O, M> {
+    /// # Safety
+    /// `fut` must be `Send` whenever `M` is `Send`.
+    pub(crate) unsafe fn new(fut: impl Future<Output = O> + 'a) -> Self {
+        Slow {
+            fut: Box::pin(fut),
+            _m: PhantomData,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<O> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+/// Compile-time proofs of the `Slow::new` contract for every tokio future we box: these
+/// generic functions only type-check if each future is `Send` under the stated bounds.
+#[allow(dead_code)]
+mod proofs {
+    use std::time::Duration;
+    use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+    fn send<X: Send>(_: X) {}
+
+    fn mpsc_ops<T: Send>(tx: &mpsc::Sender<T>, o: mpsc::Sender<T>, v: T) {
+        send(tx.reserve());
+        send(tx.reserve_many(2));
+        send(o.reserve_owned());
+        send(tx.closed());
+        send(tx.send_timeout(v, Duration::ZERO));
+    }
+    fn unbounded_ops<T: Send>(tx: &mpsc::UnboundedSender<T>) {
+        send(tx.closed());
+    }
+    fn oneshot_ops<T: Send>(tx: &mut oneshot::Sender<T>) {
+        send(tx.closed());
+    }
+    fn broadcast_closed<T: Send>(tx: &broadcast::Sender<T>) {
+        send(tx.closed());
+    }
+    fn broadcast_recv<T: Send + Clone>(rx: &mut broadcast::Receiver<T>) {
+        send(rx.recv());
+    }
+    fn watch_ops<T: Send + Sync, F: FnMut(&T) -> bool + Send>(
+        tx: &watch::Sender<T>,
+        rx: &mut watch::Receiver<T>,
+        f: F,
+    ) {
+        send(tx.closed());
+        send(rx.changed());
+        send(rx.wait_for(f));
+    }
+}
+
+/// Marker that is `Send` exactly when `T: Send + Sync` (watch's futures hold `&T`-like
+/// shared state across awaits).
+pub(crate) struct SendSync<T: ?Sized>(PhantomData<fn() -> T>);
+// SAFETY: a pure marker with no data.
+unsafe impl<T: Send + Sync + ?Sized> Send for SendSync<T> {}
+
+#[cfg(test)]
+mod tests;

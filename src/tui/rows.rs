@@ -1,0 +1,232 @@
+//! The site table's rows, derived from the session: one pure function of the session and
+//! the view settings (sort, filter, baseline). The app recomputes them when either changes.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use leaktop_agent::wire::{LocId, SiteKind};
+
+use super::format::short_path;
+use crate::model::{Session, SiteState};
+
+/// How suspicious a site looks, worst last (so `max` finds the worst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Mark {
+    #[default]
+    None,
+    /// Live count rising over the window.
+    Growing,
+    /// Rising and with tasks blocked on channels for a long time.
+    Leak,
+}
+
+/// Columns the table can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// Verdict, then growth, then blocked tasks, then live tasks.
+    #[default]
+    Suspicion,
+    Site,
+    Live,
+    Growth,
+    BlockedSend,
+    BlockedRecv,
+    OldestBlock,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 7] = [
+        SortKey::Suspicion,
+        SortKey::Site,
+        SortKey::Live,
+        SortKey::Growth,
+        SortKey::BlockedSend,
+        SortKey::BlockedRecv,
+        SortKey::OldestBlock,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Suspicion => "suspicion",
+            SortKey::Site => "site",
+            SortKey::Live => "live",
+            SortKey::Growth => "Δ/min",
+            SortKey::BlockedSend => "blocked send",
+            SortKey::BlockedRecv => "blocked recv",
+            SortKey::OldestBlock => "oldest block",
+        }
+    }
+
+    pub fn next(self) -> SortKey {
+        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    }
+}
+
+/// Sort key and direction. `reverse: false` is each key's natural order: most suspicious,
+/// largest, oldest first; sites A→Z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sort {
+    pub key: SortKey,
+    pub reverse: bool,
+}
+
+/// Live counts of every site when the user pressed `b`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Baseline {
+    /// Agent ms of the snapshot the baseline was taken from.
+    pub at_ms: u64,
+    pub live: HashMap<LocId, u64>,
+}
+
+impl Baseline {
+    pub fn of(session: &Session) -> Baseline {
+        Baseline {
+            at_ms: session.now_ms,
+            live: session
+                .sites
+                .iter()
+                .filter_map(|(id, s)| s.stats.as_ref().map(|st| (*id, st.live)))
+                .collect(),
+        }
+    }
+}
+
+/// One row of the site table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub site: LocId,
+    /// `file:line:col`, or a name for the synthetic rows.
+    pub label: String,
+    pub kind: Option<SiteKind>,
+    pub live: u64,
+    /// Change of the live count per minute over the last minute (or what history there
+    /// is, at least a few seconds); `None` before there is enough.
+    pub growth: Option<f64>,
+    pub blocked_send: u64,
+    pub blocked_recv: u64,
+    /// How long the longest-blocked task of the site has been blocked.
+    pub oldest_block_ms: Option<u64>,
+    /// Live now minus live at the baseline.
+    pub since_baseline: Option<i64>,
+    pub mark: Mark,
+}
+
+/// Window over which Δ/min is measured.
+pub const GROWTH_WINDOW_MS: u64 = 60_000;
+/// Least history for a rate.
+pub const GROWTH_MIN_SPAN_MS: u64 = 3_000;
+/// A blocked task older than this on a growing site marks the site as a leak.
+pub const LEAK_BLOCK_AGE_MS: u64 = 30_000;
+
+/// Name of a site row: its location with dependency paths shortened
+/// ([`short_path`]).
+pub fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
+    match kind {
+        Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
+        Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
+        _ => location(session, id),
+    }
+}
+
+/// A location as shown: `file:line:col`, dependency paths shortened.
+pub fn location(session: &Session, id: LocId) -> String {
+    match session.locations.get(&id) {
+        Some(l) => format!("{}:{}:{}", short_path(&l.file), l.line, l.column),
+        None => format!("<location {id}>"),
+    }
+}
+
+/// Live-count change per minute of one site.
+pub fn growth_per_min(site: &SiteState) -> Option<f64> {
+    let last = site.series.last()?;
+    let from = last.t_ms.saturating_sub(GROWTH_WINDOW_MS);
+    let i = site.series.partition_point(|p| p.t_ms < from);
+    let first = site.series.get(i)?;
+    let span = last.t_ms.saturating_sub(first.t_ms);
+    if span < GROWTH_MIN_SPAN_MS {
+        return None;
+    }
+    let delta = last.sample.live as f64 - first.sample.live as f64;
+    Some(delta * 60_000.0 / span as f64)
+}
+
+/// The rows of every site with stats, filtered and sorted.
+pub fn rows(session: &Session, sort: Sort, filter: &str, baseline: Option<&Baseline>) -> Vec<Row> {
+    let mut oldest_block: HashMap<LocId, u64> = HashMap::new();
+    for g in &session.groups {
+        let e = oldest_block.entry(g.key.site).or_insert(u64::MAX);
+        *e = (*e).min(g.oldest_since_ms);
+    }
+    let needle = filter.trim().to_lowercase();
+    let mut out: Vec<Row> = session
+        .sites
+        .iter()
+        .filter_map(|(id, site)| {
+            let st = site.stats.as_ref()?;
+            let label = site_label(session, *id, st.kind);
+            if !needle.is_empty() && !label.to_lowercase().contains(&needle) {
+                return None;
+            }
+            let growth = growth_per_min(site);
+            let oldest_block_ms = oldest_block
+                .get(id)
+                .map(|since| session.now_ms.saturating_sub(*since));
+            let blocked = st.blocked_send + st.blocked_recv;
+            let mark = match growth {
+                Some(g) if g > 0.0 && blocked > 0 && oldest_block_ms >= Some(LEAK_BLOCK_AGE_MS) => {
+                    Mark::Leak
+                }
+                Some(g) if g >= 1.0 => Mark::Growing,
+                _ => Mark::None,
+            };
+            Some(Row {
+                site: *id,
+                label,
+                kind: st.kind,
+                live: st.live,
+                growth,
+                blocked_send: st.blocked_send,
+                blocked_recv: st.blocked_recv,
+                oldest_block_ms,
+                since_baseline: baseline
+                    .map(|b| st.live as i64 - b.live.get(id).copied().unwrap_or(0) as i64),
+                mark,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let ord = compare(a, b, sort.key);
+        let ord = if sort.reverse { ord.reverse() } else { ord };
+        ord.then_with(|| a.label.cmp(&b.label))
+            .then(a.site.cmp(&b.site))
+    });
+    out
+}
+
+fn f(v: Option<f64>) -> f64 {
+    v.unwrap_or(0.0)
+}
+
+/// Natural order of each key: "worst" first.
+fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
+    match key {
+        SortKey::Suspicion => b
+            .mark
+            .cmp(&a.mark)
+            .then_with(|| {
+                b.since_baseline
+                    .unwrap_or(0)
+                    .cmp(&a.since_baseline.unwrap_or(0))
+            })
+            .then_with(|| f(b.growth).total_cmp(&f(a.growth)))
+            .then_with(|| (b.blocked_send + b.blocked_recv).cmp(&(a.blocked_send + a.blocked_recv)))
+            .then_with(|| b.live.cmp(&a.live)),
+        SortKey::Site => a.label.cmp(&b.label),
+        SortKey::Live => b.live.cmp(&a.live),
+        SortKey::Growth => f(b.growth).total_cmp(&f(a.growth)),
+        SortKey::BlockedSend => b.blocked_send.cmp(&a.blocked_send),
+        SortKey::BlockedRecv => b.blocked_recv.cmp(&a.blocked_recv),
+        SortKey::OldestBlock => b.oldest_block_ms.cmp(&a.oldest_block_ms),
+    }
+}
