@@ -214,3 +214,96 @@ fn check_is_inconclusive_without_enough_data_or_without_an_agent() {
         stderr(&out)
     );
 }
+
+#[test]
+fn blocked_channel_leak_is_flagged_with_the_channel_as_evidence_and_its_fixed_twin_is_not() {
+    let bin = fixture_bin("growth", Profile::Debug);
+    let env = &[("LEAKTOP_SAMPLE_MS", "100")];
+    let mut leaky = spawn_child_env(&bin, &["--chan"], env);
+    let mut fixed = spawn_child_env(&bin, &["--chan", "--fixed"], env);
+    // One request at start, then none: a fixed set of stuck tasks, not a growing one.
+    let mut once = spawn_child_env(&bin, &["--chan", "--tick-ms", "3600000"], env);
+    for c in [&mut leaky, &mut fixed, &mut once] {
+        c.wait_ready();
+    }
+    std::thread::sleep(Duration::from_millis(3500));
+
+    let out = run(&leaky, &[&["check", "_"], FAST].concat()[..]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let (file, line, col) = location_of(SRC, "// site: chan_request", "leaktop_agent::spawn");
+    let chan = location_of(
+        SRC,
+        "// site: reply_channel",
+        "leaktop_agent::sync::oneshot::channel",
+    );
+    assert!(
+        text.contains(&format!("LEAK {file}:{line}:{col}: ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tasks blocked in chan recv at {file}:{}:",
+            location_of(SRC, "// site: reply_wait", "rx").1
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "on a oneshot channel created at {}:{}:{}",
+            chan.0, chan.1, chan.2
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("its sender is alive but has never sent"),
+        "{text}"
+    );
+
+    let out = run(
+        &fixed,
+        &[&["check", "_", "--fail-on", "growing"], FAST].concat()[..],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // The lone stuck task is reported, but fails the check only with --fail-on stuck.
+    let stuck = &[&["check", "_", "--stuck-age", "2s"], FAST].concat()[..];
+    let out = run(&once, stuck);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("(not failing the check)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&once, &[stuck, &["--fail-on", "stuck"]].concat()[..]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("STUCK {file}:{line}:{col}: 1 live")),
+        "{}",
+        stdout(&out)
+    );
+}

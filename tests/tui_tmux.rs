@@ -165,10 +165,18 @@ fn live_view_under_tmux_finds_the_leak_handles_keys_and_restores_the_terminal() 
     ));
     tmux.keys(&["Enter"]);
 
-    // The leaking site appears, marked, at the top (sorted by suspicion).
-    let screen = tmux.wait_for("the leaking site, marked", Duration::from_secs(20), |s| {
+    // The leaking site appears at the top (sorted by suspicion: before a verdict is due,
+    // by growth), with its live count rising.
+    let first_row = |s: &str| {
         s.lines()
-            .any(|l| l.contains(&site) && (l.starts_with('▲') || l.starts_with('●')))
+            .skip_while(|l| !l.contains("SPAWN SITE"))
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let screen = tmux.wait_for("the leaking site, growing", Duration::from_secs(20), |s| {
+        let row = first_row(s);
+        row.contains(&site) && row.split_whitespace().any(|w| w.starts_with('+'))
     });
     assert_eq!(
         tmux.format("#{alternate_on}"),
@@ -177,12 +185,6 @@ fn live_view_under_tmux_finds_the_leak_handles_keys_and_restores_the_terminal() 
     );
     assert!(screen.contains(&format!("pid {pid}")), "{screen}");
     assert!(screen.contains("LIVE"), "{screen}");
-    let first_row = screen
-        .lines()
-        .skip_while(|l| !l.contains("SPAWN SITE"))
-        .nth(1)
-        .unwrap_or_default();
-    assert!(first_row.contains(&site), "leak not first:\n{screen}");
     assert_eq!(
         detail_site(&screen).as_deref(),
         Some(site.as_str()),

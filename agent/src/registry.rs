@@ -91,15 +91,6 @@ impl Site {
         }
     }
 
-    /// The counters as they are now.
-    pub fn stats(&self) -> wire::SiteStats {
-        let oldest_live_ms = lock(&self.inner)
-            .tasks
-            .first_key_value()
-            .map(|(_, t)| t.spawned_ms);
-        self.stats_with(oldest_live_ms)
-    }
-
     /// The counters and the blocked groups, read under one lock. O(groups).
     pub fn stats_and_groups(&self) -> (wire::SiteStats, Vec<wire::BlockedGroup>) {
         let inner = lock(&self.inner);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use leaktop_agent::wire::{AgentHello, AgentMsg};
+use leaktop_agent::wire::{AgentHello, AgentMsg, StackId};
 
 use super::delta::{unpack_history, SnapshotDecoder};
 use super::format::{
@@ -304,6 +304,8 @@ pub struct Summary {
     pub hello: Option<AgentHello>,
     /// Every resolved symbol in the file (symbols do not change over time).
     pub symbols: HashMap<u64, Vec<SymFrame>>,
+    /// Every raw stack defined in the file (ids are stable for the agent's life).
+    pub stacks: HashMap<StackId, Vec<u64>>,
     /// Time of the last frame.
     pub duration_ms: u64,
     pub frames: u64,
@@ -324,6 +326,7 @@ pub fn summarize(reader: &mut Reader) -> Summary {
         meta: None,
         hello: None,
         symbols: HashMap::new(),
+        stacks: HashMap::new(),
         duration_ms: 0,
         frames: 0,
         snapshot_times: Vec::new(),
@@ -340,6 +343,9 @@ pub fn summarize(reader: &mut Reader) -> Summary {
             Item::Meta(m) if s.meta.is_none() => s.meta = Some(m),
             Item::Msg(AgentMsg::Snapshot(_)) => s.snapshot_times.push(e.t_ms),
             Item::Msg(AgentMsg::Hello(h)) if s.hello.is_none() => s.hello = Some(h),
+            Item::Msg(AgentMsg::Stack { id, frames }) => {
+                s.stacks.insert(id, frames);
+            }
             Item::Symbols(entries) => {
                 for entry in entries {
                     s.symbols.insert(entry.addr, entry.frames);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::wire::{AgentHello, ClientMsg};
+use leaktop_agent::wire::{AgentHello, ClientMsg, StackId};
 
 use super::format::{Meta, SymFrame};
 use super::reader::{summarize, Entry, Item, OpenError, Reader, Summary};
@@ -91,6 +91,31 @@ impl RecordingSource {
     /// Resolved frames of every raw address the recording has symbols for.
     pub fn symbols(&self) -> &HashMap<u64, Vec<SymFrame>> {
         &self.summary.symbols
+    }
+
+    /// The resolved frames of every stack in the recording, innermost first (an address
+    /// without symbols becomes a frame named by its address). Stacks none of whose
+    /// addresses were resolved are left out.
+    pub fn stack_symbols(&self) -> HashMap<StackId, Vec<SymFrame>> {
+        let table = &self.summary.symbols;
+        self.summary
+            .stacks
+            .iter()
+            .filter(|(_, addrs)| addrs.iter().any(|a| table.contains_key(a)))
+            .map(|(id, addrs)| {
+                let frames = addrs
+                    .iter()
+                    .flat_map(|a| match table.get(a) {
+                        Some(f) => f.clone(),
+                        None => vec![SymFrame {
+                            function: Some(format!("{a:#x}")),
+                            ..Default::default()
+                        }],
+                    })
+                    .collect();
+                (*id, frames)
+            })
+            .collect()
     }
 
     /// Why the replay ends: the process exit, the recorder's stop, or the cut.

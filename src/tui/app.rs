@@ -1,6 +1,7 @@
 //! The TUI's state and its input handling: events in, state changes (and requests for the
 //! source) out. Nothing here draws; the widgets read this state.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crossterm::event::{
@@ -9,11 +10,11 @@ use crossterm::event::{
 };
 use ratatui::layout::{Position, Rect};
 
-use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId};
+use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId, StackId};
 
 use super::layout::{self, Areas};
-use super::rows::{self, Baseline, Row, Sort, SortKey};
-use crate::model::Session;
+use super::rows::{self, Row, Sort, SortKey};
+use crate::model::{Baseline, Session, Thresholds};
 use crate::source::Event;
 
 /// Which pane has the keyboard.
@@ -103,6 +104,21 @@ fn replay_key(key: KeyEvent) -> Option<ReplayCmd> {
     })
 }
 
+/// One frame of a symbolized await chain, as the detail pane shows it. Filled in by the
+/// host (a [`super::Hooks`] that runs the symbolizer when a stack arrives), so rendering
+/// stays pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownFrame {
+    /// Demangled function (`orders::search::{{closure}}`).
+    pub function: String,
+    /// `file:line:col`, when known.
+    pub location: Option<String>,
+    /// The user's own code (kept when folded); runtime, std and agent frames fold away.
+    pub user: bool,
+    /// Inlined into the next frame (same machine frame).
+    pub inlined: bool,
+}
+
 /// Oldest tasks asked for with `t`.
 pub const TASK_LIMIT: u32 = 20;
 
@@ -133,9 +149,12 @@ pub struct App {
     pub detail: Detail,
     /// The help overlay is open, scrolled by this many lines.
     pub help: Option<u16>,
-    pub baseline: Option<Baseline>,
+    /// What the verdicts count as a leak.
+    pub thresholds: Thresholds,
     /// Where the session is being recorded, when it is.
     pub recording: Option<String>,
+    /// Symbolized stacks by id; stacks not here show as raw addresses.
+    pub symbols: HashMap<StackId, Vec<ShownFrame>>,
     /// Replay position; `None` for a live process.
     pub timeline: Option<Timeline>,
     /// The replay's "jump to" prompt has the keyboard (`:`), with what was typed.
@@ -164,8 +183,9 @@ impl App {
             table_offset: 0,
             detail: Detail::default(),
             help: None,
-            baseline: None,
+            thresholds: Thresholds::default(),
             recording: None,
+            symbols: HashMap::new(),
             timeline: None,
             goto: None,
             status: None,
@@ -188,10 +208,23 @@ impl App {
     /// Lets a replay move the session to another time (`f` seeks the source and refolds
     /// the session), then shows it.
     pub fn rewind(&mut self, f: impl FnOnce(&mut Session)) {
+        let baseline = self.session.baseline.as_ref().map(|b| b.t_ms);
         f(&mut self.session);
+        // A refold from the start forgets the baseline: mark it again where it was, if
+        // that time is still in the shown past.
+        if let Some(t) = baseline {
+            if self.session.baseline.is_none() && t <= self.session.now_ms {
+                self.session.mark_baseline_at(t);
+            }
+        }
         self.frozen = None;
         self.errors_seen = self.session.errors.len();
         self.refresh_rows();
+    }
+
+    /// The baseline of the shown state (`b`).
+    pub fn baseline(&self) -> Option<&Baseline> {
+        self.view().baseline.as_ref()
     }
 
     pub fn paused(&self) -> bool {
@@ -262,7 +295,7 @@ impl App {
 
     /// Recomputes the rows from the shown session and keeps the selection on its site.
     pub fn refresh_rows(&mut self) {
-        let rows = rows::rows(self.view(), self.sort, &self.filter, self.baseline.as_ref());
+        let rows = rows::rows(self.view(), self.sort, &self.filter, &self.thresholds);
         self.rows = rows;
         let idx = self
             .selected_site
@@ -417,16 +450,25 @@ impl App {
             KeyCode::Char('t') => actions.extend(self.toggle_tasks()),
             KeyCode::Char('p') | KeyCode::Char(' ') => self.toggle_pause(),
             KeyCode::Char('b') => {
-                let b = Baseline::of(self.view());
+                // On the shown state (frozen while paused) and the live one alike.
+                let t = self.view().now_ms;
+                self.session.mark_baseline_at(t);
+                if let Some(f) = &mut self.frozen {
+                    f.mark_baseline_at(t);
+                }
                 self.status = Some(format!(
                     "baseline set at uptime {}: +BASE counts tasks since then",
-                    super::format::age(b.at_ms)
+                    super::format::age(t)
                 ));
-                self.baseline = Some(b);
                 self.refresh_rows();
             }
             KeyCode::Char('B') => {
-                self.status = Some(if self.baseline.take().is_some() {
+                let had = self.baseline().is_some();
+                self.session.clear_baseline();
+                if let Some(f) = &mut self.frozen {
+                    f.clear_baseline();
+                }
+                self.status = Some(if had {
                     "baseline cleared".into()
                 } else {
                     "no baseline to clear (b sets one)".into()
@@ -647,7 +689,7 @@ impl App {
                     }
                 } else if a.table_header.contains(pos) {
                     let x = m.column - a.table_header.x;
-                    let col = layout::columns(a.table_header.width, self.baseline.is_some())
+                    let col = layout::columns(a.table_header.width, self.baseline().is_some())
                         .into_iter()
                         .find(|c| x >= c.x && x < c.x + c.width);
                     if let Some(key) = col.and_then(|c| c.kind.sort_key()) {

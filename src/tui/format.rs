@@ -97,6 +97,43 @@ pub fn short_path(path: &str) -> &str {
     path
 }
 
+/// Word-wraps `text` into lines of at most `width` columns (a word longer than a line is
+/// cut into pieces).
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let mut len = 0usize;
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let wl = word.len();
+            let need = if len == 0 { wl } else { len + 1 + wl };
+            if need <= width {
+                if len > 0 {
+                    line.push(' ');
+                }
+                line.extend(word.iter());
+                len = need;
+                break;
+            }
+            if len > 0 {
+                lines.push(std::mem::take(&mut line));
+                len = 0;
+                continue;
+            }
+            // A word longer than the line.
+            let rest = word.split_off(width);
+            lines.push(word.iter().collect());
+            word = rest;
+        }
+    }
+    if len > 0 {
+        lines.push(line);
+    }
+    lines
+}
+
 /// Cuts `s` to `width` columns, keeping its end (`…/handler.rs:12:5`): the end of a path
 /// is the part that tells sites apart.
 pub fn keep_end(s: &str, width: usize) -> String {
@@ -205,6 +242,14 @@ mod tests {
             "library/std/src/x.rs"
         );
         assert_eq!(short_path("src/main.rs:1:1"), "src/main.rs:1:1");
+    }
+
+    #[test]
+    fn wrap_breaks_at_words_and_cuts_long_ones() {
+        assert_eq!(wrap("one two three", 7), vec!["one two", "three"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), Vec::<String>::new());
+        assert_eq!(wrap("a b", 0), vec!["a", "b"]);
     }
 
     #[test]

@@ -368,5 +368,48 @@ pub fn run_live(pid: u32, options: &Options) -> Result<RunStats, TuiError> {
 
 /// `leaktop replay`: the same TUI over a recording, with its timeline.
 pub fn run_replay(mut source: RecordingSource, options: &Options) -> Result<RunStats, TuiError> {
-    run_in_terminal(&mut source, options, &mut NoHooks)
+    let mut hooks = ReplayHooks::of(&source);
+    run_in_terminal(&mut source, options, &mut hooks)
+}
+
+/// A replay's await chains come from the symbols stored in the recording (no binary
+/// needed): they are all handed to the app up front, so seeking never misses one.
+pub struct ReplayHooks {
+    symbols: Option<std::collections::HashMap<leaktop_agent::wire::StackId, Vec<app::ShownFrame>>>,
+}
+
+impl ReplayHooks {
+    pub fn of(source: &RecordingSource) -> ReplayHooks {
+        let symbols = source
+            .stack_symbols()
+            .into_iter()
+            .map(|(id, frames)| (id, frames.iter().map(shown_frame).collect()))
+            .collect();
+        ReplayHooks {
+            symbols: Some(symbols),
+        }
+    }
+}
+
+/// How the detail pane shows a recorded frame.
+pub fn shown_frame(f: &crate::record::SymFrame) -> app::ShownFrame {
+    let location = f.file.as_ref().map(|file| match (f.line, f.column) {
+        (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
+        (Some(l), None) => format!("{file}:{l}"),
+        _ => file.clone(),
+    });
+    app::ShownFrame {
+        function: f.function.clone().unwrap_or_else(|| "??".into()),
+        location,
+        user: f.class.as_deref().is_none_or(|c| c == "user"),
+        inlined: f.inlined,
+    }
+}
+
+impl Hooks for ReplayHooks {
+    fn on_event(&mut self, _ev: &Event, app: &mut App) {
+        if let Some(symbols) = self.symbols.take() {
+            app.symbols.extend(symbols);
+        }
+    }
 }

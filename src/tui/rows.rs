@@ -7,18 +7,8 @@ use std::collections::HashMap;
 use leaktop_agent::wire::{LocId, SiteKind};
 
 use super::format::short_path;
-use crate::model::{Session, SiteState};
-
-/// How suspicious a site looks, worst last (so `max` finds the worst).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum Mark {
-    #[default]
-    None,
-    /// Live count rising over the window.
-    Growing,
-    /// Rising and with tasks blocked on channels for a long time.
-    Leak,
-}
+use crate::model::verdict::{assess_site, Thresholds, Verdict};
+use crate::model::Session;
 
 /// Columns the table can be sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,27 +61,6 @@ pub struct Sort {
     pub reverse: bool,
 }
 
-/// Live counts of every site when the user pressed `b`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Baseline {
-    /// Agent ms of the snapshot the baseline was taken from.
-    pub at_ms: u64,
-    pub live: HashMap<LocId, u64>,
-}
-
-impl Baseline {
-    pub fn of(session: &Session) -> Baseline {
-        Baseline {
-            at_ms: session.now_ms,
-            live: session
-                .sites
-                .iter()
-                .filter_map(|(id, s)| s.stats.as_ref().map(|st| (*id, st.live)))
-                .collect(),
-        }
-    }
-}
-
 /// One row of the site table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -100,8 +69,8 @@ pub struct Row {
     pub label: String,
     pub kind: Option<SiteKind>,
     pub live: u64,
-    /// Change of the live count per minute over the last minute (or what history there
-    /// is, at least a few seconds); `None` before there is enough.
+    /// Robust growth of the live count, tasks per minute, over the verdict window (or
+    /// what history there is); `None` before a few seconds of data.
     pub growth: Option<f64>,
     pub blocked_send: u64,
     pub blocked_recv: u64,
@@ -109,15 +78,12 @@ pub struct Row {
     pub oldest_block_ms: Option<u64>,
     /// Live now minus live at the baseline.
     pub since_baseline: Option<i64>,
-    pub mark: Mark,
+    /// The model's verdict on the site.
+    pub verdict: Verdict,
 }
 
-/// Window over which Δ/min is measured.
-pub const GROWTH_WINDOW_MS: u64 = 60_000;
 /// Least history for a rate.
 pub const GROWTH_MIN_SPAN_MS: u64 = 3_000;
-/// A blocked task older than this on a growing site marks the site as a leak.
-pub const LEAK_BLOCK_AGE_MS: u64 = 30_000;
 
 /// Name of a site row: its location with dependency paths shortened
 /// ([`short_path`]).
@@ -137,22 +103,8 @@ pub fn location(session: &Session, id: LocId) -> String {
     }
 }
 
-/// Live-count change per minute of one site.
-pub fn growth_per_min(site: &SiteState) -> Option<f64> {
-    let last = site.series.last()?;
-    let from = last.t_ms.saturating_sub(GROWTH_WINDOW_MS);
-    let i = site.series.partition_point(|p| p.t_ms < from);
-    let first = site.series.get(i)?;
-    let span = last.t_ms.saturating_sub(first.t_ms);
-    if span < GROWTH_MIN_SPAN_MS {
-        return None;
-    }
-    let delta = last.sample.live as f64 - first.sample.live as f64;
-    Some(delta * 60_000.0 / span as f64)
-}
-
-/// The rows of every site with stats, filtered and sorted.
-pub fn rows(session: &Session, sort: Sort, filter: &str, baseline: Option<&Baseline>) -> Vec<Row> {
+/// The rows of every site with stats, filtered and sorted, with the model's verdicts.
+pub fn rows(session: &Session, sort: Sort, filter: &str, th: &Thresholds) -> Vec<Row> {
     let mut oldest_block: HashMap<LocId, u64> = HashMap::new();
     for g in &session.groups {
         let e = oldest_block.entry(g.key.site).or_insert(u64::MAX);
@@ -168,18 +120,8 @@ pub fn rows(session: &Session, sort: Sort, filter: &str, baseline: Option<&Basel
             if !needle.is_empty() && !label.to_lowercase().contains(&needle) {
                 return None;
             }
-            let growth = growth_per_min(site);
-            let oldest_block_ms = oldest_block
-                .get(id)
-                .map(|since| session.now_ms.saturating_sub(*since));
-            let blocked = st.blocked_send + st.blocked_recv;
-            let mark = match growth {
-                Some(g) if g > 0.0 && blocked > 0 && oldest_block_ms >= Some(LEAK_BLOCK_AGE_MS) => {
-                    Mark::Leak
-                }
-                Some(g) if g >= 1.0 => Mark::Growing,
-                _ => Mark::None,
-            };
+            let v = assess_site(session, *id, th)?;
+            let growth = (v.growth.span_ms >= GROWTH_MIN_SPAN_MS).then_some(v.rate_per_min);
             Some(Row {
                 site: *id,
                 label,
@@ -188,10 +130,11 @@ pub fn rows(session: &Session, sort: Sort, filter: &str, baseline: Option<&Basel
                 growth,
                 blocked_send: st.blocked_send,
                 blocked_recv: st.blocked_recv,
-                oldest_block_ms,
-                since_baseline: baseline
-                    .map(|b| st.live as i64 - b.live.get(id).copied().unwrap_or(0) as i64),
-                mark,
+                oldest_block_ms: oldest_block
+                    .get(id)
+                    .map(|since| session.now_ms.saturating_sub(*since)),
+                since_baseline: session.delta(*id).map(|d| d.live),
+                verdict: v.verdict,
             })
         })
         .collect();
@@ -212,8 +155,9 @@ fn f(v: Option<f64>) -> f64 {
 fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
     match key {
         SortKey::Suspicion => b
-            .mark
-            .cmp(&a.mark)
+            .verdict
+            .severity()
+            .cmp(&a.verdict.severity())
             .then_with(|| {
                 b.since_baseline
                     .unwrap_or(0)

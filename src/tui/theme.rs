@@ -33,6 +33,9 @@ pub fn selected_unfocused() -> Style {
 pub fn leak() -> Style {
     Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
 }
+pub fn stuck() -> Style {
+    Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)
+}
 pub fn growing() -> Style {
     Style::new().fg(Color::Yellow)
 }

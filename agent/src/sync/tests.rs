@@ -110,7 +110,7 @@ fn blocked_send_is_counted_exactly_and_cleared_by_ready_drop_and_abort() {
         assert_eq!(site_stats(site).blocked_send, 4);
 
         // Abort two.
-        let mut blocked: Vec<_> = handles.drain(..).collect();
+        let mut blocked: Vec<_> = std::mem::take(&mut handles);
         let mut aborted = 0;
         for h in &blocked {
             if aborted < 2 && !h.is_finished() {

@@ -9,10 +9,11 @@ use leaktop_agent::wire::ClientMsg;
 
 use super::stream::{self, HEALTHY, IDLE_GROWING, LEAK_RECV, LEAK_SEND, UNINSTRUMENTED};
 use super::{app_with, code, ctrl, key, type_keys};
+use crate::model::Verdict;
 use crate::tui::app::{Action, App, Focus};
 use crate::tui::keys::HELP;
 use crate::tui::layout::Areas;
-use crate::tui::rows::{Mark, SortKey};
+use crate::tui::rows::SortKey;
 
 fn leaky() -> App {
     app_with(&stream::leaky(), 120, 40)
@@ -33,10 +34,10 @@ fn default_order_puts_the_leaks_first() {
         sites(&app),
         vec![LEAK_SEND, LEAK_RECV, IDLE_GROWING, HEALTHY, UNINSTRUMENTED]
     );
-    assert_eq!(app.rows[0].mark, Mark::Leak);
-    assert_eq!(app.rows[1].mark, Mark::Leak);
-    assert_eq!(app.rows[2].mark, Mark::Growing);
-    assert_eq!(app.rows[3].mark, Mark::None);
+    assert_eq!(app.rows[0].verdict, Verdict::Leak);
+    assert_eq!(app.rows[1].verdict, Verdict::Leak);
+    assert_eq!(app.rows[2].verdict, Verdict::Growing);
+    assert_eq!(app.rows[3].verdict, Verdict::None);
 }
 
 #[test]
@@ -202,7 +203,7 @@ fn baseline_counts_growth_since_it() {
     app.on_event(&stream::leaky_next());
     assert_eq!(app.rows[0].since_baseline, Some(13));
     type_keys(&mut app, "B");
-    assert!(app.baseline.is_none());
+    assert!(app.baseline().is_none());
     assert_eq!(app.rows[0].since_baseline, None);
 }
 

@@ -70,6 +70,58 @@ fn leaking_site_with_all_frames_and_tasks() {
 }
 
 #[test]
+fn symbolized_await_chain() {
+    use crate::tui::app::ShownFrame;
+    let frame = |function: &str, location: Option<&str>, user: bool, inlined: bool| ShownFrame {
+        function: function.into(),
+        location: location.map(Into::into),
+        user,
+        inlined,
+    };
+    check("symbolized_await_chain", |w, h| {
+        let mut app = app_with(&stream::leaky(), w, h);
+        app.symbols.insert(
+            11,
+            vec![
+                frame(
+                    "leaktop_agent::sync::mpsc::Send::poll",
+                    Some("/src/agent/src/sync/mpsc.rs:310:9"),
+                    false,
+                    true,
+                ),
+                frame(
+                    "orders::search::forward_result::{{closure}}",
+                    Some("src/server/search.rs:17:13"),
+                    true,
+                    true,
+                ),
+                frame(
+                    "orders::handler::handle::{{closure}}",
+                    Some("src/server/handler.rs:44:9"),
+                    true,
+                    false,
+                ),
+                frame(
+                    "tokio::runtime::task::core::Core<T,S>::poll",
+                    None,
+                    false,
+                    false,
+                ),
+                frame(
+                    "tokio::runtime::task::harness::poll_future",
+                    None,
+                    false,
+                    false,
+                ),
+            ],
+        );
+        app.on_input(&code(KeyCode::Enter));
+        app.on_input(&code(KeyCode::End));
+        app
+    });
+}
+
+#[test]
 fn help_overlay() {
     check("help_overlay", |w, h| {
         let mut app = app_with(&stream::leaky(), w, h);
@@ -140,8 +192,9 @@ fn no_size_panics_in_any_state() {
     }
     states.push(app_with(&stream::empty(), 80, 24));
     for state in &states {
-        for w in (0..=130u16).step_by(7).chain([1, 2, 49, 50, 51]) {
-            for h in (0..=45u16).step_by(4).chain([1, 9, 10, 11]) {
+        // Degenerate sizes, both sides of the minimum, and common ones.
+        for w in [0u16, 1, 17, 49, 50, 69, 80, 140] {
+            for h in [0u16, 1, 5, 9, 10, 11, 24, 40] {
                 let mut a = state.clone();
                 a.resize(w, h);
                 // Keys that depend on the size must not panic either.

@@ -84,7 +84,7 @@ fn ramp(i: u64) -> u32 {
 }
 
 /// A service with a forgotten-sender leak (site 1), a per-connection writer stuck on
-/// `recv` (site 5), a slowly growing idle site (8), a healthy pool (4) and the
+/// `recv` (site 5), a growing site whose tasks are all young (8), a healthy pool (4) and the
 /// uninstrumented row.
 pub fn leaky() -> Vec<Event> {
     let mut m = vec![
@@ -121,7 +121,7 @@ pub fn leaky() -> Vec<Event> {
         (LEAK_SEND, Box::new(ramp) as Box<dyn Fn(u64) -> u32>),
         (HEALTHY, Box::new(|i| 8 + (i % 3) as u32)),
         (LEAK_RECV, Box::new(|i| (i / 20) as u32)),
-        (IDLE_GROWING, Box::new(|i| (i / 60) as u32 + 2)),
+        (IDLE_GROWING, Box::new(|i| (i / 20) as u32 + 2)),
     ] {
         hist.push(SiteHistory {
             site: id,
@@ -209,7 +209,7 @@ pub fn leaky() -> Vec<Event> {
             site(LEAK_SEND, 4_212, 4_212, 0, 4_300, 0),
             site(HEALTHY, 8, 0, 0, 90_210, 311_000),
             site(LEAK_RECV, 15, 0, 15, 15, 12_000),
-            site(IDLE_GROWING, 7, 0, 0, 7, 60_000),
+            site(IDLE_GROWING, 17, 0, 0, 240, NOW - 20_000),
             uninstrumented,
         ],
         groups: vec![send_group, recv_group, small_send],

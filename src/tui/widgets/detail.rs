@@ -10,11 +10,13 @@ use ratatui::widgets::Widget;
 use leaktop_agent::wire::{BlockedGroup, ChannelStats, TaskState};
 
 use super::put_line;
+use crate::model::verdict::{assess_site, stall, SiteVerdict, Verdict};
 use crate::model::Session;
-use crate::tui::app::{App, Focus};
-use crate::tui::format::{age, keep_end, rate, signed, thousands};
+use crate::tui::app::{App, Focus, ShownFrame};
+use crate::tui::format::{age, keep_end, rate, signed, thousands, wrap};
 use crate::tui::rows::location;
 use crate::tui::theme;
+use crate::tui::widgets::{verdict_mark, verdict_style};
 
 pub struct DetailPane<'a>(pub &'a App);
 
@@ -62,6 +64,21 @@ pub fn group_title(g: &BlockedGroup, now_ms: u64) -> String {
 
 fn channel_lines(s: &Session, g: &BlockedGroup, width: usize, out: &mut Vec<Line<'static>>) {
     let room = width.saturating_sub(INDENT.len() + LABEL_W + 12);
+    let st = stall(g, s.now_ms);
+    let text = if st.stalled_ms + 1000 >= st.waiting_ms {
+        format!("{} without progress: {}", age(st.stalled_ms), st.why)
+    } else {
+        format!("{}: {}", age(st.waiting_ms), st.why)
+    };
+    let wrap_room = width.saturating_sub(INDENT.len() + LABEL_W).max(20);
+    for (i, piece) in wrap(&text, wrap_room).into_iter().enumerate() {
+        let spans = vec![Span::raw(piece)];
+        out.push(if i == 0 {
+            kv("waiting", spans)
+        } else {
+            cont(spans)
+        });
+    }
     out.push(kv(
         "channel",
         vec![
@@ -147,6 +164,10 @@ fn stack_lines(app: &App, g: &BlockedGroup, out: &mut Vec<Line<'static>>) {
         )]));
         return;
     };
+    if let Some(frames) = app.symbols.get(&id) {
+        symbol_lines(frames, fold, out);
+        return;
+    }
     let Some(frames) = s.stacks.get(&id) else {
         out.push(cont(vec![Span::styled(
             format!("stack #{id} not received yet"),
@@ -172,6 +193,46 @@ fn stack_lines(app: &App, g: &BlockedGroup, out: &mut Vec<Line<'static>>) {
             theme::dim(),
         )]));
     }
+}
+
+/// A symbolized chain: function, then `at file:line`; folded, runs of runtime, std and
+/// agent frames become one `… N runtime frames` line.
+fn symbol_lines(frames: &[ShownFrame], fold: bool, out: &mut Vec<Line<'static>>) {
+    let fold = fold && frames.iter().any(|f| f.user);
+    let mut hidden = 0usize;
+    let flush = |hidden: &mut usize, out: &mut Vec<Line<'static>>| {
+        if *hidden > 0 {
+            out.push(cont(vec![Span::styled(
+                format!(
+                    "… {} runtime frame{}",
+                    hidden,
+                    if *hidden == 1 { "" } else { "s" }
+                ),
+                theme::dim(),
+            )]));
+            *hidden = 0;
+        }
+    };
+    for f in frames {
+        if fold && !f.user {
+            hidden += 1;
+            continue;
+        }
+        flush(&mut hidden, out);
+        let style = if f.user { theme::value() } else { theme::dim() };
+        out.push(Line::from(vec![
+            Span::raw(format!("{INDENT}{:LABEL_W$}", "")),
+            Span::styled(f.function.clone(), style),
+            Span::styled(if f.inlined { "  (inlined)" } else { "" }, theme::dim()),
+        ]));
+        if let Some(loc) = &f.location {
+            out.push(cont(vec![
+                Span::styled("  at ", theme::dim()),
+                Span::raw(crate::tui::format::short_path(loc).to_string()),
+            ]));
+        }
+    }
+    flush(&mut hidden, out);
 }
 
 fn task_lines(app: &App, site: u32, g: Option<&BlockedGroup>, out: &mut Vec<Line<'static>>) {
@@ -212,6 +273,37 @@ fn task_lines(app: &App, site: u32, g: Option<&BlockedGroup>, out: &mut Vec<Line
             )),
             Span::styled(state, theme::dim()),
         ]));
+    }
+}
+
+/// The verdict and the sentences it rests on.
+fn verdict_lines(v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'static>>) {
+    let Some(v) = v.filter(|v| v.verdict != Verdict::None) else {
+        out.push(kv(
+            "verdict",
+            vec![Span::styled("no finding", theme::dim())],
+        ));
+        return;
+    };
+    out.push(kv(
+        "verdict",
+        vec![
+            verdict_mark(v.verdict),
+            Span::styled(
+                format!(" {}", v.verdict.name().to_uppercase()),
+                verdict_style(v.verdict),
+            ),
+        ],
+    ));
+    let room = width.saturating_sub(INDENT.len() + LABEL_W + 2).max(20);
+    for sentence in &v.evidence {
+        for (i, piece) in wrap(sentence, room).into_iter().enumerate() {
+            let bullet = if i == 0 { "· " } else { "  " };
+            out.push(cont(vec![Span::styled(
+                format!("{bullet}{piece}"),
+                theme::dim(),
+            )]));
+        }
     }
 }
 
@@ -270,6 +362,8 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
         more.push(format!("{} since baseline", signed(d, 9)));
     }
     out.push(cont(vec![Span::styled(more.join(" · "), theme::dim())]));
+    let verdict = assess_site(s, row.site, &app.thresholds);
+    verdict_lines(verdict.as_ref(), w, &mut out);
     out.push(Line::default());
 
     let groups = app.site_groups(row.site);

@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use super::put_line;
+use crate::model::Verdict;
 use crate::tui::app::App;
 use crate::tui::format::{age, count, interval, keep_end, thousands};
-use crate::tui::rows::Mark;
 use crate::tui::theme;
 
 pub struct Header<'a>(pub &'a App);
@@ -95,8 +95,8 @@ impl Widget for Header<'_> {
             .fold((0, 0), |(a, b), st| {
                 (a + st.blocked_send, b + st.blocked_recv)
             });
-        let leaks = app.rows.iter().filter(|r| r.mark == Mark::Leak).count();
-        let growing = app.rows.iter().filter(|r| r.mark == Mark::Growing).count();
+        let n = |v: Verdict| app.rows.iter().filter(|r| r.verdict == v).count();
+        let (leaks, stuck, growing) = (n(Verdict::Leak), n(Verdict::Stuck), n(Verdict::Growing));
         let mut l2 = vec![
             Span::styled(" Tasks ", theme::label()),
             Span::styled(thousands(live), theme::value()),
@@ -125,6 +125,10 @@ impl Widget for Header<'_> {
             l2.push(Span::raw(" "));
             l2.push(Span::styled(format!("● {leaks} leaking"), theme::leak()));
         }
+        if stuck > 0 {
+            l2.push(Span::raw(" "));
+            l2.push(Span::styled(format!("■ {stuck} stuck"), theme::stuck()));
+        }
         if growing > 0 {
             l2.push(Span::raw(" "));
             l2.push(Span::styled(
@@ -132,10 +136,10 @@ impl Widget for Header<'_> {
                 theme::growing(),
             ));
         }
-        if let Some(b) = &app.baseline {
+        if let Some(b) = app.baseline() {
             l2.push(Span::styled("   Baseline ", theme::label()));
             l2.push(Span::styled(
-                format!("{} ago", age(s.now_ms.saturating_sub(b.at_ms))),
+                format!("{} ago", age(s.now_ms.saturating_sub(b.t_ms))),
                 theme::value(),
             ));
         }

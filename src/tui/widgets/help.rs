@@ -5,9 +5,12 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget};
 
+use crate::model::Verdict;
 use crate::tui::app::App;
+use crate::tui::format::age;
 use crate::tui::keys::{Section, HELP, TIMELINE_HELP};
 use crate::tui::theme;
+use crate::tui::widgets::verdict_mark;
 
 pub struct HelpOverlay<'a> {
     pub app: &'a App,
@@ -38,17 +41,40 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
         "Marks",
         theme::title().fg(ratatui::style::Color::Green),
     ));
-    out.push(Line::from(vec![
-        Span::styled("  ●               ", theme::leak()),
-        Span::raw("leak: live count rising, tasks blocked on a channel for 30 s+"),
-    ]));
-    out.push(Line::from(vec![
-        Span::styled("  ▲               ", theme::growing()),
-        Span::raw("growing: live count rising by 1+ a minute"),
-    ]));
+    let th = &app.thresholds;
+    for (v, what) in [
+        (
+            Verdict::Leak,
+            format!(
+                "leak: growing, tasks waiting {}+ without progress",
+                age(th.min_age_ms)
+            ),
+        ),
+        (
+            Verdict::Stuck,
+            format!(
+                "stuck: tasks blocked {}+ on a channel that never moves",
+                age(th.stuck_age_ms)
+            ),
+        ),
+        (
+            Verdict::Growing,
+            format!(
+                "growing: live count rising steadily over {}",
+                age(th.window_ms)
+            ),
+        ),
+    ] {
+        out.push(Line::from(vec![
+            Span::raw("  "),
+            verdict_mark(v),
+            Span::raw(format!("{:15}", "")),
+            Span::raw(what),
+        ]));
+    }
     out.push(Line::from(vec![
         Span::styled("  Δ/MIN           ", theme::label()),
-        Span::raw("change of the live count per minute, over the last minute"),
+        Span::raw("robust growth of the live count, tasks per minute"),
     ]));
     out
 }

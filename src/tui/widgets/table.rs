@@ -7,11 +7,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use super::put_line;
+use crate::model::Verdict;
 use crate::tui::app::{App, Focus};
 use crate::tui::format::{age, buckets, count, keep_end, rate, signed, sparkline};
 use crate::tui::layout::{columns, Align, Col, ColKind};
-use crate::tui::rows::{Mark, Row, SortKey};
+use crate::tui::rows::{Row, SortKey};
 use crate::tui::theme;
+use crate::tui::widgets::{verdict_mark, verdict_style};
 
 /// Default history window when the agent has not said (10 min of 1 s samples).
 const DEFAULT_WINDOW_MS: u64 = 600_000;
@@ -51,7 +53,7 @@ impl Widget for TableHeader<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.0;
         buf.set_style(area, theme::table_header());
-        let cols = columns(area.width, app.baseline.is_some());
+        let cols = columns(area.width, app.baseline().is_some());
         for c in &cols {
             let sorted = c.kind.sort_key() == Some(app.sort.key)
                 && !(c.kind == ColKind::SinceBaseline && app.sort.key == SortKey::Suspicion)
@@ -98,11 +100,7 @@ fn cell(app: &App, row: &Row, c: &Col) -> Span<'static> {
         }
     };
     match c.kind {
-        ColKind::Mark => match row.mark {
-            Mark::Leak => Span::styled("●", theme::leak()),
-            Mark::Growing => Span::styled("▲", theme::growing()),
-            Mark::None => Span::raw(" "),
-        },
+        ColKind::Mark => verdict_mark(row.verdict),
         ColKind::Site => {
             let style = match row.kind {
                 Some(leaktop_agent::wire::SiteKind::Spawn) | None => Style::new(),
@@ -148,10 +146,9 @@ fn cell(app: &App, row: &Row, c: &Col) -> Span<'static> {
                 })
                 .unwrap_or_default();
             let b = buckets(&points, s.now_ms, history_window_ms(app), w);
-            let style = match row.mark {
-                Mark::Leak => theme::leak(),
-                Mark::Growing => theme::growing(),
-                Mark::None => theme::spark(),
+            let style = match row.verdict {
+                Verdict::None => theme::spark(),
+                v => verdict_style(v),
             };
             Span::styled(sparkline(&b), style)
         }
@@ -176,7 +173,7 @@ impl Widget for SiteTable<'_> {
             put_line(buf, area, area.y, &Line::styled(msg, theme::dim()));
             return;
         }
-        let cols = columns(area.width, app.baseline.is_some());
+        let cols = columns(area.width, app.baseline().is_some());
         let visible = app
             .rows
             .iter()
