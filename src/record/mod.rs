@@ -187,7 +187,7 @@ pub fn fuzz_one(data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod unit_tests {

@@ -95,7 +95,7 @@ fn history(sites: u32, len: u64) -> History {
 }
 
 /// The messages of a small session, with their times.
-fn script(snapshots: u64, sites: u32) -> Vec<(u64, Event)> {
+pub(crate) fn script(snapshots: u64, sites: u32) -> Vec<(u64, Event)> {
     let mut v = vec![
         (0, Event::Msg(AgentMsg::Hello(hello(4242)))),
         (
@@ -161,7 +161,7 @@ fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
-fn write(path: &Path, script: &[(u64, Event)]) -> Vec<u8> {
+pub(crate) fn write(path: &Path, script: &[(u64, Event)]) -> Vec<u8> {
     let mut rec = Recorder::create(path, &RecordOptions::default()).unwrap();
     for (t, ev) in script {
         rec.write_event_at(*t, ev).unwrap();
