@@ -13,5 +13,6 @@ pub mod model;
 pub mod record;
 pub mod report;
 pub mod source;
+pub mod symbolize;
 pub mod tui;
 pub mod util;
