@@ -397,3 +397,54 @@ fn bad_files_get_clear_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!none.exists());
 }
+
+#[test]
+fn a_recording_replays_with_symbols_after_the_recorded_binary_is_deleted() {
+    // A private copy of a fixture whose handlers block on an instrumented channel, so the
+    // agent captures their await chain.
+    let built = fixture_bin("growth", Profile::Debug);
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("growth-copy");
+    std::fs::copy(&built, &copy).unwrap();
+    let mut child = spawn_child_env(&copy, &["--chan", "--tick-ms", "50"], &[]);
+    child.wait_ready();
+    let pid = child.pid().to_string();
+    let file = tmp.path().join("chain.ltrec");
+    let file_s = file.to_str().unwrap();
+    let o = leaktop(
+        &child.socket_dir,
+        &["record", &pid, "-o", file_s, "--duration", "1500ms", "-q"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    child.kill();
+    std::fs::remove_file(&copy).unwrap();
+
+    // Nothing of the binary is left; the await chain still names the fixture's own fn,
+    // with its file and line, from the symbols stored in the recording.
+    let src = leaktop::record::RecordingSource::open(&file).unwrap();
+    assert!(!copy.exists());
+    let stacks = src.stack_symbols();
+    assert!(!stacks.is_empty(), "no resolved stack in the recording");
+    let line = location_of(
+        "tests/fixtures/src/bin/growth.rs",
+        "// site: reply_wait",
+        "rx.await",
+    )
+    .1;
+    let found = stacks.values().flatten().find(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n.contains("handle_request_chan"))
+    });
+    let f = found.unwrap_or_else(|| panic!("no handle_request_chan frame in {stacks:#?}"));
+    assert!(
+        f.file.as_deref().is_some_and(|p| p.ends_with("growth.rs")),
+        "{f:?}"
+    );
+    assert_eq!(f.line, Some(line), "{f:?}");
+    assert_eq!(f.class.as_deref(), Some("user"));
+
+    // And dump reads it like any recording.
+    let d = leaktop(&child.socket_dir, &["dump", file_s]);
+    assert!(d.status.success(), "{}", stderr(&d));
+}

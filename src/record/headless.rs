@@ -99,7 +99,8 @@ pub fn record_pid(
         }
     };
     let exe = source.hello().exe.clone();
-    let mut tee = Tee::new(source);
+    // Stacks are symbolized while the process is alive, so the file needs no binary.
+    let mut tee = Tee::new(source).with_resolver(super::symbols::live_resolver());
     tee.start_with(rec)?;
     let started = Instant::now();
     let show = opts.progress && std::io::stderr().is_terminal();

@@ -31,6 +31,7 @@ pub mod format;
 pub mod headless;
 pub mod reader;
 pub mod replay;
+pub mod symbols;
 pub mod tee;
 pub mod writer;
 

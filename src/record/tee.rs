@@ -22,6 +22,44 @@ use crate::source::{Event, Recorder as RecorderControl, Source, Timeline};
 /// source is live). Called once per new address.
 pub type Resolver = Box<dyn FnMut(&AgentHello, &[Mapping], &[u64]) -> Vec<SymbolEntry> + Send>;
 
+/// Longest a stopping recording waits for symbols still being resolved.
+pub const SYMBOLS_WAIT: Duration = Duration::from_secs(30);
+
+/// The symbolizer's thread: requests in, resolved entries out.
+struct Worker {
+    tx: std::sync::mpsc::Sender<(AgentHello, Vec<Mapping>, Vec<u64>)>,
+    rx: std::sync::mpsc::Receiver<Vec<SymbolEntry>>,
+}
+
+impl Worker {
+    fn start(mut resolver: Resolver) -> Option<Worker> {
+        let (tx, requests) = std::sync::mpsc::channel::<(AgentHello, Vec<Mapping>, Vec<u64>)>();
+        let (answers, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("leaktop-symbolize".into())
+            .spawn(move || {
+                for (hello, modules, addrs) in requests {
+                    let mut entries = resolver(&hello, &modules, &addrs);
+                    // Every address asked gets an answer, resolved or not, so nobody
+                    // waits for it.
+                    let answered: std::collections::HashSet<u64> =
+                        entries.iter().map(|e| e.addr).collect();
+                    entries.extend(addrs.iter().filter(|a| !answered.contains(a)).map(|a| {
+                        SymbolEntry {
+                            addr: *a,
+                            frames: Vec::new(),
+                        }
+                    }));
+                    if answers.send(entries).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Worker { tx, rx })
+    }
+}
+
 /// What happened to a recording, for a status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordState {
@@ -47,7 +85,9 @@ pub struct Tee<S> {
     stacks: BTreeMap<StackId, Vec<u64>>,
     symbols: HashMap<u64, Vec<SymFrame>>,
     last_snapshot: Option<Snapshot>,
-    resolver: Option<Resolver>,
+    symbolizer: Option<Worker>,
+    /// Addresses handed to the symbolizer and not answered yet.
+    requested: std::collections::HashSet<u64>,
     recorder: Option<Recorder>,
     state: RecordState,
     ended: bool,
@@ -63,16 +103,19 @@ impl<S: Source> Tee<S> {
             stacks: BTreeMap::new(),
             symbols: HashMap::new(),
             last_snapshot: None,
-            resolver: None,
+            symbolizer: None,
+            requested: Default::default(),
             recorder: None,
             state: RecordState::Off,
             ended: false,
         }
     }
 
-    /// Sets the symbolizer used to store resolved frames alongside stacks.
+    /// Sets the symbolizer used to store resolved frames alongside stacks. It runs on a
+    /// thread of its own: reading a large binary's DWARF the first time takes a while, and
+    /// the source (and the screen) must not wait for it.
     pub fn with_resolver(mut self, resolver: Resolver) -> Tee<S> {
-        self.resolver = Some(resolver);
+        self.symbolizer = Worker::start(resolver);
         self
     }
 
@@ -134,6 +177,16 @@ impl<S: Source> Tee<S> {
     }
 
     fn write_preamble(&mut self, rec: &mut Recorder) -> Result<(), WriteError> {
+        let mut missing: Vec<u64> = self
+            .stacks
+            .values()
+            .flatten()
+            .copied()
+            .filter(|a| !self.symbols.contains_key(a))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        self.request_symbols(missing);
         rec.write_msg(&AgentMsg::Hello(self.hello.clone()))?;
         if let Some(m) = &self.modules {
             rec.write_msg(&AgentMsg::Modules(m.clone()))?;
@@ -153,6 +206,7 @@ impl<S: Source> Tee<S> {
         let mut syms: Vec<SymbolEntry> = self
             .symbols
             .iter()
+            .filter(|(_, frames)| !frames.is_empty())
             .map(|(addr, frames)| SymbolEntry {
                 addr: *addr,
                 frames: frames.clone(),
@@ -166,8 +220,11 @@ impl<S: Source> Tee<S> {
         Ok(())
     }
 
-    /// Stops recording; `reason` is stored as the recording's last frame.
+    /// Stops recording; `reason` is stored as the recording's last frame. Symbols still
+    /// being resolved are waited for (at most [`SYMBOLS_WAIT`]) so the file has them.
     pub fn stop(&mut self, reason: &str) -> Option<Result<RecordStats, WriteError>> {
+        self.recorder.as_ref()?;
+        self.collect_symbols(SYMBOLS_WAIT);
         let rec = self.recorder.take()?;
         let path = rec.path().to_path_buf();
         let result = rec.finish(reason);
@@ -218,27 +275,82 @@ impl<S: Source> Tee<S> {
         Vec::new()
     }
 
-    fn resolve(&mut self, addrs: &[u64]) -> Vec<SymbolEntry> {
-        let (Some(resolver), false) = (self.resolver.as_mut(), addrs.is_empty()) else {
-            return Vec::new();
+    /// Hands addresses without symbols to the symbolizer thread.
+    fn request_symbols(&mut self, mut addrs: Vec<u64>) {
+        let Some(worker) = &self.symbolizer else {
+            return;
         };
-        let modules = self.modules.as_deref().unwrap_or(&[]);
-        let entries = resolver(&self.hello, modules, addrs);
-        for e in &entries {
-            self.symbols.insert(e.addr, e.frames.clone());
+        addrs.retain(|a| !self.symbols.contains_key(a) && !self.requested.contains(a));
+        if addrs.is_empty() {
+            return;
         }
-        entries
+        let modules = self.modules.clone().unwrap_or_default();
+        if worker
+            .tx
+            .send((self.hello.clone(), modules, addrs.clone()))
+            .is_ok()
+        {
+            self.requested.extend(addrs);
+        }
     }
 
-    fn record(&mut self, ev: &Event, symbols: Vec<SymbolEntry>) {
+    /// Takes what the symbolizer has answered, waiting up to `wait` while something is
+    /// still asked, and records it.
+    fn collect_symbols(&mut self, wait: Duration) {
+        let Some(worker) = &self.symbolizer else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + wait;
+        let mut got = Vec::new();
+        while !self.requested.is_empty() {
+            let answer = if wait.is_zero() {
+                worker.rx.try_recv().ok()
+            } else {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                worker.rx.recv_timeout(left).ok()
+            };
+            let Some(entries) = answer else {
+                break;
+            };
+            for e in &entries {
+                self.requested.remove(&e.addr);
+            }
+            got.extend(entries);
+        }
+        // Unresolved addresses are remembered (not asked again) but not written.
+        for e in &got {
+            self.symbols.insert(e.addr, e.frames.clone());
+        }
+        got.retain(|e| !e.frames.is_empty());
+        if got.is_empty() {
+            return;
+        }
+        if let Some(rec) = self.recorder.as_mut() {
+            if let Err(e) = rec.write_symbols(got) {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: WriteError) {
+        let rec = self.recorder.take();
+        self.state = RecordState::Done {
+            path: rec.map(|r| r.path().to_path_buf()).unwrap_or_default(),
+            stats: RecordStats::default(),
+            error: Some(e.to_string()),
+        };
+    }
+
+    fn record(&mut self, ev: &Event) {
+        let end = matches!(ev, Event::End(_));
+        if end {
+            // The process is gone: what is being resolved still goes in before the end.
+            self.collect_symbols(SYMBOLS_WAIT);
+        }
         let Some(rec) = self.recorder.as_mut() else {
             return;
         };
-        let mut result = rec.write_event(ev);
-        if result.is_ok() {
-            result = rec.write_symbols(symbols);
-        }
-        let end = matches!(ev, Event::End(_));
+        let result = rec.write_event(ev);
         match result {
             Ok(()) if end => {
                 let rec = self.recorder.take();
@@ -262,14 +374,7 @@ impl<S: Source> Tee<S> {
                     stats: rec.stats().clone(),
                 }
             }
-            Err(e) => {
-                let rec = self.recorder.take();
-                self.state = RecordState::Done {
-                    path: rec.map(|r| r.path().to_path_buf()).unwrap_or_default(),
-                    stats: RecordStats::default(),
-                    error: Some(e.to_string()),
-                };
-            }
+            Err(e) => self.fail(e),
         }
     }
 }
@@ -288,8 +393,13 @@ impl<S: Source> Source for Tee<S> {
                 Vec::new()
             }
         };
-        let symbols = self.resolve(&new_addrs);
-        self.record(&ev, symbols);
+        // Symbolize only what goes into a file; a recording started later resolves the
+        // stacks it missed in its preamble.
+        if self.recorder.is_some() {
+            self.request_symbols(new_addrs);
+            self.collect_symbols(Duration::ZERO);
+        }
+        self.record(&ev);
         Some(ev)
     }
 
