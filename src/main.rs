@@ -283,13 +283,16 @@ fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// A recording's path, the time shown and its length (ms).
+type RecordingAt = (PathBuf, u64, u64);
+
 /// The session of a target: a fresh snapshot of a live process (with its history), or a
 /// recording folded up to `at`. Prints the replay's warnings.
 fn target_session(
     target: &Target,
     at: Option<&str>,
     live_hint: &str,
-) -> Result<(leaktop::model::Session, Option<(PathBuf, u64, u64)>)> {
+) -> Result<(leaktop::model::Session, Option<RecordingAt>)> {
     match target {
         Target::Pid(pid) => {
             if at.is_some() {

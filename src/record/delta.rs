@@ -53,15 +53,81 @@ pub enum ListDelta<T, C> {
     },
 }
 
-/// How one changed site row is written.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// How one changed site row is written: a mask of the fields that changed (bit i for
+/// field i: live, running, blocked_send, blocked_recv, spawned, completed, oldest_live_ms
+/// as `ms + 1` or 0 for none), then one zigzag varint difference per set bit, wrapping like
+/// `u64` arithmetic; no length, no tag. Mask bit 7 means the row is written whole instead
+/// (its kind changed). A typical changed site costs its index gap, the mask and one or two
+/// bytes per changed counter.
+#[derive(Clone, Debug, PartialEq)]
 pub enum SiteChange {
-    /// Differences of the fields whose bit is set in `mask`, in field order: live,
-    /// running, blocked_send, blocked_recv, spawned, completed, oldest_live_ms (as
-    /// `ms + 1`, 0 for none). Differences wrap like `u64` arithmetic.
-    Fields { mask: u8, vals: Vec<i64> },
-    /// The whole row (its kind changed).
-    Replace(SiteStats),
+    Fields { mask: u8, vals: [i64; 7] },
+    Replace(Box<SiteStats>),
+}
+
+const REPLACE_BIT: u8 = 1 << 7;
+
+impl Serialize for SiteChange {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        match self {
+            SiteChange::Fields { mask, vals } => {
+                let mask = mask & !REPLACE_BIT;
+                let mut t = ser.serialize_tuple(1 + mask.count_ones() as usize)?;
+                t.serialize_element(&mask)?;
+                for (i, v) in vals.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        t.serialize_element(v)?;
+                    }
+                }
+                t.end()
+            }
+            SiteChange::Replace(st) => {
+                let mut t = ser.serialize_tuple(2)?;
+                t.serialize_element(&REPLACE_BIT)?;
+                t.serialize_element(st.as_ref())?;
+                t.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SiteChange {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SiteChange;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a site change (mask, then its values)")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SiteChange, A::Error> {
+                use serde::de::Error;
+                let mask: u8 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                if mask & REPLACE_BIT != 0 {
+                    let st: SiteStats = seq
+                        .next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                    return Ok(SiteChange::Replace(Box::new(st)));
+                }
+                let mut vals = [0i64; 7];
+                for (i, v) in vals.iter_mut().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        *v = seq
+                            .next_element()?
+                            .ok_or_else(|| A::Error::invalid_length(i + 1, &self))?;
+                    }
+                }
+                Ok(SiteChange::Fields { mask, vals })
+            }
+        }
+        // postcard reads a tuple's elements on demand: the mask says how many follow.
+        de.deserialize_tuple(8, V)
+    }
 }
 
 /// A snapshot as stored: differences against the previous snapshot in the file.
@@ -143,31 +209,27 @@ impl Item for SiteStats {
     }
     fn change(old: &Self, new: &Self) -> SiteChange {
         if old.kind != new.kind || old.site != new.site {
-            return SiteChange::Replace(new.clone());
+            return SiteChange::Replace(Box::new(new.clone()));
         }
         let (a, b) = (site_fields(old), site_fields(new));
         let mut mask = 0u8;
-        let mut vals = Vec::new();
+        let mut vals = [0i64; 7];
         for i in 0..7 {
             if a[i] != b[i] {
                 mask |= 1 << i;
-                vals.push(b[i].wrapping_sub(a[i]) as i64);
+                vals[i] = b[i].wrapping_sub(a[i]) as i64;
             }
         }
         SiteChange::Fields { mask, vals }
     }
     fn apply(old: &Self, change: &SiteChange) -> Self {
         match change {
-            SiteChange::Replace(s) => s.clone(),
+            SiteChange::Replace(s) => s.as_ref().clone(),
             SiteChange::Fields { mask, vals } => {
                 let mut f = site_fields(old);
-                let mut vals = vals.iter();
                 for (i, field) in f.iter_mut().enumerate() {
                     if mask & (1 << i) != 0 {
-                        // A short list (damaged file) leaves the rest unchanged.
-                        if let Some(d) = vals.next() {
-                            *field = field.wrapping_add(*d as u64);
-                        }
+                        *field = field.wrapping_add(vals[i] as u64);
                     }
                 }
                 SiteStats {
@@ -253,42 +315,57 @@ fn apply_list<T: Item>(
     delta: &ListDelta<T, T::Change>,
     what: &'static str,
 ) -> Result<Vec<T>, DeltaError> {
+    let mut list = prev.to_vec();
+    patch_list(&mut list, delta, what)?;
+    Ok(list)
+}
+
+/// Applies `delta` to `list` in place.
+fn patch_list<T: Item>(
+    list: &mut Vec<T>,
+    delta: &ListDelta<T, T::Change>,
+    what: &'static str,
+) -> Result<(), DeltaError> {
     match delta {
-        ListDelta::Same => Ok(prev.to_vec()),
-        ListDelta::Full(v) => Ok(v.clone()),
+        ListDelta::Same => Ok(()),
+        ListDelta::Full(v) => {
+            *list = v.clone();
+            Ok(())
+        }
         ListDelta::Patch {
             removed,
             changed,
             added,
         } => {
-            if removed.len() > prev.len() {
+            if removed.len() > list.len() {
                 return Err(DeltaError::OutOfRange(what));
             }
-            let mut drop = vec![false; prev.len()];
-            let mut last = None;
-            for g in removed {
-                let i = next_index(last, *g)
-                    .filter(|i| *i < prev.len())
-                    .ok_or(DeltaError::OutOfRange(what))?;
-                drop[i] = true;
-                last = Some(i);
+            if !removed.is_empty() {
+                let mut drop = vec![false; list.len()];
+                let mut last = None;
+                for g in removed {
+                    let i = next_index(last, *g)
+                        .filter(|i| *i < drop.len())
+                        .ok_or(DeltaError::OutOfRange(what))?;
+                    drop[i] = true;
+                    last = Some(i);
+                }
+                let mut k = 0;
+                list.retain(|_| {
+                    k += 1;
+                    !drop[k - 1]
+                });
             }
-            let mut out: Vec<T> = prev
-                .iter()
-                .zip(&drop)
-                .filter(|(_, d)| !**d)
-                .map(|(t, _)| t.clone())
-                .collect();
             let mut last = None;
             for (g, change) in changed {
                 let j = next_index(last, *g)
-                    .filter(|j| *j < out.len())
+                    .filter(|j| *j < list.len())
                     .ok_or(DeltaError::OutOfRange(what))?;
-                out[j] = T::apply(&out[j], change);
+                list[j] = T::apply(&list[j], change);
                 last = Some(j);
             }
-            out.extend(added.iter().cloned());
-            Ok(out)
+            list.extend(added.iter().cloned());
+            Ok(())
         }
     }
 }
@@ -353,26 +430,21 @@ impl SnapshotDecoder {
     }
 
     pub fn decode(&mut self, d: &SnapshotDelta) -> Result<Snapshot, DeltaError> {
-        let empty = Snapshot::default();
-        let base = if d.key {
-            &empty
+        let mut cur = if d.key {
+            Snapshot::default()
         } else {
-            self.prev.as_ref().ok_or(DeltaError::NoBase)?
+            self.prev.take().ok_or(DeltaError::NoBase)?
         };
-        let s = (|| {
-            Ok(Snapshot {
-                seq: add_u64(base.seq, d.seq),
-                now_ms: add_u64(base.now_ms, d.now_ms),
-                sites_seen: add_u64(base.sites_seen, d.sites_seen),
-                sites: apply_list(&base.sites, &d.sites, "site")?,
-                groups: apply_list(&base.groups, &d.groups, "blocked group")?,
-                channels: apply_list(&base.channels, &d.channels, "channel")?,
-            })
-        })();
-        // A delta that does not apply leaves no base: later deltas wait for a keyframe
-        // instead of patching the wrong snapshot.
-        self.prev = s.as_ref().ok().cloned();
-        s
+        // Patched in place; a delta that does not apply leaves no base, so later deltas
+        // wait for a keyframe instead of patching the wrong snapshot.
+        cur.seq = add_u64(cur.seq, d.seq);
+        cur.now_ms = add_u64(cur.now_ms, d.now_ms);
+        cur.sites_seen = add_u64(cur.sites_seen, d.sites_seen);
+        patch_list(&mut cur.sites, &d.sites, "site")?;
+        patch_list(&mut cur.groups, &d.groups, "blocked group")?;
+        patch_list(&mut cur.channels, &d.channels, "channel")?;
+        self.prev = Some(cur.clone());
+        Ok(cur)
     }
 }
 

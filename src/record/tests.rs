@@ -819,9 +819,16 @@ fn size_table() {
             rec.write_msg_at(1000 * i, &AgentMsg::Snapshot(s)).unwrap();
         }
         let stats = rec.close().unwrap();
+        let t = std::time::Instant::now();
+        let n = Reader::open(&path).unwrap().count();
+        eprintln!("  decode only: {} ms ({n} frames)", t.elapsed().as_millis());
+        let t = std::time::Instant::now();
+        let (session, _) = session_of(RecordingSource::open(&path).unwrap(), None).unwrap();
         eprintln!(
-            "1000 sites, 1 in {every} changing each second: {} bytes/minute",
-            (stats.bytes - start) / 10
+            "1000 sites, 1 in {every} changing each second: {} bytes/minute; open + fold 10 min: {} ms ({} sites)",
+            (stats.bytes - start) / 10,
+            t.elapsed().as_millis(),
+            session.sites.len()
         );
     }
 }
