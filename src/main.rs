@@ -261,10 +261,13 @@ fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<Exi
     if let Some(w) = source.warning() {
         eprintln!("leaktop: warning: {w}");
     }
+    // By default the replay starts at the first snapshot: the screen has something to
+    // show from the first frame (the history rings come with it).
     let start_at = at
         .map(|a| record::parse_at(a, source.summary().duration_ms))
         .transpose()
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)?
+        .or_else(|| source.summary().snapshot_times.first().copied());
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "replay needs a terminal on stdout; for a report use `leaktop dump {} --at TIME`",
