@@ -448,3 +448,122 @@ fn a_recording_replays_with_symbols_after_the_recorded_binary_is_deleted() {
     let d = leaktop(&child.socket_dir, &["dump", file_s]);
     assert!(d.status.success(), "{}", stderr(&d));
 }
+
+/// A tmux server of its own, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let o = Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("run tmux (apt-get install tmux)");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        eventually(Duration::from_secs(15), || {
+            let s = self.run(&["capture-pane", "-p"]);
+            f(&s).then_some(s)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "never saw {what}; screen:\n{}",
+                self.run(&["capture-pane", "-p"])
+            )
+        })
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn replay_in_a_real_terminal_seeks_with_its_keys_and_quits_cleanly() {
+    use leaktop_agent::wire::{AgentHello, AgentMsg, Location, SiteKind, SiteStats, Snapshot};
+    // A 30 s recording: one site whose live count is the second it was taken at.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("t.ltrec");
+    let mut rec =
+        leaktop::record::Recorder::create(&file, &leaktop::record::RecordOptions::default())
+            .unwrap();
+    rec.write_msg_at(
+        0,
+        &AgentMsg::Hello(AgentHello {
+            protocol: 1,
+            agent_version: "0.1.0".into(),
+            pid: 777,
+            start_time_ticks: 1,
+            exe: "/srv/replayed".into(),
+            build_id: vec![],
+            uid: 0,
+            origin_unix_ms: 0,
+            now_ms: 0,
+            sample_interval_ms: 1000,
+            history_len: 600,
+            site_cap: 100,
+        }),
+    )
+    .unwrap();
+    rec.write_msg_at(
+        0,
+        &AgentMsg::Location {
+            id: 1,
+            loc: Location {
+                file: "src/replayed.rs".into(),
+                line: 42,
+                column: 9,
+            },
+        },
+    )
+    .unwrap();
+    for i in 1..=30u64 {
+        let live = i * 100;
+        let snap = Snapshot {
+            seq: i,
+            now_ms: i * 1000,
+            sites: vec![SiteStats {
+                site: 1,
+                kind: Some(SiteKind::Spawn),
+                live,
+                spawned: live,
+                ..Default::default()
+            }],
+            sites_seen: 1,
+            ..Default::default()
+        };
+        rec.write_msg_at(i * 1000, &AgentMsg::Snapshot(snap))
+            .unwrap();
+    }
+    rec.finish("test").unwrap();
+
+    let tmux = Tmux(format!("ltrec{}", std::process::id()));
+    let cmd = format!(
+        "{} replay {} --paused; echo EXIT=$?; sleep 30",
+        env!("CARGO_BIN_EXE_leaktop"),
+        file.display()
+    );
+    tmux.run(&["new-session", "-d", "-x", "100", "-y", "20", &cmd]);
+    // Starts paused at the first snapshot.
+    tmux.wait_for("the replay at its first snapshot", |s| {
+        s.contains("REPLAY") && s.contains("src/replayed.rs:42:9") && s.contains(" ‖ 1x")
+    });
+    tmux.run(&["send-keys", "G"]);
+    tmux.wait_for("the end: 3000 live", |s| {
+        s.contains("3,000") && s.contains("30s / 30s")
+    });
+    tmux.run(&["send-keys", ":", "1", "2", "s", "Enter"]);
+    tmux.wait_for("12 s in: 1200 live", |s| {
+        s.contains("1,200") && s.contains("12s / 30s")
+    });
+    tmux.run(&["send-keys", "Left"]);
+    tmux.wait_for("one snapshot back: 1100 live", |s| s.contains("1,100"));
+    tmux.run(&["send-keys", "q"]);
+    tmux.wait_for("a clean exit", |s| s.contains("EXIT=0"));
+}
