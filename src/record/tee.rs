@@ -89,6 +89,8 @@ pub struct Tee<S> {
     /// Addresses handed to the symbolizer and not answered yet.
     requested: std::collections::HashSet<u64>,
     recorder: Option<Recorder>,
+    /// Snapshot interval asked of the agent, for the meta frame of files started by `r`.
+    interval_ms: u32,
     state: RecordState,
     ended: bool,
 }
@@ -106,6 +108,7 @@ impl<S: Source> Tee<S> {
             symbolizer: None,
             requested: Default::default(),
             recorder: None,
+            interval_ms: 0,
             state: RecordState::Off,
             ended: false,
         }
@@ -116,6 +119,13 @@ impl<S: Source> Tee<S> {
     /// the source (and the screen) must not wait for it.
     pub fn with_resolver(mut self, resolver: Resolver) -> Tee<S> {
         self.symbolizer = Worker::start(resolver);
+        self
+    }
+
+    /// The snapshot interval the source was asked for (kept up to date from the
+    /// `Subscribe` requests that pass through).
+    pub fn with_interval(mut self, interval: Duration) -> Tee<S> {
+        self.interval_ms = interval.as_millis().min(u32::MAX as u128) as u32;
         self
     }
 
@@ -404,6 +414,9 @@ impl<S: Source> Source for Tee<S> {
     }
 
     fn request(&mut self, msg: ClientMsg) {
+        if let ClientMsg::Subscribe { interval_ms } = msg {
+            self.interval_ms = interval_ms;
+        }
         self.inner.request(msg)
     }
 
@@ -420,8 +433,8 @@ impl<S: Source> RecorderControl for Tee<S> {
     fn start_recording(&mut self, path: &Path) -> Result<(), String> {
         let opts = RecordOptions {
             force: false,
-            interval_ms: 0,
-            recorded_by: "leaktop live view".into(),
+            interval_ms: self.interval_ms,
+            recorded_by: "leaktop live view (r)".into(),
         };
         self.start(path, &opts).map_err(|e| e.to_string())
     }

@@ -349,7 +349,8 @@ pub fn run_in_terminal<S: Source + ?Sized>(
 /// errors come back before the terminal is touched, so they print as usual.
 pub fn run_live(pid: u32, options: &Options) -> Result<RunStats, TuiError> {
     let mut source = Tee::new(LiveSource::attach(pid, options.interval)?)
-        .with_resolver(crate::record::symbols::live_resolver());
+        .with_resolver(crate::record::symbols::live_resolver())
+        .with_interval(options.interval);
     if let Some(path) = &options.record {
         source.start(
             path,
