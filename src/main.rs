@@ -274,8 +274,21 @@ fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<Exi
             file.display()
         );
     }
-    let interval =
-        Duration::from_millis(source.meta().map_or(1000, |m| m.interval_ms.max(1) as u64));
+    // The interval it was recorded at, or else the typical gap between its snapshots.
+    let interval_ms = match source.meta().map_or(0, |m| m.interval_ms) {
+        0 => {
+            let mut gaps: Vec<u64> = source
+                .summary()
+                .snapshot_times
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .collect();
+            gaps.sort_unstable();
+            gaps.get(gaps.len() / 2).copied().unwrap_or(1000).max(1)
+        }
+        ms => ms as u64,
+    };
+    let interval = Duration::from_millis(interval_ms);
     let mut options = tui::Options::new(interval);
     options.replay = Some(tui::ReplayOptions {
         start_at,
