@@ -2,14 +2,82 @@
 # leaktop benchmarks. Speed goals live here, never in timed tests.
 #
 #   scripts/bench.sh              run every section
-#   scripts/bench.sh symbolize    run the named sections
+#   scripts/bench.sh tui record   run the named sections
 #
 # Each section is one function `bench_<name>`; add new ones beside the others and list
 # them in SECTIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECTIONS=(symbolize)
+SECTIONS=(symbolize tui record)
+
+# --- live TUI (src/tui) ------------------------------------------------------------------
+# Goals: attach -> first complete frame <= 300 ms; the TUI at a 1 s refresh on a process
+# with 1 000 spawn sites (tests/fixtures/src/bin/many_sites.rs, counters churning) uses
+# <= 2 % of a core. Release builds, run under tmux at 120x40.
+# Knobs: LEAKTOP_BENCH_TUI_SECS (CPU sampling time, default 30), LEAKTOP_BENCH_TUI_RUNS
+# (first-frame runs, default 5).
+bench_tui() {
+    echo "== tui"
+    command -v tmux >/dev/null || { echo "tmux is needed: apt-get install -y tmux" >&2; return 2; }
+    local secs="${LEAKTOP_BENCH_TUI_SECS:-30}" runs="${LEAKTOP_BENCH_TUI_RUNS:-5}"
+    cargo build --release --quiet --bin leaktop
+    CARGO_TARGET_DIR=target/fixtures cargo build --release --quiet -p leaktop-fixtures --bin many_sites
+    local dir sock fixture_pid hz
+    dir="$(mktemp -d /tmp/leaktop-bench-tui.XXXXXX)"
+    chmod 700 "$dir"
+    sock="leaktop-bench-tui-$$"
+    hz="$(getconf CLK_TCK)"
+    LEAKTOP_SOCKET_DIR="$dir" target/fixtures/release/many_sites >"$dir/fixture.out" 2>&1 &
+    fixture_pid=$!
+    # shellcheck disable=SC2064
+    trap "tmux -L $sock kill-server 2>/dev/null || true; kill $fixture_pid 2>/dev/null || true; rm -rf '$dir'" RETURN
+    for _ in $(seq 100); do grep -q ready "$dir/fixture.out" 2>/dev/null && break; sleep 0.05; done
+    grep -q ready "$dir/fixture.out" || { echo "fixture did not start" >&2; return 1; }
+    sleep 3 # some history for the first frame to show
+
+    local run_tui="exec env LEAKTOP_SOCKET_DIR=$dir LEAKTOP_LOG=$dir/tui.log $PWD/target/release/leaktop $fixture_pid --interval 1s"
+
+    # Attach -> first complete frame: the TUI logs it (from before the attach to the first
+    # frame drawn with a snapshot); the wall time to the site table on the tmux screen is
+    # measured from outside too (50 ms polling granularity is not good enough: 5 ms).
+    local i t0 t1 internal=() external=()
+    for i in $(seq "$runs"); do
+        : >"$dir/tui.log"
+        t0=$(date +%s%N)
+        tmux -L "$sock" -f /dev/null new-session -d -x 120 -y 40 -s b "$run_tui"
+        until tmux -L "$sock" capture-pane -p -t b 2>/dev/null | grep -q "many_sites.rs:"; do
+            sleep 0.005
+            (( $(date +%s%N) - t0 > 10000000000 )) && { echo "no frame after 10 s" >&2; return 1; }
+        done
+        t1=$(date +%s%N)
+        external+=("$(( (t1 - t0) / 1000000 ))")
+        for _ in $(seq 200); do grep -q "first complete frame" "$dir/tui.log" && break; sleep 0.01; done
+        internal+=("$(grep -o 'first complete frame [0-9]* ms' "$dir/tui.log" | grep -o '[0-9]*')")
+        tmux -L "$sock" send-keys -t b q
+        sleep 0.2
+        tmux -L "$sock" kill-server 2>/dev/null || true
+    done
+    echo "attach -> first complete frame (in-process, ms): ${internal[*]}   (goal <= 300)"
+    echo "launch -> site table on screen (tmux, ms):        ${external[*]}"
+
+    # CPU at a 1 s refresh: user+system ticks of the TUI process over $secs seconds,
+    # after a 5 s warm-up.
+    tmux -L "$sock" -f /dev/null new-session -d -x 120 -y 40 -s b "$run_tui"
+    local tui_pid a b
+    tui_pid="$(tmux -L "$sock" display-message -p -t b '#{pane_pid}')"
+    sleep 5
+    a=$(awk '{print $14 + $15}' "/proc/$tui_pid/stat")
+    sleep "$secs"
+    b=$(awk '{print $14 + $15}' "/proc/$tui_pid/stat")
+    local sites
+    sites="$(tmux -L "$sock" capture-pane -p -t b | grep -o 'Sites [0-9,]*' | head -1)"
+    tmux -L "$sock" send-keys -t b q
+    awk -v a="$a" -v b="$b" -v hz="$hz" -v s="$secs" -v sites="$sites" \
+        'BEGIN { printf "TUI CPU at 1 s refresh, %s: %.2f %% of a core over %d s (goal <= 2 %%)\n", sites, (b - a) * 100 / hz / s, s }'
+}
+# --- end live TUI ------------------------------------------------------------------------
+
 
 # --- symbolization (src/symbolize) -------------------------------------------------------
 # Goals: cold load of a ~50 MB binary with debug info <= 500 ms; warm resolution

@@ -108,6 +108,10 @@ impl LiveSource {
     pub fn attach(pid: u32, interval: Duration) -> Result<LiveSource, AttachError> {
         let mut conn = Connection::attach(pid)?;
         conn.send(&ClientMsg::History)?;
+        // The agent skips a subscription's first snapshot while the history is still on
+        // its way; a Snapshot asked for now follows the history's last part at once, so
+        // the first complete view does not wait a whole interval.
+        conn.send(&ClientMsg::Snapshot)?;
         conn.send(&ClientMsg::Subscribe {
             interval_ms: interval.as_millis().min(u32::MAX as u128) as u32,
         })?;

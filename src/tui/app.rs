@@ -13,7 +13,7 @@ use ratatui::layout::{Position, Rect};
 use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId, StackId};
 
 use super::layout::{self, Areas};
-use super::rows::{self, Row, Sort, SortKey};
+use super::rows::{self, Row, Sort, SortKey, Verdicts};
 use crate::model::{Baseline, Session, Thresholds};
 use crate::source::Event;
 
@@ -151,6 +151,8 @@ pub struct App {
     pub help: Option<u16>,
     /// What the verdicts count as a leak.
     pub thresholds: Thresholds,
+    /// The verdicts behind the rows' marks and order.
+    pub verdicts: Verdicts,
     /// Where the session is being recorded, when it is.
     pub recording: Option<String>,
     /// Symbolized stacks by id; stacks not here show as raw addresses.
@@ -184,6 +186,7 @@ impl App {
             detail: Detail::default(),
             help: None,
             thresholds: Thresholds::default(),
+            verdicts: Verdicts::default(),
             recording: None,
             symbols: HashMap::new(),
             timeline: None,
@@ -295,7 +298,12 @@ impl App {
 
     /// Recomputes the rows from the shown session and keeps the selection on its site.
     pub fn refresh_rows(&mut self) {
-        let rows = rows::rows(self.view(), self.sort, &self.filter, &self.thresholds);
+        let view = self.frozen.as_ref().unwrap_or(&self.session);
+        self.verdicts.refresh(view, &self.thresholds);
+        if let Some(site) = self.selected_site {
+            self.verdicts.reassess(view, &self.thresholds, site);
+        }
+        let rows = rows::rows(view, self.sort, &self.filter, &self.verdicts);
         self.rows = rows;
         let idx = self
             .selected_site
@@ -311,6 +319,17 @@ impl App {
             self.detail.group = 0;
             self.detail.scroll = 0;
             self.detail.tasks = false;
+        }
+        if site != self.selected_site {
+            if let Some(s) = site {
+                let view = self.frozen.as_ref().unwrap_or(&self.session);
+                self.verdicts.reassess(view, &self.thresholds, s);
+                if let Some(r) = self.rows.get_mut(idx) {
+                    if let Some(v) = self.verdicts.by_site.get(&s) {
+                        r.verdict = v.verdict;
+                    }
+                }
+            }
         }
         self.selected = idx;
         self.selected_site = site;

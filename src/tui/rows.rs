@@ -82,6 +82,68 @@ pub struct Row {
     pub verdict: Verdict,
 }
 
+/// How often the verdicts of every site are assessed again: they rest on a two-minute
+/// window, so a few seconds of lag cost nothing, and assessing a thousand churning sites
+/// every second would cost the TUI most of its CPU (robust slopes are O(n²) per site).
+pub const VERDICT_EVERY_MS: u64 = 5_000;
+
+/// What the table needs of a site's verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessed {
+    pub verdict: Verdict,
+    pub rate_per_min: f64,
+    pub span_ms: u64,
+}
+
+/// The verdicts of every site, assessed at most every [`VERDICT_EVERY_MS`] (sites that
+/// appear in between are assessed at once).
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    /// Agent time of the session when last assessed.
+    pub at_ms: Option<u64>,
+    pub by_site: HashMap<LocId, Assessed>,
+}
+
+impl Verdicts {
+    /// Brings the verdicts up to date with `session` when they are due (or the session
+    /// went back in time: a replay seek, a different process).
+    pub fn refresh(&mut self, session: &Session, th: &Thresholds) {
+        let due = self
+            .at_ms
+            .is_none_or(|t| session.now_ms < t || session.now_ms - t >= VERDICT_EVERY_MS);
+        if due {
+            self.by_site.clear();
+            self.at_ms = Some(session.now_ms);
+        }
+        for id in session.sites.keys() {
+            if !self.by_site.contains_key(id) {
+                self.reassess(session, th, *id);
+            }
+        }
+    }
+
+    /// Assesses one site now (the selected one, so its mark agrees with the detail
+    /// pane's evidence).
+    pub fn reassess(&mut self, session: &Session, th: &Thresholds, site: LocId) {
+        if let Some(v) = assess_site(session, site, th) {
+            self.by_site.insert(
+                site,
+                Assessed {
+                    verdict: v.verdict,
+                    rate_per_min: v.rate_per_min,
+                    span_ms: v.growth.span_ms,
+                },
+            );
+        }
+    }
+
+    /// Forgets everything (the next refresh assesses every site).
+    pub fn invalidate(&mut self) {
+        self.at_ms = None;
+        self.by_site.clear();
+    }
+}
+
 /// Least history for a rate.
 pub const GROWTH_MIN_SPAN_MS: u64 = 3_000;
 
@@ -104,7 +166,7 @@ pub fn location(session: &Session, id: LocId) -> String {
 }
 
 /// The rows of every site with stats, filtered and sorted, with the model's verdicts.
-pub fn rows(session: &Session, sort: Sort, filter: &str, th: &Thresholds) -> Vec<Row> {
+pub fn rows(session: &Session, sort: Sort, filter: &str, verdicts: &Verdicts) -> Vec<Row> {
     let mut oldest_block: HashMap<LocId, u64> = HashMap::new();
     for g in &session.groups {
         let e = oldest_block.entry(g.key.site).or_insert(u64::MAX);
@@ -120,8 +182,12 @@ pub fn rows(session: &Session, sort: Sort, filter: &str, th: &Thresholds) -> Vec
             if !needle.is_empty() && !label.to_lowercase().contains(&needle) {
                 return None;
             }
-            let v = assess_site(session, *id, th)?;
-            let growth = (v.growth.span_ms >= GROWTH_MIN_SPAN_MS).then_some(v.rate_per_min);
+            let v = verdicts.by_site.get(id).copied().unwrap_or(Assessed {
+                verdict: Verdict::None,
+                rate_per_min: 0.0,
+                span_ms: 0,
+            });
+            let growth = (v.span_ms >= GROWTH_MIN_SPAN_MS).then_some(v.rate_per_min);
             Some(Row {
                 site: *id,
                 label,

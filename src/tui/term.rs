@@ -1,7 +1,7 @@
 //! The real terminal: raw mode, alternate screen, mouse capture; restored on quit, on
 //! error (guard drop), on panic (hook) and on SIGTERM/SIGHUP/SIGINT (flag the loop sees).
 
-use std::io::{self, Stdout};
+use std::io::{self, BufWriter, Stdout};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 use std::time::Duration;
@@ -18,7 +18,11 @@ use super::log::log;
 use super::Input;
 
 /// The terminal type of the live TUI.
-pub type Term = Terminal<CrosstermBackend<Stdout>>;
+pub type Term = Terminal<CrosstermBackend<BufWriter<Stdout>>>;
+
+/// Room for a whole frame, so it reaches the terminal in one write at the end of a draw
+/// (stdout's own line buffer would hand it over in 1 KiB pieces: torn frames).
+const FRAME_BUFFER: usize = 256 * 1024;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
@@ -84,7 +88,10 @@ pub fn enter() -> io::Result<(Term, Guard)> {
         EnableMouseCapture,
         cursor::Hide
     )?;
-    let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    let terminal = Terminal::new(CrosstermBackend::new(BufWriter::with_capacity(
+        FRAME_BUFFER,
+        io::stdout(),
+    )))?;
     Ok((terminal, guard))
 }
 
