@@ -11,6 +11,21 @@ cd "$(dirname "$0")/.."
 
 SECTIONS=(symbolize tui record)
 
+# --- symbolization (src/symbolize) -------------------------------------------------------
+# Goals: cold load of a ~50 MB binary with debug info <= 500 ms; warm resolution
+# >= 100 000 frames/s. Measured on the leaktop debug binary (override with
+# LEAKTOP_BENCH_BINARY=/path/to/elf).
+bench_symbolize() {
+    echo "== symbolize"
+    local bin="${LEAKTOP_BENCH_BINARY:-}"
+    if [[ -z "$bin" ]]; then
+        cargo build --quiet --bin leaktop
+        bin="target/debug/leaktop"
+    fi
+    cargo bench --quiet --bench symbolize -- "$bin"
+}
+# --- end symbolization -------------------------------------------------------------------
+
 # --- live TUI (src/tui) ------------------------------------------------------------------
 # Goals: attach -> first complete frame <= 300 ms; the TUI at a 1 s refresh on a process
 # with 1 000 spawn sites (tests/fixtures/src/bin/many_sites.rs, counters churning) uses
@@ -77,22 +92,6 @@ bench_tui() {
         'BEGIN { printf "TUI CPU at 1 s refresh, %s: %.2f %% of a core over %d s (goal <= 2 %%)\n", sites, (b - a) * 100 / hz / s, s }'
 }
 # --- end live TUI ------------------------------------------------------------------------
-
-
-# --- symbolization (src/symbolize) -------------------------------------------------------
-# Goals: cold load of a ~50 MB binary with debug info <= 500 ms; warm resolution
-# >= 100 000 frames/s. Measured on the leaktop debug binary (override with
-# LEAKTOP_BENCH_BINARY=/path/to/elf).
-bench_symbolize() {
-    echo "== symbolize"
-    local bin="${LEAKTOP_BENCH_BINARY:-}"
-    if [[ -z "$bin" ]]; then
-        cargo build --quiet --bin leaktop
-        bin="target/debug/leaktop"
-    fi
-    cargo bench --quiet --bench symbolize -- "$bin"
-}
-# --- end symbolization -------------------------------------------------------------------
 
 # --- recording (src/record) ---------------------------------------------------------------
 # Goals: a 1 000-site process recorded at 1 s stays under 100 KB/min of snapshots; opening

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod model;
 pub mod record;
 pub mod report;
+pub mod resolve;
 pub mod source;
 pub mod symbolize;
 pub mod tui;

@@ -136,7 +136,18 @@ enum Cmd {
         paused: bool,
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
+    #[command(
+        after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
+    )]
     Demo {
+        /// Scenarios to run (default: all seven leaks at once). See --list.
+        scenarios: Vec<String>,
+        /// Run the fixed twins instead of the leaks.
+        #[arg(long)]
+        fixed: bool,
+        /// Name the scenarios, each with its story and seed, and exit.
+        #[arg(long)]
+        list: bool,
         /// Print one report and exit instead of the live view (default when stdout is
         /// not a terminal).
         #[arg(long)]
@@ -146,7 +157,10 @@ enum Cmd {
         warmup: f64,
     },
     #[command(name = "__demo-child", hide = true)]
-    DemoChild,
+    DemoChild {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -226,8 +240,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }),
             _,
         ) => replay(&file, at.as_deref(), speed, paused),
-        (Some(Cmd::Demo { once, warmup }), _) => run_demo(once, warmup, cli.interval),
-        (Some(Cmd::DemoChild), _) => demo::run_child(),
+        (
+            Some(Cmd::Demo {
+                scenarios,
+                fixed,
+                list,
+                once,
+                warmup,
+            }),
+            _,
+        ) => {
+            if list {
+                print!("{}", demo::list_text());
+                return Ok(ExitCode::SUCCESS);
+            }
+            run_demo(&scenarios, fixed, once, warmup, cli.interval)
+        }
+        (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
         (None, Some(pid)) => live(pid, cli.interval, cli.record.as_deref()),
         (None, None) => {
             use clap::CommandFactory;
@@ -475,10 +504,16 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(once: bool, warmup: f64, interval: Duration) -> Result<ExitCode> {
+fn run_demo(
+    scenarios: &[String],
+    fixed: bool,
+    once: bool,
+    warmup: f64,
+    interval: Duration,
+) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let interactive = !once && std::io::stdout().is_terminal();
-    let options = tui::Options::new(interval);
+    demo::select(scenarios).map_err(anyhow::Error::msg)?;
     // In the live view the child's stderr would scribble over the screen: it goes to
     // the log file instead.
     let stderr = if interactive {
@@ -486,13 +521,14 @@ fn run_demo(once: bool, warmup: f64, interval: Duration) -> Result<ExitCode> {
     } else {
         std::process::Stdio::inherit()
     };
-    let child = demo::spawn_child_with(stderr).context("cannot start the demo program")?;
+    let child = demo::spawn_child_with(scenarios, fixed, None, stderr)
+        .context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
     if interactive {
-        tui::run_live(pid, &options)?;
+        tui::run_live(pid, &tui::Options::new(interval))?;
         drop(child);
         return Ok(ExitCode::SUCCESS);
     }

@@ -92,6 +92,15 @@ pub fn text_with(session: &Session, th: &Thresholds) -> String {
     if let Some(reason) = &session.ended {
         let _ = writeln!(out, "note: {reason}; showing the last state received");
     }
+    if let Some(h) = &session.hello {
+        if session.sites_seen > h.site_cap as u64 {
+            let _ = writeln!(
+                out,
+                "note: {} spawn sites seen, past the agent's cap of {}: the rest are counted together as <other sites>",
+                session.sites_seen, h.site_cap
+            );
+        }
+    }
     let count = |v: Verdict| verdicts.values().filter(|x| x.verdict == v).count();
     let _ = writeln!(
         out,

@@ -32,6 +32,12 @@ pub trait Source {
     fn timeline(&mut self) -> Option<&mut dyn Timeline> {
         None
     }
+    /// Fills `session.symbols` for its stacks that have none from what the source knows
+    /// (a recording's stored symbols); false when the source cannot (a live process is
+    /// symbolized by the caller, see `crate::resolve`).
+    fn fill_symbols(&mut self, _session: &mut Session) -> bool {
+        false
+    }
     /// Recording controls, for a source that can record what it yields
     /// ([`crate::record::Tee`]); `None` otherwise.
     fn recorder(&mut self) -> Option<&mut dyn Recorder> {

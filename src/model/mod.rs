@@ -14,6 +14,7 @@ pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::symbolize::Frame;
 use leaktop_agent::wire::{
     AgentHello, AgentMsg, BlockedGroup, ChannelSiteStats, History, LocId, Location, Mapping,
     Sample, SiteStats, Snapshot, StackId, TaskList,
@@ -56,6 +57,11 @@ pub struct Session {
     pub baseline: Option<Baseline>,
     /// Send/receive counts over time, per channel creation site.
     pub channel_progress: BTreeMap<LocId, ChannelProgress>,
+    /// Resolved frames of each raw stack, innermost first (filled by the source side:
+    /// the live resolver or a recording's symbol table).
+    pub symbols: HashMap<StackId, Vec<Frame>>,
+    /// What the symbolizer had to say (missing debug info, replaced binary, …), once each.
+    pub symbol_notes: Vec<String>,
 }
 
 impl Session {

@@ -15,7 +15,7 @@ use leaktop_agent::wire::Sample;
 pub const MAX_POINTS: usize = 1024;
 
 /// Grid points the statistics resample a window to (Theil–Sen is O(grid²)).
-pub const GRID: usize = 60;
+pub const GRID: usize = 40;
 
 /// One point of a site's time series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

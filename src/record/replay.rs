@@ -245,6 +245,58 @@ impl Source for RecordingSource {
     fn timeline(&mut self) -> Option<&mut dyn Timeline> {
         Some(self)
     }
+
+    fn fill_symbols(&mut self, session: &mut Session) -> bool {
+        let table = &self.summary.symbols;
+        for (id, addrs) in &session.stacks {
+            if session.symbols.contains_key(id) || !addrs.iter().any(|a| table.contains_key(a)) {
+                continue;
+            }
+            let frames = addrs
+                .iter()
+                .flat_map(|a| match table.get(a) {
+                    Some(frames) => frames.iter().map(|f| frame_of(*a, f)).collect(),
+                    None => vec![raw_frame(*a)],
+                })
+                .collect();
+            session.symbols.insert(*id, frames);
+        }
+        true
+    }
+}
+
+/// A resolved frame as the symbolizer would have given it live.
+fn frame_of(addr: u64, f: &SymFrame) -> crate::symbolize::Frame {
+    use crate::symbolize::FrameClass;
+    crate::symbolize::Frame {
+        function: f.function.as_deref().unwrap_or("??").into(),
+        file: f.file.as_deref().map(Into::into),
+        line: f.line,
+        column: f.column,
+        inlined: f.inlined,
+        class: match f.class.as_deref() {
+            Some("runtime") => FrameClass::Runtime,
+            Some("std") => FrameClass::Std,
+            Some("agent") => FrameClass::Agent,
+            _ => FrameClass::User,
+        },
+        module: f.module.as_deref().unwrap_or("").into(),
+        addr,
+    }
+}
+
+/// An address the recording has no symbols for (folded away like runtime frames).
+fn raw_frame(addr: u64) -> crate::symbolize::Frame {
+    crate::symbolize::Frame {
+        function: format!("{addr:#x}").into(),
+        file: None,
+        line: None,
+        column: None,
+        inlined: false,
+        class: crate::symbolize::FrameClass::Runtime,
+        module: "".into(),
+        addr,
+    }
 }
 
 impl Timeline for RecordingSource {
@@ -305,6 +357,7 @@ impl Timeline for RecordingSource {
             self.end_sent = false;
         }
         self.fold_until(t, session);
+        self.fill_symbols(session);
         self.pos_ms = t as f64;
         self.last_tick = Instant::now();
     }

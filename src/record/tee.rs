@@ -427,6 +427,10 @@ impl<S: Source> Source for Tee<S> {
     fn recorder(&mut self) -> Option<&mut dyn RecorderControl> {
         Some(self)
     }
+
+    fn fill_symbols(&mut self, session: &mut crate::model::Session) -> bool {
+        self.inner.fill_symbols(session)
+    }
 }
 
 impl<S: Source> RecorderControl for Tee<S> {

@@ -1,7 +1,6 @@
 //! The TUI's state and its input handling: events in, state changes (and requests for the
 //! source) out. Nothing here draws; the widgets read this state.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crossterm::event::{
@@ -10,7 +9,7 @@ use crossterm::event::{
 };
 use ratatui::layout::{Position, Rect};
 
-use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId, StackId};
+use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId};
 
 use super::layout::{self, Areas};
 use super::rows::{self, Row, Sort, SortKey, Verdicts};
@@ -104,21 +103,6 @@ fn replay_key(key: KeyEvent) -> Option<ReplayCmd> {
     })
 }
 
-/// One frame of a symbolized await chain, as the detail pane shows it. Filled in by the
-/// host (a [`super::Hooks`] that runs the symbolizer when a stack arrives), so rendering
-/// stays pure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShownFrame {
-    /// Demangled function (`orders::search::{{closure}}`).
-    pub function: String,
-    /// `file:line:col`, when known.
-    pub location: Option<String>,
-    /// The user's own code (kept when folded); runtime, std and agent frames fold away.
-    pub user: bool,
-    /// Inlined into the next frame (same machine frame).
-    pub inlined: bool,
-}
-
 /// Oldest tasks asked for with `t`.
 pub const TASK_LIMIT: u32 = 20;
 
@@ -155,8 +139,6 @@ pub struct App {
     pub verdicts: Verdicts,
     /// Where the session is being recorded, when it is.
     pub recording: Option<String>,
-    /// Symbolized stacks by id; stacks not here show as raw addresses.
-    pub symbols: HashMap<StackId, Vec<ShownFrame>>,
     /// Replay position; `None` for a live process.
     pub timeline: Option<Timeline>,
     /// The replay's "jump to" prompt has the keyboard (`:`), with what was typed.
@@ -188,7 +170,6 @@ impl App {
             thresholds: Thresholds::default(),
             verdicts: Verdicts::default(),
             recording: None,
-            symbols: HashMap::new(),
             timeline: None,
             goto: None,
             status: None,
@@ -223,6 +204,15 @@ impl App {
         self.frozen = None;
         self.errors_seen = self.session.errors.len();
         self.refresh_rows();
+    }
+
+    /// Runs `f` on the session and, while paused, on the frozen one too: for what the
+    /// loop adds beside the messages (resolved symbols).
+    pub fn update_sessions(&mut self, mut f: impl FnMut(&mut Session)) {
+        f(&mut self.session);
+        if let Some(frozen) = &mut self.frozen {
+            f(frozen);
+        }
     }
 
     /// The baseline of the shown state (`b`).

@@ -34,6 +34,7 @@ pub use app::{Action, App, ReplayCmd, Timeline};
 
 use crate::attach::AttachError;
 use crate::record::{RecordOptions, RecordingSource, Tee, WriteError};
+use crate::resolve::StackResolver;
 use crate::source::{Event, LiveSource, Source};
 use log::log;
 
@@ -44,6 +45,9 @@ pub struct Options {
     pub interval: Duration,
     /// When the user asked to attach: the first complete frame is timed from here.
     pub started: Instant,
+    /// Resolve the raw stacks of the target's process (live sources; a recording
+    /// carries its symbols).
+    pub symbolize: bool,
     /// Record the session to this file from the start (`leaktop <pid> --record FILE`).
     pub record: Option<std::path::PathBuf>,
     /// How a replay starts (`leaktop replay`).
@@ -66,6 +70,7 @@ impl Options {
             started: Instant::now(),
             record: None,
             replay: None,
+            symbolize: true,
         }
     }
 }
@@ -153,9 +158,11 @@ pub fn run<B: Backend, S: Source + ?Sized>(
         tl.set_playing(r.playing);
     }
     let mut dirty = true;
+    let mut resolver: Option<StackResolver> = None;
     loop {
         dirty |= sync_source(source, app);
         let mut n = 0;
+        let mut new_stacks = false;
         while n < MAX_BATCH {
             let Some(ev) = source.next(Duration::ZERO) else {
                 break;
@@ -163,10 +170,25 @@ pub fn run<B: Backend, S: Source + ?Sized>(
             if let Event::End(reason) = &ev {
                 log!("source ended: {reason}");
             }
+            new_stacks |= matches!(ev, Event::Msg(AgentMsg::Stack { .. }));
             hooks.on_event(&ev, app);
             app.on_event(&ev);
             n += 1;
             dirty = true;
+        }
+        if new_stacks {
+            // A recording carries its symbols; a live process is symbolized here.
+            let mut filled = false;
+            app.update_sessions(|s| filled |= source.fill_symbols(s));
+            new_stacks = !filled;
+        }
+        if new_stacks && options.symbolize {
+            // Symbols are resolved here, outside rendering: the first stack loads the
+            // target's debug info (once), later ones hit the symbolizer's caches.
+            let t = Instant::now();
+            let r = resolver.get_or_insert_with(|| StackResolver::for_session(app.live_session()));
+            app.update_sessions(|s| r.resolve_new(s));
+            log!("resolved new stacks in {} ms", t.elapsed().as_millis());
         }
         if dirty {
             let size = terminal.size().map_err(term_err)?;
@@ -368,50 +390,11 @@ pub fn run_live(pid: u32, options: &Options) -> Result<RunStats, TuiError> {
     result
 }
 
-/// `leaktop replay`: the same TUI over a recording, with its timeline.
+/// `leaktop replay`: the same TUI over a recording, with its timeline. The await chains
+/// come from the symbols stored in the file (the source fills them in), never from a
+/// binary.
 pub fn run_replay(mut source: RecordingSource, options: &Options) -> Result<RunStats, TuiError> {
-    let mut hooks = ReplayHooks::of(&source);
-    run_in_terminal(&mut source, options, &mut hooks)
-}
-
-/// A replay's await chains come from the symbols stored in the recording (no binary
-/// needed): they are all handed to the app up front, so seeking never misses one.
-pub struct ReplayHooks {
-    symbols: Option<std::collections::HashMap<leaktop_agent::wire::StackId, Vec<app::ShownFrame>>>,
-}
-
-impl ReplayHooks {
-    pub fn of(source: &RecordingSource) -> ReplayHooks {
-        let symbols = source
-            .stack_symbols()
-            .into_iter()
-            .map(|(id, frames)| (id, frames.iter().map(shown_frame).collect()))
-            .collect();
-        ReplayHooks {
-            symbols: Some(symbols),
-        }
-    }
-}
-
-/// How the detail pane shows a recorded frame.
-pub fn shown_frame(f: &crate::record::SymFrame) -> app::ShownFrame {
-    let location = f.file.as_ref().map(|file| match (f.line, f.column) {
-        (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
-        (Some(l), None) => format!("{file}:{l}"),
-        _ => file.clone(),
-    });
-    app::ShownFrame {
-        function: f.function.clone().unwrap_or_else(|| "??".into()),
-        location,
-        user: f.class.as_deref().is_none_or(|c| c == "user"),
-        inlined: f.inlined,
-    }
-}
-
-impl Hooks for ReplayHooks {
-    fn on_event(&mut self, _ev: &Event, app: &mut App) {
-        if let Some(symbols) = self.symbols.take() {
-            app.symbols.extend(symbols);
-        }
-    }
+    let mut options = options.clone();
+    options.symbolize = false;
+    run_in_terminal(&mut source, &options, &mut NoHooks)
 }

@@ -1,110 +1,70 @@
-//! Helpers shared by the end-to-end tests: building fixture binaries, child processes that
-//! are killed whatever happens to the test, running the real `leaktop` binary.
-#![allow(dead_code)] // each test crate uses its own subset
+//! Shared helpers of the end-to-end tests: building fixture programs, running children
+//! that are always killed, running the real `leaktop` binary.
+#![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Cargo profile a fixture is built with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Profile {
-    /// `dev`: unoptimised, full debug info.
-    Debug,
-    /// `release`: opt-level 3 with the workspace's `debug = "limited"`.
-    Release,
-}
-
-impl Profile {
-    fn dir(self) -> &'static str {
-        match self {
-            Profile::Debug => "debug",
-            Profile::Release => "release",
-        }
-    }
-}
-
-/// The workspace root (the `leaktop` package lives there).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Target directory of fixture builds: separate from the one running the tests, so a build
-/// from inside a test never waits for the outer cargo's lock.
-pub fn fixtures_target_dir() -> PathBuf {
-    workspace_root().join("target").join("fixtures")
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
 }
 
-/// Source file of a fixture bin.
-pub fn fixture_source(name: &str) -> PathBuf {
-    workspace_root()
-        .join("tests/fixtures/src/bin")
-        .join(format!("{name}.rs"))
-}
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-static BUILT: Mutex<Option<HashSet<(String, Profile)>>> = Mutex::new(None);
-
-/// Builds the bin `name` of package `leaktop-fixtures` (once per test process; cargo makes
-/// later builds no-ops) and returns the path of the executable.
+/// Builds (once; cargo makes later calls no-ops) a bin of the `leaktop-fixtures` crate
+/// and returns its path. Fixtures use their own target dir so a build from inside a test
+/// never waits on the lock of the build that runs the tests.
 pub fn fixture_bin(name: &str, profile: Profile) -> PathBuf {
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let built = built.get_or_insert_with(HashSet::new);
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let target = fixtures_target_dir();
-    let bin = target.join(profile.dir()).join(name);
-    if built.contains(&(name.to_owned(), profile)) {
-        return bin;
-    }
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet", "-p", "leaktop-fixtures", "--bin", name])
-        .arg("--target-dir")
-        .arg(&target);
+        .env("CARGO_TARGET_DIR", &target);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build fixture {name}: {e}"));
-    assert!(
-        status.success(),
-        "building fixture {name} ({profile:?}) failed: {status}"
-    );
-    assert!(
-        bin.exists(),
-        "fixture {name} built but {} is missing",
-        bin.display()
-    );
-    built.insert((name.to_owned(), profile));
-    bin
+    let status = cmd.status().expect("run cargo build for a fixture");
+    assert!(status.success(), "building fixture {name} failed");
+    target
+        .join(if profile == Profile::Release {
+            "release"
+        } else {
+            "debug"
+        })
+        .join(name)
 }
 
-/// A child process that is killed and reaped when dropped, even on panic, so a failing
-/// test leaves nothing behind. Its stdout, when piped, is read line by line on a thread.
+/// A child process that is killed and reaped when the guard drops, even on panic. Its
+/// stdout is read by a thread, so every read has a timeout and a silent child cannot hang
+/// a test.
 pub struct ChildGuard {
     pub child: Child,
-    /// The private agent socket directory it was started with (empty when none).
+    /// Where its agent socket lives (a fresh private directory).
     pub socket_dir: PathBuf,
     lines: Option<mpsc::Receiver<String>>,
 }
 
-/// How long a child may take to print an expected line (fixtures build and start fast;
-/// this only bounds a hang).
-const LINE_WAIT: Duration = Duration::from_secs(60);
+/// How long a fixture may take to say `ready`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ChildGuard {
-    /// Spawns `cmd` with stdout piped (read it with [`ChildGuard::read_line_timeout`]).
+    /// Spawns `cmd` with stdout piped and its agent socket in a fresh private directory.
     pub fn spawn(cmd: &mut Command) -> ChildGuard {
-        Self::spawn_in(cmd, PathBuf::new())
-    }
-
-    fn spawn_in(cmd: &mut Command, socket_dir: PathBuf) -> ChildGuard {
+        let socket_dir = socket_dir();
         let mut child = cmd
-            .stdout(Stdio::piped())
+            .env("LEAKTOP_SOCKET_DIR", &socket_dir)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
         let lines = child.stdout.take().map(|out| {
@@ -137,16 +97,11 @@ impl ChildGuard {
 
     /// Waits for the fixture's `ready` line on stdout.
     pub fn wait_ready(&mut self) {
-        while self.read_line_timeout(LINE_WAIT).trim() != "ready" {}
-    }
-
-    /// The next stdout line (with its newline, as `BufRead::read_line` gives it).
-    pub fn read_line(&mut self) -> String {
-        self.read_line_timeout(LINE_WAIT) + "\n"
+        self.read_line_starting("ready", READY_TIMEOUT);
     }
 
     /// The next line of the child's stdout; panics after `timeout` or if stdout closes.
-    pub fn read_line_timeout(&mut self, timeout: Duration) -> String {
+    pub fn read_line(&mut self, timeout: Duration) -> String {
         let rx = self.lines.as_ref().expect("stdout was not piped");
         match rx.recv_timeout(timeout) {
             Ok(line) => line,
@@ -165,7 +120,7 @@ impl ChildGuard {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.read_line_timeout(left);
+            let line = self.read_line(left);
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.to_owned();
             }
@@ -204,13 +159,7 @@ pub fn spawn_child(bin: &Path, args: &[&str]) -> ChildGuard {
 
 /// Like [`spawn_child`], with extra environment variables.
 pub fn spawn_child_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
-    let socket_dir = socket_dir();
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .env("LEAKTOP_SOCKET_DIR", &socket_dir)
-        .stderr(Stdio::inherit());
-    ChildGuard::spawn_in(&mut cmd, socket_dir)
+    ChildGuard::spawn(Command::new(bin).args(args).envs(env.iter().copied()))
 }
 
 /// Runs the real `leaktop` binary with the socket directory of `child`.
@@ -258,6 +207,18 @@ pub fn location_of(src_rel: &str, marker: &str, call: &str) -> (String, u32, u32
         }
     }
     panic!("marker {marker} not in {src_rel}");
+}
+
+/// Target directory of fixture builds.
+pub fn fixtures_target_dir() -> PathBuf {
+    workspace_root().join("target").join("fixtures")
+}
+
+/// Source file of a fixture bin.
+pub fn fixture_source(name: &str) -> PathBuf {
+    workspace_root()
+        .join("tests/fixtures/src/bin")
+        .join(format!("{name}.rs"))
 }
 
 /// Runs a tool (objcopy, …) and panics with its stderr if it fails.

@@ -11,7 +11,7 @@ use ratatui::Terminal;
 use super::{code, ctrl, key};
 use crate::record::tests::{script, write};
 use crate::record::RecordingSource;
-use crate::tui::{run, App, Input, Options, ReplayHooks, ReplayOptions};
+use crate::tui::{run, App, Input, NoHooks, Options, ReplayOptions};
 
 /// Keys one by one, with idle ticks between them so the loop draws.
 struct Keys(VecDeque<Option<TermEvent>>);
@@ -43,10 +43,10 @@ fn replay_keys_move_through_time_and_the_screen_follows() {
     let path = dir.path().join("r.ltrec");
     write(&path, &script(20, 5));
     let mut source = RecordingSource::open(&path).unwrap();
-    let mut hooks = ReplayHooks::of(&source);
     let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
     let mut app = App::new(Duration::from_secs(1));
     let mut options = Options::new(Duration::from_secs(1));
+    options.symbolize = false;
     options.replay = Some(ReplayOptions {
         start_at: Some(5_000),
         speed: 4.0,
@@ -59,7 +59,7 @@ fn replay_keys_move_through_time_and_the_screen_follows() {
             &mut source,
             &mut Keys::of(keys),
             app,
-            &mut hooks,
+            &mut NoHooks,
             options,
         )
         .expect("run");
@@ -73,9 +73,9 @@ fn replay_keys_move_through_time_and_the_screen_follows() {
         (5_000, 20_500, false, 4.0)
     );
     assert_eq!(app.view().seq, 5);
-    // The recorded symbols reached the detail pane's table.
+    // The recorded symbols reached the session the detail pane shows.
     assert_eq!(
-        app.symbols.get(&1).map(|f| f[0].function.as_str()),
+        app.view().symbols.get(&1).map(|f| f[0].function.as_ref()),
         Some("app::worker::{{closure}}")
     );
     options.replay = None;

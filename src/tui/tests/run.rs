@@ -85,6 +85,7 @@ fn loop_folds_draws_requests_and_quits() {
         started: Instant::now(),
         record: None,
         replay: None,
+        symbolize: false,
     };
     let stats = run(
         &mut terminal,

@@ -71,50 +71,54 @@ fn leaking_site_with_all_frames_and_tasks() {
 
 #[test]
 fn symbolized_await_chain() {
-    use crate::tui::app::ShownFrame;
-    let frame = |function: &str, location: Option<&str>, user: bool, inlined: bool| ShownFrame {
+    use crate::symbolize::{Frame, FrameClass};
+    let frame = |function: &str, location: Option<(&str, u32)>, class, inlined| Frame {
         function: function.into(),
-        location: location.map(Into::into),
-        user,
+        file: location.map(|l| l.0.into()),
+        line: location.map(|l| l.1),
+        column: None,
         inlined,
+        class,
+        module: stream::EXE.into(),
+        addr: 0,
     };
+    let chain = vec![
+        frame(
+            "leaktop_agent::sync::mpsc::Send::poll",
+            Some(("/src/agent/src/sync/mpsc.rs", 310)),
+            FrameClass::Agent,
+            true,
+        ),
+        frame(
+            "orders::search::forward_result::{{closure}}",
+            Some(("src/server/search.rs", 17)),
+            FrameClass::User,
+            true,
+        ),
+        frame(
+            "orders::handler::handle::{{closure}}",
+            Some(("src/server/handler.rs", 44)),
+            FrameClass::User,
+            false,
+        ),
+        frame(
+            "tokio::runtime::task::core::Core<T,S>::poll",
+            None,
+            FrameClass::Runtime,
+            false,
+        ),
+        frame(
+            "tokio::runtime::task::harness::poll_future",
+            None,
+            FrameClass::Runtime,
+            false,
+        ),
+    ];
     check("symbolized_await_chain", |w, h| {
         let mut app = app_with(&stream::leaky(), w, h);
-        app.symbols.insert(
-            11,
-            vec![
-                frame(
-                    "leaktop_agent::sync::mpsc::Send::poll",
-                    Some("/src/agent/src/sync/mpsc.rs:310:9"),
-                    false,
-                    true,
-                ),
-                frame(
-                    "orders::search::forward_result::{{closure}}",
-                    Some("src/server/search.rs:17:13"),
-                    true,
-                    true,
-                ),
-                frame(
-                    "orders::handler::handle::{{closure}}",
-                    Some("src/server/handler.rs:44:9"),
-                    true,
-                    false,
-                ),
-                frame(
-                    "tokio::runtime::task::core::Core<T,S>::poll",
-                    None,
-                    false,
-                    false,
-                ),
-                frame(
-                    "tokio::runtime::task::harness::poll_future",
-                    None,
-                    false,
-                    false,
-                ),
-            ],
-        );
+        app.update_sessions(|s| {
+            s.symbols.insert(11, chain.clone());
+        });
         app.on_input(&code(KeyCode::Enter));
         app.on_input(&code(KeyCode::End));
         app

@@ -12,7 +12,8 @@ use leaktop_agent::wire::{BlockedGroup, ChannelStats, TaskState};
 use super::put_line;
 use crate::model::verdict::{assess_site, stall, SiteVerdict, Verdict};
 use crate::model::Session;
-use crate::tui::app::{App, Focus, ShownFrame};
+use crate::symbolize::{fold, FoldMode, Folded, Frame, FrameClass};
+use crate::tui::app::{App, Focus};
 use crate::tui::format::{age, keep_end, rate, signed, thousands, wrap};
 use crate::tui::rows::location;
 use crate::tui::theme;
@@ -164,8 +165,14 @@ fn stack_lines(app: &App, g: &BlockedGroup, out: &mut Vec<Line<'static>>) {
         )]));
         return;
     };
-    if let Some(frames) = app.symbols.get(&id) {
+    if let Some(frames) = s.symbols.get(&id) {
         symbol_lines(frames, fold, out);
+        for note in &s.symbol_notes {
+            out.push(cont(vec![Span::styled(
+                format!("note: {note}"),
+                theme::dim(),
+            )]));
+        }
         return;
     }
     let Some(frames) = s.stacks.get(&id) else {
@@ -196,43 +203,41 @@ fn stack_lines(app: &App, g: &BlockedGroup, out: &mut Vec<Line<'static>>) {
 }
 
 /// A symbolized chain: function, then `at file:line`; folded, runs of runtime, std and
-/// agent frames become one `… N runtime frames` line.
-fn symbol_lines(frames: &[ShownFrame], fold: bool, out: &mut Vec<Line<'static>>) {
-    let fold = fold && frames.iter().any(|f| f.user);
-    let mut hidden = 0usize;
-    let flush = |hidden: &mut usize, out: &mut Vec<Line<'static>>| {
-        if *hidden > 0 {
-            out.push(cont(vec![Span::styled(
+/// agent frames become one `… N runtime frames` line (all of them when no frame is the
+/// user's own).
+fn symbol_lines(frames: &[Frame], folded: bool, out: &mut Vec<Line<'static>>) {
+    let any_user = frames.iter().any(|f| f.class == FrameClass::User);
+    let mode = if folded && any_user {
+        FoldMode::UserOnly
+    } else {
+        FoldMode::All
+    };
+    for item in fold(frames, mode) {
+        match item {
+            Folded::Hidden { count } => out.push(cont(vec![Span::styled(
                 format!(
-                    "… {} runtime frame{}",
-                    hidden,
-                    if *hidden == 1 { "" } else { "s" }
+                    "… {count} runtime frame{} (f shows them)",
+                    if count == 1 { "" } else { "s" }
                 ),
                 theme::dim(),
-            )]));
-            *hidden = 0;
-        }
-    };
-    for f in frames {
-        if fold && !f.user {
-            hidden += 1;
-            continue;
-        }
-        flush(&mut hidden, out);
-        let style = if f.user { theme::value() } else { theme::dim() };
-        out.push(Line::from(vec![
-            Span::raw(format!("{INDENT}{:LABEL_W$}", "")),
-            Span::styled(f.function.clone(), style),
-            Span::styled(if f.inlined { "  (inlined)" } else { "" }, theme::dim()),
-        ]));
-        if let Some(loc) = &f.location {
-            out.push(cont(vec![
-                Span::styled("  at ", theme::dim()),
-                Span::raw(crate::tui::format::short_path(loc).to_string()),
-            ]));
+            )])),
+            Folded::Frame(f) => {
+                let user = f.class == FrameClass::User;
+                let style = if user { theme::value() } else { theme::dim() };
+                out.push(Line::from(vec![
+                    Span::raw(format!("{INDENT}{:LABEL_W$}", "")),
+                    Span::styled(f.function.to_string(), style),
+                    Span::styled(if f.inlined { "  (inlined)" } else { "" }, theme::dim()),
+                ]));
+                if let Some(loc) = f.location() {
+                    out.push(cont(vec![
+                        Span::styled("  at ", theme::dim()),
+                        Span::raw(crate::tui::format::short_path(&loc).to_string()),
+                    ]));
+                }
+            }
         }
     }
-    flush(&mut hidden, out);
 }
 
 fn task_lines(app: &App, site: u32, g: Option<&BlockedGroup>, out: &mut Vec<Line<'static>>) {

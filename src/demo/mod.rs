@@ -1,0 +1,185 @@
+//! `leaktop demo`: the seeds' goroutine leaks as small tokio programs, run as a child
+//! process (the `leaktop` binary re-executed in a hidden mode, linked with the agent), so a
+//! newcomer sees the whole tool work with one command. Each scenario has a fixed twin that
+//! differs only by the fix its seed describes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod scenarios;
+
+/// The channels the scenarios use: tokio's API (`leaktop_agent::sync` mirrors
+/// `tokio::sync`), observed by the agent. Moving a program over is this one line.
+pub(crate) use leaktop_agent::sync as chan;
+
+pub use scenarios::{Pace, Scenario, SCENARIOS};
+
+/// Hidden subcommand that runs the scenarios.
+pub const CHILD_COMMAND: &str = "__demo-child";
+
+/// Finds scenarios by name; an unknown name is an error listing the known ones.
+pub fn select(names: &[String]) -> Result<Vec<&'static Scenario>, String> {
+    if names.is_empty() {
+        return Ok(SCENARIOS.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            SCENARIOS
+                .iter()
+                .find(|s| s.name == n.as_str())
+                .ok_or_else(|| {
+                    format!(
+                        "unknown scenario {n:?}; known: {}",
+                        SCENARIOS
+                            .iter()
+                            .map(|s| s.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `leaktop demo --list`.
+pub fn list_text() -> String {
+    let mut out = String::new();
+    for s in SCENARIOS {
+        out.push_str(&format!(
+            "{:<17} {}\n{:<17} seed {}; fixed twin: {}\n",
+            s.name, s.story, "", s.seed, s.fix
+        ));
+    }
+    out
+}
+
+/// Starts the demo program as a child of this process.
+pub fn spawn_child(
+    names: &[String],
+    fixed: bool,
+    tick: Option<Duration>,
+) -> std::io::Result<Child> {
+    spawn_child_with(names, fixed, tick, Stdio::inherit())
+}
+
+/// Starts the demo program with its stderr sent to `stderr` (the live view sends it to
+/// its log file, so it cannot scribble over the screen).
+pub fn spawn_child_with(
+    names: &[String],
+    fixed: bool,
+    tick: Option<Duration>,
+    stderr: Stdio,
+) -> std::io::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(CHILD_COMMAND).args(names);
+    if fixed {
+        cmd.arg("--fixed");
+    }
+    if let Some(t) = tick {
+        cmd.arg(format!("--tick-ms={}", t.as_millis()));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+}
+
+/// Waits until the child's agent socket answers, up to `timeout`.
+pub fn wait_for_agent(pid: u32, timeout: Duration) -> Result<(), crate::attach::AttachError> {
+    let start = Instant::now();
+    loop {
+        match crate::attach::Connection::attach(pid) {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() >= timeout => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Kills and reaps a child when dropped, whatever happened.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Parsed arguments of the hidden child mode.
+struct ChildArgs {
+    names: Vec<String>,
+    fixed: bool,
+    pace: Pace,
+}
+
+fn parse_child_args(args: &[String]) -> Result<ChildArgs, String> {
+    let mut out = ChildArgs {
+        names: Vec::new(),
+        fixed: false,
+        pace: Pace::default(),
+    };
+    for a in args {
+        if a == "--fixed" {
+            out.fixed = true;
+        } else if let Some(ms) = a.strip_prefix("--tick-ms=") {
+            let ms: u64 = ms.parse().map_err(|_| format!("bad --tick-ms {ms:?}"))?;
+            out.pace = Pace::with_tick(Duration::from_millis(ms.max(1)));
+        } else {
+            out.names.push(a.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The demo program itself (runs in the child): every selected scenario at once.
+pub fn run_child(args: &[String]) -> ! {
+    let args = match parse_child_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("leaktop demo: {e}");
+            std::process::exit(2);
+        }
+    };
+    let selected = match select(&args.names) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leaktop demo: {e}");
+            std::process::exit(2);
+        }
+    };
+    raise_fd_limit();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leaktop demo: cannot start a tokio runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    rt.block_on(async move {
+        if let Err(e) = leaktop_agent::start() {
+            eprintln!("leaktop demo: agent did not start: {e}");
+            std::process::exit(2);
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for s in selected {
+            running.spawn((s.run)(args.fixed, args.pace));
+        }
+        while running.join_next().await.is_some() {}
+    });
+    std::process::exit(0)
+}
+
+/// Leaky scenarios hold sockets open; let them, up to the hard limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(65_536), hard);
+    }
+}
