@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECTIONS=(channels symbolize tui)
+SECTIONS=(channels symbolize tui record)
 
 quick_flag() {
   if [[ -n "${QUICK:-}" ]]; then echo "--quick"; fi
@@ -137,6 +137,37 @@ bench_tui() {
         'BEGIN { printf "TUI CPU at 1 s refresh, %s: %.2f %% of a core over %d s (goal <= 2 %%)\n", sites, (b - a) * 100 / hz / s, s }'
 }
 # --- end live TUI ------------------------------------------------------------------------
+
+# --- recording (src/record) ---------------------------------------------------------------
+# Goals: a 1 000-site process recorded at 1 s stays under 100 KB/min of snapshots; opening
+# and folding a 10-minute recording (a backward seek) takes well under a second. Records
+# the many_sites fixture for LEAKTOP_BENCH_RECORD_SECS (default 60), then times dumps.
+bench_record() {
+    echo "== record"
+    local secs="${LEAKTOP_BENCH_RECORD_SECS:-60}"
+    cargo build --release --quiet --bin leaktop
+    CARGO_TARGET_DIR=target/fixtures cargo build --release --quiet -p leaktop-fixtures --bin many_sites
+    local dir fixture_pid
+    dir="$(mktemp -d /tmp/leaktop-bench-record.XXXXXX)"
+    chmod 700 "$dir"
+    LEAKTOP_SOCKET_DIR="$dir" target/fixtures/release/many_sites >"$dir/fixture.out" 2>&1 &
+    fixture_pid=$!
+    # shellcheck disable=SC2064
+    trap "kill $fixture_pid 2>/dev/null || true; rm -rf '$dir'" RETURN
+    for _ in $(seq 100); do grep -q ready "$dir/fixture.out" 2>/dev/null && break; sleep 0.05; done
+    LEAKTOP_SOCKET_DIR="$dir" target/release/leaktop record "$fixture_pid" -o "$dir/s.ltrec" \
+        --duration "${secs}s" --interval 1s
+    local t0 t1
+    t0=$(date +%s%N)
+    target/release/leaktop dump "$dir/s.ltrec" >/dev/null
+    t1=$(date +%s%N)
+    echo "open + fold the whole recording: $(( (t1 - t0) / 1000000 )) ms"
+    t0=$(date +%s%N)
+    target/release/leaktop dump "$dir/s.ltrec" --at 50% >/dev/null
+    t1=$(date +%s%N)
+    echo "open + fold to the middle: $(( (t1 - t0) / 1000000 )) ms"
+}
+# --- end recording -------------------------------------------------------------------------
 
 main() {
   local sections=("$@")

@@ -10,6 +10,7 @@ pub mod check;
 pub mod demo;
 pub mod duration;
 pub mod model;
+pub mod record;
 pub mod report;
 pub mod resolve;
 pub mod source;

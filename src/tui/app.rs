@@ -29,19 +29,44 @@ pub enum Focus {
 pub enum Action {
     /// Send this request to the source (the agent).
     Request(ClientMsg),
-    /// `r`: start or stop recording; handled by [`super::Hooks`].
+    /// `r`: start or stop recording (the loop asks the source's recorder).
     ToggleRecord,
-    /// Move the replay position by this many ms; handled by [`super::Hooks`].
-    Seek(i64),
+    /// A replay control (the loop asks the source's timeline).
+    Replay(ReplayCmd),
 }
 
-/// Replay position, shown as a bar when set (the replay source fills it in).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a key asks of a replay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayCmd {
+    /// Space (or `p`): play / pause.
+    PlayPause,
+    /// ← / →: to the previous / next snapshot (pauses).
+    Step {
+        forward: bool,
+    },
+    /// `[` / `]`: half / double speed.
+    Speed {
+        faster: bool,
+    },
+    /// `{` / `}`: this many ms back (negative) or forward.
+    SeekBy(i64),
+    /// `g`: the start; `G`: the end.
+    SeekStart,
+    SeekEnd,
+    /// `:` and a time typed by the user (`5m`, `50%`, `-30s`).
+    Goto(String),
+}
+
+/// Replay position, shown as a bar when set (the loop fills it in from the source).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
-    /// Agent ms of the first and last message of the recording, and of the one shown.
+    /// Recording ms of the first and last frame, and of the position shown.
     pub start_ms: u64,
     pub end_ms: u64,
     pub pos_ms: u64,
+    pub playing: bool,
+    /// Playback speed (1.0: real time).
+    pub speed: f64,
 }
 
 /// State of the detail pane.
@@ -55,6 +80,27 @@ pub struct Detail {
     pub all_frames: bool,
     /// Show the oldest tasks of the selected group (requested from the agent).
     pub tasks: bool,
+}
+
+/// What the `:` prompt says before what the user types.
+pub const GOTO_PROMPT: &str = "jump to (5m, 1m30s, 50%, -30s; Enter / Esc): ";
+
+/// The replay meaning of a key, if it has one (they take precedence over the live view's
+/// meaning of the same key: `g`/`G` move in time, Home/End still move in the table).
+fn replay_key(key: KeyEvent) -> Option<ReplayCmd> {
+    Some(match key.code {
+        KeyCode::Char(' ' | 'p') => ReplayCmd::PlayPause,
+        KeyCode::Left => ReplayCmd::Step { forward: false },
+        KeyCode::Right => ReplayCmd::Step { forward: true },
+        KeyCode::Char('[') => ReplayCmd::Speed { faster: false },
+        KeyCode::Char(']') => ReplayCmd::Speed { faster: true },
+        KeyCode::Char('{') => ReplayCmd::SeekBy(-10_000),
+        KeyCode::Char('}') => ReplayCmd::SeekBy(10_000),
+        KeyCode::Char('g') => ReplayCmd::SeekStart,
+        KeyCode::Char('G') => ReplayCmd::SeekEnd,
+        KeyCode::Char(':') => ReplayCmd::Goto(String::new()),
+        _ => return None,
+    })
 }
 
 /// Oldest tasks asked for with `t`.
@@ -95,6 +141,8 @@ pub struct App {
     pub recording: Option<String>,
     /// Replay position; `None` for a live process.
     pub timeline: Option<Timeline>,
+    /// The replay's "jump to" prompt has the keyboard (`:`), with what was typed.
+    pub goto: Option<String>,
     /// A one-line message for the footer, cleared by the next key.
     pub status: Option<String>,
     /// Terminal size, for paging and mouse hit-tests.
@@ -123,6 +171,7 @@ impl App {
             verdicts: Verdicts::default(),
             recording: None,
             timeline: None,
+            goto: None,
             status: None,
             size: Rect::new(0, 0, 80, 24),
             quit: false,
@@ -138,6 +187,23 @@ impl App {
     /// The session as folded so far (newer than [`App::view`] while paused).
     pub fn live_session(&self) -> &Session {
         &self.session
+    }
+
+    /// Lets a replay move the session to another time (`f` seeks the source and refolds
+    /// the session), then shows it.
+    pub fn rewind(&mut self, f: impl FnOnce(&mut Session)) {
+        let baseline = self.session.baseline.as_ref().map(|b| b.t_ms);
+        f(&mut self.session);
+        // A refold from the start forgets the baseline: mark it again where it was, if
+        // that time is still in the shown past.
+        if let Some(t) = baseline {
+            if self.session.baseline.is_none() && t <= self.session.now_ms {
+                self.session.mark_baseline_at(t);
+            }
+        }
+        self.frozen = None;
+        self.errors_seen = self.session.errors.len();
+        self.refresh_rows();
     }
 
     /// Runs `f` on the session and, while paused, on the frozen one too: for what the
@@ -314,6 +380,19 @@ impl App {
             self.on_filter_key(key, ctrl);
             return Vec::new();
         }
+        if self.goto.is_some() {
+            return self.on_goto_key(key, ctrl);
+        }
+        if self.timeline.is_some() && self.help.is_none() {
+            if let Some(cmd) = replay_key(key) {
+                if cmd == ReplayCmd::Goto(String::new()) {
+                    self.goto = Some(String::new());
+                    self.status = Some(GOTO_PROMPT.into());
+                    return Vec::new();
+                }
+                return vec![Action::Replay(cmd)];
+            }
+        }
         if let Some(scroll) = self.help {
             self.help = match key.code {
                 KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter => None,
@@ -408,17 +487,37 @@ impl App {
             KeyCode::Char('+') | KeyCode::Char('=') => actions.extend(self.step_interval(1)),
             KeyCode::Char('-') | KeyCode::Char('_') => actions.extend(self.step_interval(-1)),
             KeyCode::Char('r') => actions.push(Action::ToggleRecord),
-            KeyCode::Char(c @ ('[' | ']' | '{' | '}')) if self.timeline.is_some() => {
-                actions.push(Action::Seek(match c {
-                    '[' => -10_000,
-                    ']' => 10_000,
-                    '{' => -60_000,
-                    _ => 60_000,
-                }))
-            }
             _ => {}
         }
         actions
+    }
+
+    fn on_goto_key(&mut self, key: KeyEvent, ctrl: bool) -> Vec<Action> {
+        let Some(text) = self.goto.as_mut() else {
+            return Vec::new();
+        };
+        match key.code {
+            KeyCode::Enter => {
+                let text = std::mem::take(text);
+                self.goto = None;
+                return vec![Action::Replay(ReplayCmd::Goto(text))];
+            }
+            KeyCode::Esc => {
+                self.goto = None;
+                return Vec::new();
+            }
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char('u') if ctrl => text.clear(),
+            KeyCode::Char(c) if !ctrl && text.chars().count() < 40 => text.push(c),
+            _ => {}
+        }
+        self.status = Some(format!(
+            "{GOTO_PROMPT}{}",
+            self.goto.as_deref().unwrap_or("")
+        ));
+        Vec::new()
     }
 
     fn on_filter_key(&mut self, key: KeyEvent, ctrl: bool) {

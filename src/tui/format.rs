@@ -207,6 +207,17 @@ pub fn buckets(
     out
 }
 
+/// Playback speed: `1x`, `4x`, `0.5x`, `1/64x`.
+pub fn speed(v: f64) -> String {
+    if v >= 1.0 || v <= 0.0 {
+        format!("{}x", (v * 100.0).round() / 100.0)
+    } else if (1.0 / v).fract().abs() < 1e-9 {
+        format!("1/{}x", (1.0 / v).round())
+    } else {
+        format!("{:.2}x", v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,8 +89,12 @@ pub const HELP: &[Section] = &[
 pub const TIMELINE_HELP: Section = Section {
     title: "Replay",
     keys: &[
-        k("[ / ]", "seek 10 s back / forward"),
-        k("{ / }", "seek 1 min back / forward"),
+        k("space  p", "play / pause"),
+        k("← / →", "previous / next snapshot"),
+        k("[ / ]", "half / double speed"),
+        k("{ / }", "10 s back / forward"),
+        k("g / G", "start / end of the recording"),
+        k(":", "jump to a time (5m, 1m30s, 50%, -30s)"),
     ],
 };
 

@@ -30,9 +30,10 @@ use ratatui::Terminal;
 
 use leaktop_agent::wire::AgentMsg;
 
-pub use app::{Action, App, Timeline};
+pub use app::{Action, App, ReplayCmd, Timeline};
 
 use crate::attach::AttachError;
+use crate::record::{RecordOptions, RecordingSource, Tee, WriteError};
 use crate::resolve::StackResolver;
 use crate::source::{Event, LiveSource, Source};
 use log::log;
@@ -47,6 +48,19 @@ pub struct Options {
     /// Resolve the raw stacks of the target's process (live sources; a recording
     /// carries its symbols).
     pub symbolize: bool,
+    /// Record the session to this file from the start (`leaktop <pid> --record FILE`).
+    pub record: Option<std::path::PathBuf>,
+    /// How a replay starts (`leaktop replay`).
+    pub replay: Option<ReplayOptions>,
+}
+
+/// Where and how a replay starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayOptions {
+    /// Recording ms to start at (`None`: the start).
+    pub start_at: Option<u64>,
+    pub speed: f64,
+    pub playing: bool,
 }
 
 impl Options {
@@ -54,6 +68,8 @@ impl Options {
         Options {
             interval,
             started: Instant::now(),
+            record: None,
+            replay: None,
             symbolize: true,
         }
     }
@@ -63,6 +79,8 @@ impl Options {
 pub enum TuiError {
     #[error(transparent)]
     Attach(#[from] AttachError),
+    #[error(transparent)]
+    Record(#[from] WriteError),
     #[error("cannot use the terminal: {0} (leaktop's live view needs an interactive terminal; `leaktop dump <pid>` prints a report instead)")]
     Terminal(String),
 }
@@ -81,14 +99,15 @@ pub trait Input {
 pub trait Hooks {
     /// Sees every event from the source before the app folds it.
     fn on_event(&mut self, _ev: &Event, _app: &mut App) {}
-    /// Carries out what the app asked that the loop does not do itself:
-    /// [`Action::ToggleRecord`], [`Action::Seek`].
+    /// Carries out what the app asked that neither the loop nor the source can:
+    /// [`Action::ToggleRecord`] without a recorder, [`Action::Replay`] without a timeline.
     fn on_action(&mut self, action: &Action, app: &mut App) {
         app.status = Some(match action {
-            Action::ToggleRecord => {
-                "recording from the live view is not available yet: use `leaktop record`".into()
+            Action::ToggleRecord if app.timeline.is_some() => {
+                "this is a replay: it is recorded already".into()
             }
-            Action::Seek(_) => "seeking needs a recording".into(),
+            Action::ToggleRecord => "this view cannot record; use `leaktop record`".into(),
+            Action::Replay(_) => "seeking needs a recording".into(),
             Action::Request(_) => return,
         });
     }
@@ -131,9 +150,17 @@ pub fn run<B: Backend, S: Source + ?Sized>(
     let hello = Event::Msg(AgentMsg::Hello(source.hello().clone()));
     hooks.on_event(&hello, app);
     app.on_event(&hello);
+    if let (Some(r), Some(tl)) = (&options.replay, source.timeline()) {
+        tl.set_speed(r.speed);
+        if let Some(t) = r.start_at {
+            app.rewind(|s| tl.seek(t, s));
+        }
+        tl.set_playing(r.playing);
+    }
     let mut dirty = true;
     let mut resolver: Option<StackResolver> = None;
     loop {
+        dirty |= sync_source(source, app);
         let mut n = 0;
         let mut new_stacks = false;
         while n < MAX_BATCH {
@@ -148,6 +175,12 @@ pub fn run<B: Backend, S: Source + ?Sized>(
             app.on_event(&ev);
             n += 1;
             dirty = true;
+        }
+        if new_stacks {
+            // A recording carries its symbols; a live process is symbolized here.
+            let mut filled = false;
+            app.update_sessions(|s| filled |= source.fill_symbols(s));
+            new_stacks = !filled;
         }
         if new_stacks && options.symbolize {
             // Symbols are resolved here, outside rendering: the first stack loads the
@@ -187,6 +220,12 @@ pub fn run<B: Backend, S: Source + ?Sized>(
             for action in app.on_input(&ev) {
                 match action {
                     Action::Request(msg) => source.request(msg),
+                    Action::Replay(cmd) if source.timeline().is_some() => {
+                        replay_action(source, app, cmd)
+                    }
+                    Action::ToggleRecord if source.recorder().is_some() => {
+                        toggle_record(source, app)
+                    }
                     other => hooks.on_action(&other, app),
                 }
             }
@@ -197,6 +236,101 @@ pub fn run<B: Backend, S: Source + ?Sized>(
         }
     }
     Ok(stats)
+}
+
+/// Copies the source's replay position and recording state into the app; true when they
+/// changed (a playing replay moves every tick).
+fn sync_source<S: Source + ?Sized>(source: &mut S, app: &mut App) -> bool {
+    let mut changed = false;
+    if let Some(tl) = source.timeline() {
+        let t = Timeline {
+            start_ms: 0,
+            end_ms: tl.duration_ms(),
+            pos_ms: tl.position_ms(),
+            playing: tl.playing(),
+            speed: tl.speed(),
+        };
+        if app.timeline.as_ref() != Some(&t) {
+            app.timeline = Some(t);
+            changed = true;
+        }
+    }
+    if let Some(rec) = source.recorder() {
+        let status = if rec.is_recording() {
+            rec.recording_status()
+        } else {
+            None
+        };
+        if app.recording != status {
+            // A recording that ended by itself (the target exited, a write failed) says so.
+            if app.recording.is_some() && status.is_none() {
+                app.status = rec.recording_status();
+            }
+            app.recording = status;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Carries out a replay key on the source's timeline.
+fn replay_action<S: Source + ?Sized>(source: &mut S, app: &mut App, cmd: ReplayCmd) {
+    let Some(tl) = source.timeline() else {
+        return;
+    };
+    let (pos, end) = (tl.position_ms(), tl.duration_ms());
+    let seek = |tl: &mut dyn crate::source::Timeline, app: &mut App, t: u64| {
+        app.rewind(|s| tl.seek(t, s));
+    };
+    match cmd {
+        ReplayCmd::PlayPause => {
+            let play = !tl.playing();
+            tl.set_playing(play);
+        }
+        ReplayCmd::Step { forward } => app.rewind(|s| tl.step(forward, s)),
+        ReplayCmd::Speed { faster } => {
+            let speed = if faster {
+                tl.speed() * 2.0
+            } else {
+                tl.speed() / 2.0
+            };
+            tl.set_speed(speed);
+            app.status = Some(format!("speed {}", format::speed(tl.speed())));
+        }
+        ReplayCmd::SeekBy(ms) => {
+            let t = (pos as i64).saturating_add(ms).clamp(0, end as i64) as u64;
+            seek(tl, app, t);
+        }
+        ReplayCmd::SeekStart => seek(tl, app, 0),
+        ReplayCmd::SeekEnd => seek(tl, app, end),
+        ReplayCmd::Goto(text) => match crate::record::parse_at(&text, end) {
+            Ok(t) => seek(tl, app, t),
+            Err(e) => app.status = Some(e),
+        },
+    }
+}
+
+/// `r`: starts recording to an automatically named file in the current directory, or
+/// stops the recording.
+fn toggle_record<S: Source + ?Sized>(source: &mut S, app: &mut App) {
+    let pid = source.hello().pid;
+    let Some(rec) = source.recorder() else {
+        return;
+    };
+    if rec.is_recording() {
+        app.status = rec.stop_recording();
+    } else {
+        let path = crate::record::auto_name(pid);
+        app.status = Some(match rec.start_recording(&path) {
+            Ok(()) => format!("recording to {} (r stops)", path.display()),
+            Err(e) => format!("cannot record: {e}"),
+        });
+    }
+    app.recording = if rec.is_recording() {
+        rec.recording_status()
+    } else {
+        None
+    };
 }
 
 /// Runs the TUI on the real terminal over `source`, restoring the terminal however it ends.
@@ -236,6 +370,31 @@ pub fn run_in_terminal<S: Source + ?Sized>(
 /// `leaktop <pid>`: attaches to `pid` and runs the live TUI until the user quits. Attach
 /// errors come back before the terminal is touched, so they print as usual.
 pub fn run_live(pid: u32, options: &Options) -> Result<RunStats, TuiError> {
-    let mut source = LiveSource::attach(pid, options.interval)?;
-    run_in_terminal(&mut source, options, &mut NoHooks)
+    let mut source = Tee::new(LiveSource::attach(pid, options.interval)?)
+        .with_resolver(crate::record::symbols::live_resolver())
+        .with_interval(options.interval);
+    if let Some(path) = &options.record {
+        source.start(
+            path,
+            &RecordOptions {
+                force: false,
+                interval_ms: options.interval.as_millis().min(u32::MAX as u128) as u32,
+                recorded_by: "leaktop --record".into(),
+            },
+        )?;
+    }
+    let result = run_in_terminal(&mut source, options, &mut NoHooks);
+    if let Some(Err(e)) = source.stop("the live view was closed") {
+        log!("recording: {e}");
+    }
+    result
+}
+
+/// `leaktop replay`: the same TUI over a recording, with its timeline. The await chains
+/// come from the symbols stored in the file (the source fills them in), never from a
+/// binary.
+pub fn run_replay(mut source: RecordingSource, options: &Options) -> Result<RunStats, TuiError> {
+    let mut options = options.clone();
+    options.symbolize = false;
+    run_in_terminal(&mut source, &options, &mut NoHooks)
 }

@@ -257,11 +257,32 @@ fn r_and_interval_keys_ask_the_loop() {
         start_ms: 0,
         end_ms: 10_000,
         pos_ms: 5_000,
+        playing: false,
+        speed: 1.0,
     });
+    use crate::tui::app::ReplayCmd;
     assert_eq!(
-        type_keys(&mut app, "]{"),
-        vec![Action::Seek(10_000), Action::Seek(-60_000)]
+        type_keys(&mut app, "]{ gG"),
+        vec![
+            Action::Replay(ReplayCmd::Speed { faster: true }),
+            Action::Replay(ReplayCmd::SeekBy(-10_000)),
+            Action::Replay(ReplayCmd::PlayPause),
+            Action::Replay(ReplayCmd::SeekStart),
+            Action::Replay(ReplayCmd::SeekEnd),
+        ]
     );
+    // `:` opens the time prompt; Enter hands over what was typed.
+    assert!(type_keys(&mut app, ":5m").is_empty());
+    assert!(app.status.as_deref().is_some_and(|s| s.ends_with("5m")));
+    let enter = crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Enter,
+        crossterm::event::KeyModifiers::NONE,
+    );
+    assert_eq!(
+        app.on_key(enter),
+        vec![Action::Replay(ReplayCmd::Goto("5m".into()))]
+    );
+    assert!(app.goto.is_none());
 }
 
 fn click(col: u16, row: u16) -> TermEvent {

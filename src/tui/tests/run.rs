@@ -83,6 +83,8 @@ fn loop_folds_draws_requests_and_quits() {
     let options = Options {
         interval: Duration::from_secs(1),
         started: Instant::now(),
+        record: None,
+        replay: None,
         symbolize: false,
     };
     let stats = run(

@@ -18,12 +18,12 @@ pub struct Header<'a>(pub &'a App);
 pub fn state_badges(app: &App) -> Vec<Span<'static>> {
     let s = app.view();
     let mut out = Vec::new();
-    let (text, color) = if s.ended.is_some() {
+    let (text, color) = if app.timeline.is_some() {
+        (" REPLAY ", Color::Magenta)
+    } else if s.ended.is_some() {
         (" EXITED ", Color::Red)
     } else if app.paused() {
         (" PAUSED ", Color::Yellow)
-    } else if app.timeline.is_some() {
-        (" REPLAY ", Color::Magenta)
     } else if s.seq == 0 {
         (" ATTACHING ", Color::Gray)
     } else {

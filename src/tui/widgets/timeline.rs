@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::widgets::Widget;
 
 use crate::tui::app::Timeline;
-use crate::tui::format::age;
+use crate::tui::format::{age, speed};
 use crate::tui::theme;
 
 pub struct TimelineBar<'a>(pub &'a Timeline);
@@ -16,8 +16,13 @@ impl Widget for TimelineBar<'_> {
         let span = t.end_ms.saturating_sub(t.start_ms);
         let pos = t.pos_ms.clamp(t.start_ms, t.end_ms.max(t.start_ms)) - t.start_ms;
         let label = format!(" {} / {} ", age(pos), age(span));
-        let prefix = " replay ";
-        let bar_w = (area.width as usize).saturating_sub(prefix.len() + label.len());
+        let prefix = if t.playing {
+            format!(" ▶ {} ", speed(t.speed))
+        } else {
+            format!(" ‖ {} ", speed(t.speed))
+        };
+        let prefix = prefix.as_str();
+        let bar_w = (area.width as usize).saturating_sub(prefix.chars().count() + label.len());
         let filled = if span == 0 {
             bar_w
         } else {
@@ -31,7 +36,7 @@ impl Widget for TimelineBar<'_> {
             })
             .collect();
         buf.set_stringn(area.x, area.y, prefix, area.width as usize, theme::label());
-        let x = area.x + prefix.len().min(area.width as usize) as u16;
+        let x = area.x + prefix.chars().count().min(area.width as usize) as u16;
         buf.set_stringn(x, area.y, &bar, bar_w, theme::spark());
         let x = x + bar_w as u16;
         buf.set_stringn(
