@@ -23,7 +23,8 @@
 //!                   "kind": "spawn"|"uninstrumented"|"other", "label",
 //!                   "live", "idle", "rate_per_min", "stuck_tasks",
 //!                   "oldest_stuck_age_ms" | null, "oldest_live_age_ms" | null,
-//!                   "evidence": [ "sentence", … ] } ]     // worst first
+//!                   "evidence": [ "sentence", … ],
+//!                   "groups": [ GROUP ] } ]     // worst first; GROUP as in `leaktop.dump`
 //! }
 //! ```
 
@@ -37,6 +38,7 @@ use crate::attach::AttachError;
 use crate::duration::{self, age};
 use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
 use crate::source::{Event, LiveSource, Source};
+use crate::symbolize::FoldMode;
 
 /// Threshold flags shared by `check` and `dump`.
 #[derive(Debug, Clone, clap::Args)]
@@ -120,6 +122,13 @@ impl FailOn {
 /// `watch` of live snapshots. A process that exits while watched ends the watch early
 /// (the session says so in `ended`).
 pub fn gather(pid: u32, watch: Option<Duration>) -> Result<Session, AttachError> {
+    let mut session = watch_or_snapshot(pid, watch)?;
+    // The await chains of what we found, while the process (and its maps) are there.
+    crate::resolve::StackResolver::for_session(&session).resolve_new(&mut session);
+    Ok(session)
+}
+
+fn watch_or_snapshot(pid: u32, watch: Option<Duration>) -> Result<Session, AttachError> {
     let Some(watch) = watch else {
         return crate::util::snapshot_session(pid, true);
     };
@@ -268,6 +277,15 @@ pub fn text(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
         for e in &f.evidence {
             let _ = writeln!(s, "    {e}");
         }
+        for g in session.groups_of(f.site) {
+            let _ = writeln!(s, "    {}", crate::report::group_line(session, g));
+            for line in crate::report::chain_lines(session, g.key.stack, FoldMode::UserOnly) {
+                let _ = writeln!(s, "        {line}");
+            }
+        }
+    }
+    for note in &session.symbol_notes {
+        let _ = writeln!(s, "\nnote: {note}");
     }
     s
 }
@@ -326,6 +344,8 @@ struct JsonFinding {
     oldest_stuck_age_ms: Option<u64>,
     oldest_live_age_ms: Option<u64>,
     evidence: Vec<String>,
+    /// The site's blocked groups with their await chains (the `leaktop.dump` GROUP).
+    groups: Vec<crate::report::JsonGroup>,
 }
 
 /// `"spawn"`, `"uninstrumented"` or `"other"`.
@@ -389,6 +409,11 @@ pub fn json(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
                 oldest_stuck_age_ms: f.oldest_stuck_age_ms,
                 oldest_live_age_ms: f.oldest_live_age_ms,
                 evidence: f.evidence.clone(),
+                groups: session
+                    .groups_of(f.site)
+                    .into_iter()
+                    .map(|g| crate::report::json_group(session, g, FoldMode::UserOnly))
+                    .collect(),
             })
             .collect(),
     };

@@ -1,5 +1,6 @@
-//! Where protocol messages come from: a live agent socket or (later) a recording. Everything
-//! after the source (model, report, tui) is the same for both.
+//! Where protocol messages come from: a live agent socket or a recording
+//! ([`crate::record::RecordingSource`]). Everything after the source (model, report, tui) is
+//! the same for both; a recording adds a [`Timeline`] to move through it.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
 
 use crate::attach::{AttachError, Connection, RecvError};
+use crate::model::Session;
 
 /// What a source yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,77 @@ pub trait Source {
     fn next(&mut self, timeout: Duration) -> Option<Event>;
     /// Sends a request to the agent; recordings ignore requests they cannot answer.
     fn request(&mut self, msg: ClientMsg);
+    /// Playback controls, for a source that is a recording; `None` for a live one.
+    fn timeline(&mut self) -> Option<&mut dyn Timeline> {
+        None
+    }
+    /// Fills `session.symbols` for its stacks that have none from what the source knows
+    /// (a recording's stored symbols); false when the source cannot (a live process is
+    /// symbolized by the caller, see `crate::resolve`).
+    fn fill_symbols(&mut self, _session: &mut Session) -> bool {
+        false
+    }
+    /// Recording controls, for a source that can record what it yields
+    /// ([`crate::record::Tee`]); `None` otherwise.
+    fn recorder(&mut self) -> Option<&mut dyn Recorder> {
+        None
+    }
+}
+
+/// Start and stop recording what a source yields (the TUI's `r` key, `--record`).
+pub trait Recorder {
+    /// Starts recording into a new file at `path` (refused if it exists).
+    fn start_recording(&mut self, path: &std::path::Path) -> Result<(), String>;
+    /// Stops recording; a sentence for the user (where it went, how big), `None` when
+    /// nothing was being recorded.
+    fn stop_recording(&mut self) -> Option<String>;
+    fn is_recording(&self) -> bool;
+    /// One line for the screen: the file and its size while recording, or how the last
+    /// recording ended (an error says so); `None` before any recording.
+    fn recording_status(&self) -> Option<String>;
+}
+
+/// Playback controls of a recorded source. Times are ms of recording time (receive time
+/// since the recording started). A source with a timeline yields events only up to its
+/// playback position, which moves while playing.
+pub trait Timeline {
+    /// Time of the recording's last frame.
+    fn duration_ms(&self) -> u64;
+    /// Playback position: everything up to here has been yielded.
+    fn position_ms(&self) -> u64;
+    fn playing(&self) -> bool;
+    fn set_playing(&mut self, playing: bool);
+    /// Playback speed (1.0: real time).
+    fn speed(&self) -> f64;
+    fn set_speed(&mut self, speed: f64);
+    /// Wall clock (ms since the Unix epoch) at recording time zero.
+    fn started_unix_ms(&self) -> u64;
+    /// Receive times of the recorded snapshots, ascending: the steps of ←/→.
+    fn snapshot_times(&self) -> &[u64];
+    /// Moves the playback position to `t_ms` (clamped to the recording) and brings
+    /// `session` to the state at that time. `session` must be the fold of exactly what this
+    /// source yielded so far: going forward folds the frames in between into it, going
+    /// back refolds it from the start.
+    fn seek(&mut self, t_ms: u64, session: &mut Session);
+    /// Moves to the next (or previous) snapshot and pauses there.
+    fn step(&mut self, forward: bool, session: &mut Session) {
+        let pos = self.position_ms();
+        let times = self.snapshot_times();
+        let target = if forward {
+            times.iter().copied().find(|t| *t > pos)
+        } else {
+            times.iter().rev().copied().find(|t| *t < pos)
+        };
+        self.set_playing(false);
+        match target {
+            Some(t) => self.seek(t, session),
+            None if forward => {
+                let end = self.duration_ms();
+                self.seek(end, session)
+            }
+            None => self.seek(0, session),
+        }
+    }
 }
 
 /// A live agent: a reader thread turns socket frames into events.
@@ -41,6 +114,10 @@ impl LiveSource {
     pub fn attach(pid: u32, interval: Duration) -> Result<LiveSource, AttachError> {
         let mut conn = Connection::attach(pid)?;
         conn.send(&ClientMsg::History)?;
+        // The agent skips a subscription's first snapshot while the history is still on
+        // its way; a Snapshot asked for now follows the history's last part at once, so
+        // the first complete view does not wait a whole interval.
+        conn.send(&ClientMsg::Snapshot)?;
         conn.send(&ClientMsg::Subscribe {
             interval_ms: interval.as_millis().min(u32::MAX as u128) as u32,
         })?;

@@ -20,9 +20,13 @@ pub const RESAMPLE_MS: u64 = 5_000;
 pub const MAX_STACKS: usize = 1 << 16;
 
 /// Captures the current thread's return addresses, innermost first, at most
-/// [`MAX_FRAMES`]. No allocation.
+/// [`MAX_FRAMES`]. With a `boundary` (an address inside the frame of the task's
+/// `Instrumented::poll`, see `task::poll_frame`), the walk ends with the first frame at or
+/// above it: the one that holds the task's poll (into which, in optimised builds, the
+/// whole await chain may be inlined). What called the task (the runtime's scheduler,
+/// which differs from poll to poll) is left out. No allocation.
 #[inline(never)]
-pub fn capture(out: &mut [u64; MAX_FRAMES]) -> usize {
+pub fn capture(out: &mut [u64; MAX_FRAMES], boundary: usize) -> usize {
     let mut n = 0;
     // The synchronized variant takes a global lock; captures are rare (once per key per
     // RESAMPLE_MS), so that costs nothing in the steady state and keeps this safe.
@@ -33,7 +37,13 @@ pub fn capture(out: &mut [u64; MAX_FRAMES]) -> usize {
         }
         out[n] = ip;
         n += 1;
-        true
+        // The first frame whose stack address is above the boundary is the last one
+        // kept: with libgcc (`sp()` is that frame's own stack pointer) it is the one that
+        // called the task's poll (a fixed return address in the runtime); with an unwinder
+        // reporting canonical frame addresses it is the task's poll frame itself. Either
+        // way the frame holding an inlined await chain is kept and nothing that varies
+        // with the runtime's path is.
+        boundary == 0 || (frame.sp() as usize) < boundary
     });
     n
 }
@@ -86,11 +96,11 @@ impl StackTable {
         lock(&self.inner).defs.get(id as usize).map(|d| d.to_vec())
     }
 
-    /// Captures the current stack and interns it.
+    /// Captures the current stack (up to the current task's poll) and interns it.
     #[inline(never)]
     pub fn capture(&self) -> Option<StackId> {
         let mut buf = [0u64; MAX_FRAMES];
-        let n = capture(&mut buf);
+        let n = capture(&mut buf, crate::task::poll_frame());
         self.intern(&buf[..n])
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 mod scenarios;
 
-/// The channels the scenarios use: tokio's API, observed by the agent.
-pub(crate) use tokio::sync as chan;
+/// The channels the scenarios use: tokio's API (`leaktop_agent::sync` mirrors
+/// `tokio::sync`), observed by the agent. Moving a program over is this one line.
+pub(crate) use leaktop_agent::sync as chan;
 
 pub use scenarios::{Pace, Scenario, SCENARIOS};
 
@@ -59,6 +60,17 @@ pub fn spawn_child(
     fixed: bool,
     tick: Option<Duration>,
 ) -> std::io::Result<Child> {
+    spawn_child_with(names, fixed, tick, Stdio::inherit())
+}
+
+/// Starts the demo program with its stderr sent to `stderr` (the live view sends it to
+/// its log file, so it cannot scribble over the screen).
+pub fn spawn_child_with(
+    names: &[String],
+    fixed: bool,
+    tick: Option<Duration>,
+    stderr: Stdio,
+) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD_COMMAND).args(names);
@@ -70,7 +82,7 @@ pub fn spawn_child(
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
 }
 
@@ -101,6 +113,8 @@ struct ChildArgs {
     names: Vec<String>,
     fixed: bool,
     pace: Pace,
+    /// History sample interval of the agent (tests use short ones).
+    sample: Option<Duration>,
 }
 
 fn parse_child_args(args: &[String]) -> Result<ChildArgs, String> {
@@ -108,10 +122,14 @@ fn parse_child_args(args: &[String]) -> Result<ChildArgs, String> {
         names: Vec::new(),
         fixed: false,
         pace: Pace::default(),
+        sample: None,
     };
     for a in args {
         if a == "--fixed" {
             out.fixed = true;
+        } else if let Some(ms) = a.strip_prefix("--sample-ms=") {
+            let ms: u64 = ms.parse().map_err(|_| format!("bad --sample-ms {ms:?}"))?;
+            out.sample = Some(Duration::from_millis(ms.max(10)));
         } else if let Some(ms) = a.strip_prefix("--tick-ms=") {
             let ms: u64 = ms.parse().map_err(|_| format!("bad --tick-ms {ms:?}"))?;
             out.pace = Pace::with_tick(Duration::from_millis(ms.max(1)));
@@ -151,7 +169,11 @@ pub fn run_child(args: &[String]) -> ! {
         }
     };
     rt.block_on(async move {
-        if let Err(e) = leaktop_agent::start() {
+        let mut agent = leaktop_agent::Builder::new();
+        if let Some(every) = args.sample {
+            agent = agent.sample_interval(every);
+        }
+        if let Err(e) = agent.start() {
             eprintln!("leaktop demo: agent did not start: {e}");
             std::process::exit(2);
         }

@@ -14,6 +14,7 @@ pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::symbolize::Frame;
 use leaktop_agent::wire::{
     AgentHello, AgentMsg, BlockedGroup, ChannelSiteStats, History, LocId, Location, Mapping,
     Sample, SiteStats, Snapshot, StackId, TaskList,
@@ -56,6 +57,11 @@ pub struct Session {
     pub baseline: Option<Baseline>,
     /// Send/receive counts over time, per channel creation site.
     pub channel_progress: BTreeMap<LocId, ChannelProgress>,
+    /// Resolved frames of each raw stack, innermost first (filled by the source side:
+    /// the live resolver or a recording's symbol table).
+    pub symbols: HashMap<StackId, Vec<Frame>>,
+    /// What the symbolizer had to say (missing debug info, replaced binary, …), once each.
+    pub symbol_notes: Vec<String>,
 }
 
 impl Session {
@@ -213,6 +219,18 @@ impl Session {
             .filter_map(|(id, s)| s.stats.as_ref().map(|st| (*id, st)))
             .collect();
         v.sort_by(|a, b| b.1.live.cmp(&a.1.live).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Blocked groups of spawn site `site`, most tasks first (then longest blocked).
+    pub fn groups_of(&self, site: LocId) -> Vec<&BlockedGroup> {
+        let mut v: Vec<&BlockedGroup> = self.groups.iter().filter(|g| g.key.site == site).collect();
+        v.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.oldest_since_ms.cmp(&b.oldest_since_ms))
+                .then(a.key.cmp(&b.key))
+        });
         v
     }
 

@@ -571,3 +571,33 @@ fn baseline_in_the_past_comes_from_history() {
     sim.session.clear_baseline();
     assert_eq!(sim.session.delta(1), None);
 }
+
+/// Seed 004 scenario 2: a task per message, each waiting on a downstream channel that
+/// keeps draining, only slower than messages arrive. No stall (the channel moves), but
+/// the queue of waiters grows and its oldest has waited for minutes: a leak.
+#[test]
+fn a_growing_queue_on_a_busy_channel_is_a_leak() {
+    let th = Thresholds::default();
+    let mut sim = Sim::new();
+    sim.site(1, |t| {
+        // 4 arrive per second, 1 leaves: the oldest waiter is 3/4 of the run old.
+        let n = 1 + 3 * t / SEC;
+        let mut c = chan(ChannelKind::Mpsc, n, 1);
+        c.capacity = Some(16);
+        c.len = Some(16);
+        c.last_send_ms = Some(t.saturating_sub(200));
+        c.last_recv_ms = Some(t.saturating_sub(200));
+        let (mut st, g) = blocked(1, Op::Send, n, t / 4, 0, c)(t);
+        st.spawned = 4 * t / SEC + 1;
+        st.completed = st.spawned - n;
+        (st, g)
+    });
+    sim.run(0, 3 * MIN, SEC);
+    let v = sim.verdict(1, &th);
+    assert_eq!(v.verdict, Verdict::Leak, "{v:#?}");
+    let evidence = v.evidence.join("\n");
+    assert!(
+        evidence.contains("while the channel keeps moving"),
+        "{evidence}"
+    );
+}

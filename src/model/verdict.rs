@@ -315,7 +315,13 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
         && g.idle_rate_per_min >= 0.5 * g.rate_per_min
         && oldest_live_age_ms.is_some_and(|a| a >= th.min_age_ms);
     let stuck_long = over(th.stuck_age_ms).next().is_some();
-    let verdict = if g.growing && (stuck_tasks > 0 || idle_old) {
+    // A queue of waiters that grows faster than its channel drains: the channel moves
+    // (so no stall), but the oldest waiter has waited past `min_age` and more keep coming.
+    let piling_up: Vec<&Stall> = stalls
+        .iter()
+        .filter(|s| s.waiting_ms >= th.min_age_ms && s.stalled_ms < th.min_age_ms)
+        .collect();
+    let verdict = if g.growing && (stuck_tasks > 0 || idle_old || !piling_up.is_empty()) {
         Verdict::Leak
     } else if stuck_long {
         Verdict::Stuck
@@ -345,7 +351,12 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
         for s in over(limit).take(3) {
             evidence.push(stall_sentence(session, s));
         }
-        if verdict == Verdict::Leak && stuck_tasks == 0 && idle_old {
+        if verdict == Verdict::Leak && stuck_tasks == 0 {
+            for s in piling_up.iter().take(3) {
+                evidence.push(piling_sentence(session, s));
+            }
+        }
+        if verdict == Verdict::Leak && stuck_tasks == 0 && piling_up.is_empty() && idle_old {
             evidence.push(format!(
                 "{idle} tasks are idle, not waiting on any instrumented channel, and the oldest live task is {} old: they wait on something leaktop does not see (a socket read without a timeout, a lock, a future that is never woken)",
                 age(oldest_live_age_ms.unwrap_or(0))
@@ -376,6 +387,34 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
 
 /// "4,211 tasks blocked in chan send at src/a.rs:10:5 on an mpsc channel created at
 /// src/b.rs:3:9 for 5m12s without progress: its receiver is alive but …"
+/// "300 tasks have waited in chan send at … for up to 40s while the channel keeps moving:
+/// they arrive faster than it drains" — a growing queue on a busy channel.
+pub fn piling_sentence(session: &Session, s: &Stall) -> String {
+    let kind = session
+        .groups
+        .iter()
+        .find(|g| g.key == s.key)
+        .map(|g| g.kind.name())
+        .unwrap_or("channel");
+    format!(
+        "{} waiting in {} at {} on a {kind} channel created at {}, the oldest for {}, while the channel keeps moving (last progress {} ago): they arrive faster than it drains",
+        plural_tasks(s.count),
+        s.key.op.name(),
+        session.location(s.key.call_site),
+        session.location(s.key.channel_site),
+        age(s.waiting_ms),
+        age(s.stalled_ms),
+    )
+}
+
+fn plural_tasks(n: u64) -> String {
+    if n == 1 {
+        "1 task".to_string()
+    } else {
+        format!("{n} tasks")
+    }
+}
+
 pub fn stall_sentence(session: &Session, s: &Stall) -> String {
     let kind = session
         .groups
@@ -383,11 +422,7 @@ pub fn stall_sentence(session: &Session, s: &Stall) -> String {
         .find(|g| g.key == s.key)
         .map(|g| g.kind.name())
         .unwrap_or("channel");
-    let tasks = if s.count == 1 {
-        "1 task".to_string()
-    } else {
-        format!("{} tasks", s.count)
-    };
+    let tasks = plural_tasks(s.count);
     format!(
         "{tasks} blocked in {} at {} on a {kind} channel created at {}, {} without progress: {}",
         s.key.op.name(),

@@ -82,7 +82,9 @@ fn has_section_data<'data, O: Object<'data>>(obj: &O, name: &str) -> bool {
 /// Largest module or debug file read (the biggest real binaries are a few GB).
 const MAX_FILE_BYTES: u64 = 8 << 30;
 
-/// The whole file, from its start, whatever the descriptor's position.
+/// The whole file, from its start, whatever the descriptor's position. Read straight into
+/// the shared buffer (no second copy: for a 50 MB binary the page faults of a copy cost as
+/// much as the read).
 pub(crate) fn read_all(file: &File) -> std::io::Result<Arc<[u8]>> {
     let mut f = file;
     let len = f.seek(SeekFrom::End(0))?;
@@ -91,10 +93,21 @@ pub(crate) fn read_all(file: &File) -> std::io::Result<Arc<[u8]>> {
             "{len} bytes is larger than the {MAX_FILE_BYTES} bytes a module may have"
         )));
     }
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
     f.seek(SeekFrom::Start(0))?;
-    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    f.take(MAX_FILE_BYTES).read_to_end(&mut buf)?;
-    Ok(Arc::from(buf))
+    let mut buf = Arc::<[u8]>::new_uninit_slice(len);
+    let Some(uninit) = Arc::get_mut(&mut buf) else {
+        return Err(std::io::Error::other("fresh buffer is shared"));
+    };
+    uninit.fill(std::mem::MaybeUninit::new(0));
+    // SAFETY: every element was initialised by the fill above.
+    let mut buf = unsafe { buf.assume_init() };
+    let Some(bytes) = Arc::get_mut(&mut buf) else {
+        return Err(std::io::Error::other("fresh buffer is shared"));
+    };
+    // A file that shrank since the seek is an error (read_exact); one that grew is cut.
+    f.read_exact(bytes)?;
+    Ok(buf)
 }
 
 /// A function symbol from `.symtab` or `.dynsym`.

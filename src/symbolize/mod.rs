@@ -40,7 +40,8 @@ use open::hex;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// Demangled Rust path without hash (`app::worker::{{closure}}`), a C name, or, when
-    /// nothing is known, `module+0xsvma` (or the raw `0xaddr` outside any module).
+    /// nothing is known, `<module file name>+0x<offset>` (the ELF virtual address when the
+    /// module could be read, else the file offset), or the raw `0x<addr>` outside any module.
     /// Strings are shared with the symbolizer's cache: cloning a frame allocates nothing.
     pub function: Arc<str>,
     pub file: Option<Arc<str>>,

@@ -52,6 +52,8 @@ pub struct ChildGuard {
     /// Where its agent socket lives (a fresh private directory).
     pub socket_dir: PathBuf,
     lines: Option<mpsc::Receiver<String>>,
+    /// Piped only for children started with [`spawn_child_with_stdin`].
+    stdin: Option<std::process::ChildStdin>,
 }
 
 /// How long a fixture may take to say `ready`.
@@ -60,10 +62,19 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 impl ChildGuard {
     /// Spawns `cmd` with stdout piped and its agent socket in a fresh private directory.
     pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        Self::spawn_with(cmd, false)
+    }
+
+    /// Like [`ChildGuard::spawn`], with a stdin pipe when `piped_stdin`.
+    pub fn spawn_with(cmd: &mut Command, piped_stdin: bool) -> ChildGuard {
         let socket_dir = socket_dir();
         let mut child = cmd
             .env("LEAKTOP_SOCKET_DIR", &socket_dir)
-            .stdin(Stdio::null())
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
@@ -79,11 +90,25 @@ impl ChildGuard {
             });
             rx
         });
+        let stdin = child.stdin.take();
         ChildGuard {
             child,
             socket_dir,
             lines,
+            stdin,
         }
+    }
+
+    /// Sends one command line to the child and waits for its `done` line.
+    pub fn command(&mut self, cmd: &str) {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("stdin piped (spawn_child_with_stdin)");
+        writeln!(stdin, "{cmd}").expect("write child stdin");
+        stdin.flush().expect("flush child stdin");
+        self.read_line_starting("done", READY_TIMEOUT);
     }
 
     /// Spawns the program at `path` with no arguments.
@@ -155,6 +180,11 @@ pub fn socket_dir() -> PathBuf {
 /// Starts `bin` with `args`, its agent socket in a fresh private directory.
 pub fn spawn_child(bin: &Path, args: &[&str]) -> ChildGuard {
     spawn_child_env(bin, args, &[])
+}
+
+/// Like [`spawn_child`], with a stdin pipe for [`ChildGuard::command`].
+pub fn spawn_child_with_stdin(bin: &Path, args: &[&str]) -> ChildGuard {
+    ChildGuard::spawn_with(Command::new(bin).args(args), true)
 }
 
 /// Like [`spawn_child`], with extra environment variables.
@@ -232,4 +262,39 @@ pub fn run_tool(program: &str, args: &[&std::ffi::OsStr]) {
         "{program} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+static LEAKTOP_RELEASE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The `leaktop` binary built in release (opt-level 3, `debug = "limited"`, as users ship
+/// it), in the fixtures' target dir so the build never waits on the outer cargo's lock.
+/// Its hidden `__demo-child` mode runs the seed scenarios.
+pub fn leaktop_release() -> PathBuf {
+    let mut built = LEAKTOP_RELEASE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return p.clone();
+    }
+    let target = fixtures_target_dir();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "leaktop",
+            "--bin",
+            "leaktop",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo build --release for leaktop");
+    assert!(
+        status.success(),
+        "release build of leaktop failed: {status}"
+    );
+    let bin = target.join("release").join("leaktop");
+    *built = Some(bin.clone());
+    bin
 }

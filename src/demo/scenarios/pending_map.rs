@@ -73,7 +73,7 @@ struct RpcClient {
 impl RpcClient {
     async fn call(&self, request: String) -> Result<String, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel(); // block-site: pending-map
+        let (tx, rx) = oneshot::channel();
         self.send_request(id, &request, tx).await?;
         await_reply(rx).await
     }
@@ -132,8 +132,8 @@ impl RpcClient {
 }
 
 async fn await_reply(rx: oneshot::Receiver<String>) -> Result<String, String> {
-    rx.await
-        .map_err(|_| "connection closed before the reply".to_string())
+    let reply = rx.await; // block-site: pending-map
+    reply.map_err(|_| "connection closed before the reply".to_string())
 }
 
 /// Delivers replies to their callers until the connection ends.

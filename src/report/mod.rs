@@ -1,0 +1,366 @@
+//! Reports of a [`Session`]: the text of `leaktop dump` (grouped like Go's
+//! `goroutine?debug=1`, with `debug=2`-style blocked groups and await chains under each
+//! site) and its JSON form ([`json`], schema documented there).
+
+use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, SiteKind, StackId};
+
+use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
+use crate::symbolize::{fold, FoldMode, Folded};
+
+mod json;
+pub use json::{json, json_with};
+pub(crate) use json::{json_group, JsonGroup};
+
+/// Output format of `dump`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `5m12s`-style age (see [`crate::duration::age`]).
+pub fn age(ms: u64) -> String {
+    crate::duration::age(ms)
+}
+
+pub(crate) fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
+    match kind {
+        Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
+        Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
+        _ => session.location(id),
+    }
+}
+
+/// The Go `goroutine?debug=1`-style text report, verdicts with default thresholds.
+pub fn text(session: &Session) -> String {
+    text_with(session, &Thresholds::default(), FoldMode::UserOnly)
+}
+
+pub(crate) fn verdict_map(
+    session: &Session,
+    th: &Thresholds,
+) -> std::collections::HashMap<LocId, SiteVerdict> {
+    crate::model::assess(session, th)
+        .into_iter()
+        .map(|v| (v.site, v))
+        .collect()
+}
+
+/// The text report with each site's verdict (under `th`), Δ/min and evidence.
+/// Await chains show the user's own frames unless `mode` is [`FoldMode::All`].
+pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
+    let verdicts = verdict_map(session, th);
+    use std::fmt::Write;
+    let mut out = String::new();
+    if let Some(h) = &session.hello {
+        let _ = writeln!(
+            out,
+            "leaktop dump of pid {} ({}), up {}, agent {}",
+            h.pid,
+            h.exe,
+            age(session.now_ms),
+            h.agent_version
+        );
+    }
+    let (live, blocked) = session.totals();
+    let sites = session.sites_by_live();
+    let _ = writeln!(
+        out,
+        "{live} live tasks in {} spawn sites, {blocked} blocked on channels",
+        sites.len()
+    );
+    if let Some(reason) = &session.ended {
+        let _ = writeln!(out, "note: {reason}; showing the last state received");
+    }
+    if let Some(h) = &session.hello {
+        if session.sites_seen > h.site_cap as u64 {
+            let _ = writeln!(
+                out,
+                "note: {} spawn sites seen, past the agent's cap of {}: the rest are counted together as <other sites>",
+                session.sites_seen, h.site_cap
+            );
+        }
+    }
+    let count = |v: Verdict| verdicts.values().filter(|x| x.verdict == v).count();
+    let _ = writeln!(
+        out,
+        "verdicts: {} leak, {} stuck, {} growing (window {} over {} of history)",
+        count(Verdict::Leak),
+        count(Verdict::Stuck),
+        count(Verdict::Growing),
+        age(th.window_ms),
+        age(session.observed_ms())
+    );
+    if let Some(b) = &session.baseline {
+        let _ = writeln!(
+            out,
+            "changes since the baseline {} ago are marked Δ",
+            age(session.now_ms.saturating_sub(b.t_ms))
+        );
+    }
+    for (id, st) in sites {
+        let _ = writeln!(out);
+        let v = verdicts.get(&id);
+        let mut tags = Vec::new();
+        if let Some(v) = v {
+            if v.verdict != Verdict::None {
+                tags.push(v.verdict.name().to_uppercase());
+            }
+            if v.growth.enough_data {
+                tags.push(format!("{:+.1}/min", v.rate_per_min));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} live ({} spawned, {} done) @ {}{}",
+            st.live,
+            st.spawned,
+            st.completed,
+            site_label(session, id, st.kind),
+            if tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", tags.join(", "))
+            }
+        );
+        let mut states = Vec::new();
+        if st.running > 0 {
+            states.push(format!("{} running", st.running));
+        }
+        if st.idle() > 0 {
+            states.push(format!("{} idle", st.idle()));
+        }
+        if st.blocked_send > 0 {
+            states.push(format!("{} blocked on send", st.blocked_send));
+        }
+        if st.blocked_recv > 0 {
+            states.push(format!("{} blocked on recv", st.blocked_recv));
+        }
+        if let Some(oldest) = st.oldest_live_ms {
+            states.push(format!(
+                "oldest {}",
+                age(session.now_ms.saturating_sub(oldest))
+            ));
+        }
+        if !states.is_empty() {
+            let _ = writeln!(out, "    {}", states.join(", "));
+        }
+        if let Some(d) = session.delta(id) {
+            let _ = writeln!(
+                out,
+                "    Δ {:+} live ({:+.1}/min), {} spawned, {} done",
+                d.live,
+                d.live_per_min(),
+                d.spawned,
+                d.completed
+            );
+        }
+        for e in v.map(|v| v.evidence.as_slice()).unwrap_or(&[]) {
+            let _ = writeln!(out, "    {e}");
+        }
+        for g in session.groups_of(id) {
+            let _ = writeln!(out, "    {}", group_line(session, g));
+            for line in chain_lines(session, g.key.stack, mode) {
+                let _ = writeln!(out, "        {line}");
+            }
+        }
+    }
+    for note in &session.symbol_notes {
+        let _ = writeln!(out, "\nnote: {note}");
+    }
+    out
+}
+
+/// `4211 tasks [chan send, 5m12s] at src/a.rs:22:18 on mpsc(cap 1, len 1, 1 sender,
+/// 1 receiver, last recv 5m12s ago) created at src/a.rs:8:9`
+pub(crate) fn group_line(session: &Session, g: &BlockedGroup) -> String {
+    let age_ms = session.now_ms.saturating_sub(g.oldest_since_ms);
+    let mut line = format!(
+        "{} {} [{}, {}] at {}",
+        g.count,
+        if g.count == 1 { "task" } else { "tasks" },
+        g.key.op.name(),
+        age(age_ms),
+        session.location(g.key.call_site)
+    );
+    let chan = match &g.channel {
+        Some(c) => channel_text(session.now_ms, c),
+        None => g.kind.name().to_string(),
+    };
+    line.push_str(&format!(
+        " on {chan} created at {}",
+        session.location(g.key.channel_site)
+    ));
+    line
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `mpsc(cap 1, len 1, 3 senders, 1 receiver, last recv 5m12s ago)`
+pub(crate) fn channel_text(now_ms: u64, c: &ChannelStats) -> String {
+    let mut parts = Vec::new();
+    if let Some(cap) = c.capacity {
+        parts.push(format!("cap {cap}"));
+    }
+    if let Some(len) = c.len {
+        parts.push(format!("len {len}"));
+    }
+    parts.push(plural(c.senders, "sender", "senders"));
+    parts.push(plural(c.receivers, "receiver", "receivers"));
+    if c.closed {
+        parts.push("closed".into());
+    }
+    let last = |what: &str, t: Option<u64>| match t {
+        Some(t) => format!("last {what} {} ago", age(now_ms.saturating_sub(t))),
+        None => format!("never a {what}"),
+    };
+    parts.push(last("send", c.last_send_ms));
+    parts.push(last("recv", c.last_recv_ms));
+    format!("{}({})", c.kind.name(), parts.join(", "))
+}
+
+/// The await chain of `stack` folded by `mode`, one line per frame
+/// (`function  file:line:col`, `… N runtime frames`), or the raw addresses when the stack
+/// has no symbols. Empty without a stack.
+pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) -> Vec<String> {
+    let Some(id) = stack else {
+        return Vec::new();
+    };
+    match session.symbols.get(&id) {
+        Some(frames) => fold(frames, mode)
+            .into_iter()
+            .map(|f| match f {
+                Folded::Frame(f) => {
+                    let name = display_function(&f.function);
+                    match f.location() {
+                        Some(loc) => format!("{name}\n            at {loc}"),
+                        None => name.to_string(),
+                    }
+                }
+                Folded::Hidden { count } => format!(
+                    "… {count} runtime/agent frame{}",
+                    if count == 1 { "" } else { "s" }
+                ),
+            })
+            .collect(),
+        None => session
+            .stacks
+            .get(&id)
+            .map(|raw| {
+                let hex: Vec<String> = raw.iter().map(|ip| format!("{ip:#x}")).collect();
+                vec![format!("stack (not symbolized): {}", hex.join(" "))]
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A function name as people read it: an async fn's state machine (`a::b::{{closure}}`)
+/// is shown as the fn itself.
+pub fn display_function(name: &str) -> &str {
+    let mut n = name;
+    while let Some(rest) = n.strip_suffix("::{{closure}}") {
+        n = rest;
+    }
+    n
+}
+
+/// Hex of a build id.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use leaktop_agent::wire::{AgentMsg, ChannelKind, GroupKey, Location, Op, SiteStats, Snapshot};
+
+    /// A session with one site and one blocked group of 4211 tasks on a stuck mpsc.
+    fn stuck_session() -> Session {
+        let mut s = Session::new();
+        for (id, line) in [(1, 3), (2, 8), (3, 22)] {
+            s.apply(&AgentMsg::Location {
+                id,
+                loc: Location {
+                    file: "src/a.rs".into(),
+                    line,
+                    column: 9,
+                },
+            });
+        }
+        s.apply(&AgentMsg::Stack {
+            id: 0,
+            frames: vec![0x1000, 0x2abc],
+        });
+        let key = GroupKey {
+            site: 1,
+            op: Op::Send,
+            channel_site: 2,
+            call_site: 3,
+            stack: Some(0),
+        };
+        s.apply(&AgentMsg::Snapshot(Snapshot {
+            seq: 1,
+            now_ms: 400_000,
+            sites: vec![SiteStats {
+                site: 1,
+                kind: Some(SiteKind::Spawn),
+                live: 4211,
+                blocked_send: 4211,
+                spawned: 4211,
+                oldest_live_ms: Some(88_000),
+                ..Default::default()
+            }],
+            groups: vec![BlockedGroup {
+                key,
+                kind: ChannelKind::Mpsc,
+                count: 4211,
+                oldest_since_ms: 88_000,
+                channel: Some(ChannelStats {
+                    id: 7,
+                    kind: ChannelKind::Mpsc,
+                    site: 2,
+                    capacity: Some(1),
+                    len: Some(1),
+                    senders: 4212,
+                    receivers: 1,
+                    closed: false,
+                    last_send_ms: Some(88_000),
+                    last_recv_ms: None,
+                }),
+            }],
+            ..Default::default()
+        }));
+        s
+    }
+
+    #[test]
+    fn blocked_group_reads_like_go_debug_2() {
+        let text = text(&stuck_session());
+        assert!(
+            text.contains(
+                "    4211 tasks [chan send, 5m12s] at src/a.rs:22:9 on mpsc(cap 1, len 1, \
+                 4212 senders, 1 receiver, last send 5m12s ago, never a recv) created at \
+                 src/a.rs:8:9\n        stack (not symbolized): 0x1000 0x2abc\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_has_groups_under_their_site() {
+        let v: serde_json::Value = serde_json::from_str(&json(&stuck_session())).unwrap();
+        let g = &v["sites"][0]["groups"][0];
+        assert_eq!(g["op"], "send");
+        assert_eq!(g["count"], 4211);
+        assert_eq!(g["oldest_age_ms"], 312_000);
+        assert_eq!(g["call_site"]["line"], 22);
+        assert_eq!(g["channel_site"]["line"], 8);
+        assert_eq!(g["channel_kind"], "mpsc");
+        assert_eq!(g["channel"]["receivers"], 1);
+        assert_eq!(g["channel"]["last_recv_age_ms"], serde_json::Value::Null);
+        assert_eq!(g["stack"]["frames"][1], "0x2abc");
+    }
+}

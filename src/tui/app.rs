@@ -1,0 +1,715 @@
+//! The TUI's state and its input handling: events in, state changes (and requests for the
+//! source) out. Nothing here draws; the widgets read this state.
+
+use std::time::Duration;
+
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent,
+    MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
+
+use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId};
+
+use super::layout::{self, Areas};
+use super::rows::{self, Row, Sort, SortKey, Verdicts};
+use crate::model::{Baseline, Session, Thresholds};
+use crate::source::Event;
+
+/// Which pane has the keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Focus {
+    #[default]
+    Sites,
+    Detail,
+}
+
+/// What the event loop must do on the app's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this request to the source (the agent).
+    Request(ClientMsg),
+    /// `r`: start or stop recording (the loop asks the source's recorder).
+    ToggleRecord,
+    /// A replay control (the loop asks the source's timeline).
+    Replay(ReplayCmd),
+}
+
+/// What a key asks of a replay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayCmd {
+    /// Space (or `p`): play / pause.
+    PlayPause,
+    /// ← / →: to the previous / next snapshot (pauses).
+    Step {
+        forward: bool,
+    },
+    /// `[` / `]`: half / double speed.
+    Speed {
+        faster: bool,
+    },
+    /// `{` / `}`: this many ms back (negative) or forward.
+    SeekBy(i64),
+    /// `g`: the start; `G`: the end.
+    SeekStart,
+    SeekEnd,
+    /// `:` and a time typed by the user (`5m`, `50%`, `-30s`).
+    Goto(String),
+}
+
+/// Replay position, shown as a bar when set (the loop fills it in from the source).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    /// Recording ms of the first and last frame, and of the position shown.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub pos_ms: u64,
+    pub playing: bool,
+    /// Playback speed (1.0: real time).
+    pub speed: f64,
+}
+
+/// State of the detail pane.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Detail {
+    /// Selected blocked group (index into [`App::site_groups`]).
+    pub group: usize,
+    /// First line shown.
+    pub scroll: u16,
+    /// Show every frame of the await chain instead of folding runtime and agent frames.
+    pub all_frames: bool,
+    /// Show the oldest tasks of the selected group (requested from the agent).
+    pub tasks: bool,
+}
+
+/// What the `:` prompt says before what the user types.
+pub const GOTO_PROMPT: &str = "jump to (5m, 1m30s, 50%, -30s; Enter / Esc): ";
+
+/// The replay meaning of a key, if it has one (they take precedence over the live view's
+/// meaning of the same key: `g`/`G` move in time, Home/End still move in the table).
+fn replay_key(key: KeyEvent) -> Option<ReplayCmd> {
+    Some(match key.code {
+        KeyCode::Char(' ' | 'p') => ReplayCmd::PlayPause,
+        KeyCode::Left => ReplayCmd::Step { forward: false },
+        KeyCode::Right => ReplayCmd::Step { forward: true },
+        KeyCode::Char('[') => ReplayCmd::Speed { faster: false },
+        KeyCode::Char(']') => ReplayCmd::Speed { faster: true },
+        KeyCode::Char('{') => ReplayCmd::SeekBy(-10_000),
+        KeyCode::Char('}') => ReplayCmd::SeekBy(10_000),
+        KeyCode::Char('g') => ReplayCmd::SeekStart,
+        KeyCode::Char('G') => ReplayCmd::SeekEnd,
+        KeyCode::Char(':') => ReplayCmd::Goto(String::new()),
+        _ => return None,
+    })
+}
+
+/// Oldest tasks asked for with `t`.
+pub const TASK_LIMIT: u32 = 20;
+
+/// Refresh intervals `+` / `-` step through.
+pub const INTERVALS_MS: [u64; 7] = [250, 500, 1000, 2000, 5000, 10_000, 30_000];
+
+/// Everything the TUI shows, and how the user has arranged it.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Folded from every message, also while paused.
+    session: Session,
+    /// The state on screen while paused.
+    frozen: Option<Session>,
+    /// Snapshot interval asked of the agent.
+    pub interval: Duration,
+    pub focus: Focus,
+    pub sort: Sort,
+    pub filter: String,
+    /// The filter prompt has the keyboard.
+    pub filter_editing: bool,
+    /// Table rows: sorted, filtered; recomputed when the data or the view changes.
+    pub rows: Vec<Row>,
+    /// Selected row (index into `rows`) and its site, kept across re-sorts.
+    pub selected: usize,
+    selected_site: Option<LocId>,
+    /// First table row on screen.
+    pub table_offset: usize,
+    pub detail: Detail,
+    /// The help overlay is open, scrolled by this many lines.
+    pub help: Option<u16>,
+    /// What the verdicts count as a leak.
+    pub thresholds: Thresholds,
+    /// The verdicts behind the rows' marks and order.
+    pub verdicts: Verdicts,
+    /// Where the session is being recorded, when it is.
+    pub recording: Option<String>,
+    /// Replay position; `None` for a live process.
+    pub timeline: Option<Timeline>,
+    /// The replay's "jump to" prompt has the keyboard (`:`), with what was typed.
+    pub goto: Option<String>,
+    /// A one-line message for the footer, cleared by the next key.
+    pub status: Option<String>,
+    /// Terminal size, for paging and mouse hit-tests.
+    pub size: Rect,
+    pub quit: bool,
+    errors_seen: usize,
+}
+
+impl App {
+    pub fn new(interval: Duration) -> App {
+        App {
+            session: Session::new(),
+            frozen: None,
+            interval,
+            focus: Focus::Sites,
+            sort: Sort::default(),
+            filter: String::new(),
+            filter_editing: false,
+            rows: Vec::new(),
+            selected: 0,
+            selected_site: None,
+            table_offset: 0,
+            detail: Detail::default(),
+            help: None,
+            thresholds: Thresholds::default(),
+            verdicts: Verdicts::default(),
+            recording: None,
+            timeline: None,
+            goto: None,
+            status: None,
+            size: Rect::new(0, 0, 80, 24),
+            quit: false,
+            errors_seen: 0,
+        }
+    }
+
+    /// The session on screen: the frozen one while paused.
+    pub fn view(&self) -> &Session {
+        self.frozen.as_ref().unwrap_or(&self.session)
+    }
+
+    /// The session as folded so far (newer than [`App::view`] while paused).
+    pub fn live_session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Lets a replay move the session to another time (`f` seeks the source and refolds
+    /// the session), then shows it.
+    pub fn rewind(&mut self, f: impl FnOnce(&mut Session)) {
+        let baseline = self.session.baseline.as_ref().map(|b| b.t_ms);
+        f(&mut self.session);
+        // A refold from the start forgets the baseline: mark it again where it was, if
+        // that time is still in the shown past.
+        if let Some(t) = baseline {
+            if self.session.baseline.is_none() && t <= self.session.now_ms {
+                self.session.mark_baseline_at(t);
+            }
+        }
+        self.frozen = None;
+        self.errors_seen = self.session.errors.len();
+        self.refresh_rows();
+    }
+
+    /// Runs `f` on the session and, while paused, on the frozen one too: for what the
+    /// loop adds beside the messages (resolved symbols).
+    pub fn update_sessions(&mut self, mut f: impl FnMut(&mut Session)) {
+        f(&mut self.session);
+        if let Some(frozen) = &mut self.frozen {
+            f(frozen);
+        }
+    }
+
+    /// The baseline of the shown state (`b`).
+    pub fn baseline(&self) -> Option<&Baseline> {
+        self.view().baseline.as_ref()
+    }
+
+    pub fn paused(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    /// The selected row.
+    pub fn selected_row(&self) -> Option<&Row> {
+        self.rows.get(self.selected)
+    }
+
+    /// Blocked groups of a site, largest first.
+    pub fn site_groups(&self, site: LocId) -> Vec<&BlockedGroup> {
+        let mut g: Vec<&BlockedGroup> = self
+            .view()
+            .groups
+            .iter()
+            .filter(|g| g.key.site == site)
+            .collect();
+        g.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.oldest_since_ms.cmp(&b.oldest_since_ms))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        g
+    }
+
+    /// The selected blocked group of the selected site.
+    pub fn selected_group(&self) -> Option<&BlockedGroup> {
+        let row = self.selected_row()?;
+        let groups = self.site_groups(row.site);
+        groups
+            .get(self.detail.group.min(groups.len().saturating_sub(1)))
+            .copied()
+    }
+
+    // ---- source events -------------------------------------------------------------
+
+    /// Folds one source event.
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Msg(msg) => {
+                self.session.apply(msg);
+                if self.session.errors.len() != self.errors_seen {
+                    self.errors_seen = self.session.errors.len();
+                    if let Some(e) = self.session.errors.last() {
+                        self.status = Some(format!("agent: {e}"));
+                    }
+                }
+                let shown = matches!(
+                    msg,
+                    AgentMsg::Snapshot(_) | AgentMsg::History(_) | AgentMsg::Hello(_)
+                );
+                if shown && !self.paused() {
+                    self.refresh_rows();
+                }
+            }
+            Event::End(reason) => {
+                self.session.end(reason);
+                if let Some(f) = &mut self.frozen {
+                    f.end(reason);
+                }
+                self.refresh_rows();
+            }
+        }
+    }
+
+    /// Recomputes the rows from the shown session and keeps the selection on its site.
+    pub fn refresh_rows(&mut self) {
+        let view = self.frozen.as_ref().unwrap_or(&self.session);
+        self.verdicts.refresh(view, &self.thresholds);
+        if let Some(site) = self.selected_site {
+            self.verdicts.reassess(view, &self.thresholds, site);
+        }
+        let rows = rows::rows(view, self.sort, &self.filter, &self.verdicts);
+        self.rows = rows;
+        let idx = self
+            .selected_site
+            .and_then(|s| self.rows.iter().position(|r| r.site == s))
+            .unwrap_or(self.selected.min(self.rows.len().saturating_sub(1)));
+        self.select(idx);
+    }
+
+    fn select(&mut self, idx: usize) {
+        let idx = idx.min(self.rows.len().saturating_sub(1));
+        let site = self.rows.get(idx).map(|r| r.site);
+        if site != self.selected_site {
+            self.detail.group = 0;
+            self.detail.scroll = 0;
+            self.detail.tasks = false;
+        }
+        if site != self.selected_site {
+            if let Some(s) = site {
+                let view = self.frozen.as_ref().unwrap_or(&self.session);
+                self.verdicts.reassess(view, &self.thresholds, s);
+                if let Some(r) = self.rows.get_mut(idx) {
+                    if let Some(v) = self.verdicts.by_site.get(&s) {
+                        r.verdict = v.verdict;
+                    }
+                }
+            }
+        }
+        self.selected = idx;
+        self.selected_site = site;
+        self.ensure_visible();
+    }
+
+    fn areas(&self) -> Areas {
+        Areas::of(self.size, self)
+    }
+
+    fn table_height(&self) -> usize {
+        (self.areas().table.height as usize).max(1)
+    }
+
+    fn ensure_visible(&mut self) {
+        let h = self.table_height();
+        if self.selected < self.table_offset {
+            self.table_offset = self.selected;
+        } else if self.selected >= self.table_offset + h {
+            self.table_offset = self.selected + 1 - h;
+        }
+        self.table_offset = self.table_offset.min(self.rows.len().saturating_sub(h));
+    }
+
+    /// The terminal was resized (or measured).
+    pub fn resize(&mut self, width: u16, height: u16) {
+        self.size = Rect::new(0, 0, width, height);
+        self.ensure_visible();
+    }
+
+    // ---- input ---------------------------------------------------------------------
+
+    /// Handles one terminal event; returns what the loop must do.
+    pub fn on_input(&mut self, ev: &TermEvent) -> Vec<Action> {
+        match ev {
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.on_key(*k),
+            TermEvent::Mouse(m) => {
+                self.on_mouse(*m);
+                Vec::new()
+            }
+            TermEvent::Resize(w, h) => {
+                self.resize(*w, *h);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Handles one key.
+    pub fn on_key(&mut self, key: KeyEvent) -> Vec<Action> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(key.code, KeyCode::Char('c')) {
+            self.quit = true;
+            return Vec::new();
+        }
+        self.status = None;
+        if self.filter_editing {
+            self.on_filter_key(key, ctrl);
+            return Vec::new();
+        }
+        if self.goto.is_some() {
+            return self.on_goto_key(key, ctrl);
+        }
+        if self.timeline.is_some() && self.help.is_none() {
+            if let Some(cmd) = replay_key(key) {
+                if cmd == ReplayCmd::Goto(String::new()) {
+                    self.goto = Some(String::new());
+                    self.status = Some(GOTO_PROMPT.into());
+                    return Vec::new();
+                }
+                return vec![Action::Replay(cmd)];
+            }
+        }
+        if let Some(scroll) = self.help {
+            self.help = match key.code {
+                KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter => None,
+                KeyCode::Down | KeyCode::Char('j') => Some(scroll.saturating_add(1)),
+                KeyCode::Up | KeyCode::Char('k') => Some(scroll.saturating_sub(1)),
+                KeyCode::PageDown => Some(scroll.saturating_add(10)),
+                KeyCode::PageUp => Some(scroll.saturating_sub(10)),
+                KeyCode::Home | KeyCode::Char('g') => Some(0),
+                _ => Some(scroll),
+            };
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') | KeyCode::F(1) => self.help = Some(0),
+            KeyCode::Char('/') => {
+                self.filter_editing = true;
+                self.focus = Focus::Sites;
+            }
+            KeyCode::Tab | KeyCode::BackTab => {
+                self.focus = match self.focus {
+                    Focus::Sites => Focus::Detail,
+                    Focus::Detail => Focus::Sites,
+                };
+                self.ensure_visible();
+            }
+            KeyCode::Enter => match self.focus {
+                Focus::Sites => {
+                    if !self.rows.is_empty() {
+                        self.focus = Focus::Detail;
+                        self.ensure_visible();
+                    }
+                }
+                Focus::Detail => actions.extend(self.toggle_tasks()),
+            },
+            KeyCode::Esc => match self.focus {
+                Focus::Detail => {
+                    self.focus = Focus::Sites;
+                    self.ensure_visible();
+                }
+                Focus::Sites if !self.filter.is_empty() => {
+                    self.filter.clear();
+                    self.refresh_rows();
+                }
+                Focus::Sites => {}
+            },
+            KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
+            KeyCode::PageDown => self.page(1),
+            KeyCode::PageUp => self.page(-1),
+            KeyCode::Home | KeyCode::Char('g') => self.move_to_end(false),
+            KeyCode::End | KeyCode::Char('G') => self.move_to_end(true),
+            KeyCode::Char('s') => self.set_sort(self.sort.key.next(), false),
+            KeyCode::Char('S') => {
+                self.sort.reverse = !self.sort.reverse;
+                self.refresh_rows();
+            }
+            KeyCode::Char(c @ '1'..='7') => {
+                let key = SortKey::ALL[(c as u8 - b'1') as usize];
+                self.sort_by_column(key);
+            }
+            KeyCode::Char('f') => self.detail.all_frames = !self.detail.all_frames,
+            KeyCode::Char('t') => actions.extend(self.toggle_tasks()),
+            KeyCode::Char('p') | KeyCode::Char(' ') => self.toggle_pause(),
+            KeyCode::Char('b') => {
+                // On the shown state (frozen while paused) and the live one alike.
+                let t = self.view().now_ms;
+                self.session.mark_baseline_at(t);
+                if let Some(f) = &mut self.frozen {
+                    f.mark_baseline_at(t);
+                }
+                self.status = Some(format!(
+                    "baseline set at uptime {}: +BASE counts tasks since then",
+                    super::format::age(t)
+                ));
+                self.refresh_rows();
+            }
+            KeyCode::Char('B') => {
+                let had = self.baseline().is_some();
+                self.session.clear_baseline();
+                if let Some(f) = &mut self.frozen {
+                    f.clear_baseline();
+                }
+                self.status = Some(if had {
+                    "baseline cleared".into()
+                } else {
+                    "no baseline to clear (b sets one)".into()
+                });
+                self.refresh_rows();
+            }
+            KeyCode::Char('+') | KeyCode::Char('=') => actions.extend(self.step_interval(1)),
+            KeyCode::Char('-') | KeyCode::Char('_') => actions.extend(self.step_interval(-1)),
+            KeyCode::Char('r') => actions.push(Action::ToggleRecord),
+            _ => {}
+        }
+        actions
+    }
+
+    fn on_goto_key(&mut self, key: KeyEvent, ctrl: bool) -> Vec<Action> {
+        let Some(text) = self.goto.as_mut() else {
+            return Vec::new();
+        };
+        match key.code {
+            KeyCode::Enter => {
+                let text = std::mem::take(text);
+                self.goto = None;
+                return vec![Action::Replay(ReplayCmd::Goto(text))];
+            }
+            KeyCode::Esc => {
+                self.goto = None;
+                return Vec::new();
+            }
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char('u') if ctrl => text.clear(),
+            KeyCode::Char(c) if !ctrl && text.chars().count() < 40 => text.push(c),
+            _ => {}
+        }
+        self.status = Some(format!(
+            "{GOTO_PROMPT}{}",
+            self.goto.as_deref().unwrap_or("")
+        ));
+        Vec::new()
+    }
+
+    fn on_filter_key(&mut self, key: KeyEvent, ctrl: bool) {
+        match key.code {
+            KeyCode::Enter => self.filter_editing = false,
+            KeyCode::Esc => {
+                self.filter_editing = false;
+                self.filter.clear();
+            }
+            KeyCode::Backspace => {
+                self.filter.pop();
+            }
+            KeyCode::Char('u') if ctrl => self.filter.clear(),
+            KeyCode::Down => self.move_by(1),
+            KeyCode::Up => self.move_by(-1),
+            KeyCode::Char(c) if !ctrl && self.filter.chars().count() < 200 => self.filter.push(c),
+            _ => return,
+        }
+        self.refresh_rows();
+    }
+
+    fn set_sort(&mut self, key: SortKey, reverse: bool) {
+        self.sort = Sort { key, reverse };
+        self.status = Some(format!(
+            "sorted by {}{}",
+            key.name(),
+            if reverse { " (reversed)" } else { "" }
+        ));
+        self.refresh_rows();
+    }
+
+    /// Sorts by `key`; the same key again reverses the order (like clicking a title).
+    pub fn sort_by_column(&mut self, key: SortKey) {
+        let reverse = self.sort.key == key && !self.sort.reverse;
+        self.set_sort(key, reverse);
+    }
+
+    fn move_by(&mut self, delta: i64) {
+        match self.focus {
+            Focus::Sites => {
+                let idx = (self.selected as i64 + delta).max(0) as usize;
+                self.select(idx);
+            }
+            Focus::Detail => {
+                let n = self
+                    .selected_row()
+                    .map(|r| self.site_groups(r.site).len())
+                    .unwrap_or(0);
+                if n > 1 {
+                    let g = (self.detail.group as i64 + delta).clamp(0, n as i64 - 1) as usize;
+                    if g != self.detail.group {
+                        self.detail.group = g;
+                        self.detail.tasks = false;
+                    }
+                } else {
+                    self.scroll_detail(delta);
+                }
+            }
+        }
+    }
+
+    fn page(&mut self, dir: i64) {
+        match self.focus {
+            Focus::Sites => self.move_by(dir * self.table_height().saturating_sub(1).max(1) as i64),
+            Focus::Detail => {
+                let h = self.areas().detail.height.saturating_sub(2).max(1) as i64;
+                self.scroll_detail(dir * h);
+            }
+        }
+    }
+
+    fn move_to_end(&mut self, end: bool) {
+        match self.focus {
+            Focus::Sites => self.select(if end { usize::MAX } else { 0 }),
+            Focus::Detail => self.scroll_detail(if end {
+                i64::from(u16::MAX)
+            } else {
+                -i64::from(u16::MAX)
+            }),
+        }
+    }
+
+    fn scroll_detail(&mut self, delta: i64) {
+        let width = self.size.width;
+        let lines = super::widgets::detail::line_count(self, width) as i64;
+        let h = self.areas().detail.height.saturating_sub(1) as i64;
+        let max = (lines - h).max(0);
+        self.detail.scroll = (self.detail.scroll as i64 + delta).clamp(0, max) as u16;
+    }
+
+    fn toggle_tasks(&mut self) -> Option<Action> {
+        self.detail.tasks = !self.detail.tasks;
+        if !self.detail.tasks {
+            return None;
+        }
+        let site = self.selected_row()?.site;
+        let group: Option<GroupKey> = self.selected_group().map(|g| g.key.clone());
+        Some(Action::Request(ClientMsg::Tasks {
+            site,
+            group,
+            limit: TASK_LIMIT,
+        }))
+    }
+
+    fn toggle_pause(&mut self) {
+        if self.frozen.take().is_none() {
+            self.frozen = Some(self.session.clone());
+        }
+        self.refresh_rows();
+    }
+
+    fn step_interval(&mut self, dir: i64) -> Option<Action> {
+        let ms = self.interval.as_millis() as u64;
+        let i = INTERVALS_MS.partition_point(|v| *v < ms) as i64;
+        let j = if dir > 0 {
+            // partition_point is the first step >= ms: step past it when it is ms itself.
+            if INTERVALS_MS.get(i as usize) == Some(&ms) {
+                i + 1
+            } else {
+                i
+            }
+        } else {
+            i - 1
+        };
+        let next = *INTERVALS_MS.get(j.clamp(0, INTERVALS_MS.len() as i64 - 1) as usize)?;
+        if next == ms {
+            return None;
+        }
+        self.interval = Duration::from_millis(next);
+        self.status = Some(format!(
+            "refresh every {}",
+            super::format::interval(self.interval)
+        ));
+        Some(Action::Request(ClientMsg::Subscribe {
+            interval_ms: next as u32,
+        }))
+    }
+
+    fn on_mouse(&mut self, m: MouseEvent) {
+        let pos = Position::new(m.column, m.row);
+        if self.help.is_some() {
+            match m.kind {
+                MouseEventKind::ScrollDown => self.help = self.help.map(|s| s.saturating_add(3)),
+                MouseEventKind::ScrollUp => self.help = self.help.map(|s| s.saturating_sub(3)),
+                MouseEventKind::Down(_) => self.help = None,
+                _ => {}
+            }
+            return;
+        }
+        if layout::too_small(self.size) {
+            return;
+        }
+        let a = self.areas();
+        let over_table = a.table.contains(pos) || a.table_header.contains(pos);
+        let over_detail = a.detail.contains(pos);
+        match m.kind {
+            MouseEventKind::ScrollDown | MouseEventKind::ScrollUp => {
+                let d = if m.kind == MouseEventKind::ScrollDown {
+                    3
+                } else {
+                    -3
+                };
+                if over_table {
+                    let prev = self.focus;
+                    self.focus = Focus::Sites;
+                    self.move_by(d);
+                    self.focus = prev;
+                } else if over_detail {
+                    self.scroll_detail(d);
+                }
+            }
+            MouseEventKind::Down(MouseButton::Left) => {
+                if a.table.contains(pos) {
+                    self.focus = Focus::Sites;
+                    let idx = self.table_offset + (m.row - a.table.y) as usize;
+                    if idx < self.rows.len() {
+                        self.select(idx);
+                    }
+                } else if a.table_header.contains(pos) {
+                    let x = m.column - a.table_header.x;
+                    let col = layout::columns(a.table_header.width, self.baseline().is_some())
+                        .into_iter()
+                        .find(|c| x >= c.x && x < c.x + c.width);
+                    if let Some(key) = col.and_then(|c| c.kind.sort_key()) {
+                        self.sort_by_column(key);
+                    }
+                } else if over_detail {
+                    self.focus = Focus::Detail;
+                    self.ensure_visible();
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The live TUI in a real terminal: the real `leaktop` binary runs under tmux, attached to
+//! a real leaky child (`leaktop __demo-child`); keys go in with send-keys, the screen comes
+//! out with capture-pane. Checks that the leaking site shows up, that j/Enter/`/`/`?`/q do
+//! what they say, that the exit of the target is shown, and that `q` gives the terminal
+//! back as it was (no alternate screen, no mouse reporting, cooked mode).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A tmux server of its own (unique `-L` socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+static SERVERS: AtomicUsize = AtomicUsize::new(0);
+
+impl Tmux {
+    /// Starts a server with one `w`×`h` window running `sh` with a plain prompt.
+    fn start(w: u16, h: u16) -> Tmux {
+        let socket = format!(
+            "leaktop-test-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::SeqCst)
+        );
+        let t = Tmux { socket };
+        let out = t
+            .cmd()
+            .args(["-f", "/dev/null", "new-session", "-d", "-s", "main"])
+            .args(["-x", &w.to_string(), "-y", &h.to_string()])
+            .args(["-e", "PS1=$ ", "-e", "TERM=xterm-256color"])
+            .args(["env", "-u", "TMUX", "PS1=$ ", "sh"])
+            .output()
+            .expect("run tmux (install it: apt-get install tmux)");
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    /// `tmux send-keys` (each argument is a key name or literal text).
+    fn keys(&self, keys: &[&str]) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "main"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys")
+            .success();
+        assert!(ok, "send-keys {keys:?}");
+    }
+
+    /// Types `text` literally.
+    fn type_text(&self, text: &str) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "main", "-l", text])
+            .status()
+            .expect("tmux send-keys")
+            .success();
+        assert!(ok, "send-keys -l {text:?}");
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "main"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn format(&self, f: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", "main", f])
+            .output()
+            .expect("tmux display-message");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the last screen otherwise.
+    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {what}; the screen was:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+fn has_tmux() -> bool {
+    Command::new("tmux").arg("-V").output().is_ok()
+}
+
+/// `src/demo.rs:line:col` of the spawn in `handle_request`: the task that leaks.
+fn leaking_site() -> String {
+    let src = std::fs::read_to_string(workspace_root().join("src/demo.rs")).expect("demo.rs");
+    let mut in_handler = false;
+    for (i, line) in src.lines().enumerate() {
+        if line.contains("async fn handle_request") {
+            in_handler = true;
+        } else if in_handler {
+            if let Some(col) = line.find("leaktop_agent::spawn(") {
+                return format!("src/demo.rs:{}:{}", i + 1, col + 1);
+            }
+        }
+    }
+    panic!("no spawn in handle_request in src/demo.rs");
+}
+
+/// The detail pane's `spawn site` value.
+fn detail_site(screen: &str) -> Option<String> {
+    screen
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("spawn site"))
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn live_view_under_tmux_finds_the_leak_handles_keys_and_restores_the_terminal() {
+    if !has_tmux() {
+        panic!("tmux is not installed: apt-get install -y tmux (.ci/run installs it)");
+    }
+    let leaktop = Path::new(env!("CARGO_BIN_EXE_leaktop"));
+    let mut child = spawn_child(leaktop, &["__demo-child"]);
+    let pid = child.pid();
+    let site = leaking_site();
+    let log = child.socket_dir.join("tui.log");
+
+    let tmux = Tmux::start(80, 24);
+    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
+        s.contains('$')
+    });
+    tmux.type_text(&format!(
+        "LEAKTOP_SOCKET_DIR={} LEAKTOP_LOG={} {} {pid}; echo \"leaktop exited $?\"; stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo",
+        child.socket_dir.display(),
+        log.display(),
+        leaktop.display(),
+    ));
+    tmux.keys(&["Enter"]);
+
+    // The leaking site appears at the top (sorted by suspicion: before a verdict is due,
+    // by growth), with its live count rising.
+    let first_row = |s: &str| {
+        s.lines()
+            .skip_while(|l| !l.contains("SPAWN SITE"))
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    // A capture can catch a frame half drawn: every wait asks for all it then checks.
+    tmux.wait_for("the leaking site, growing", Duration::from_secs(20), |s| {
+        let row = first_row(s);
+        row.contains(&site)
+            && row.split_whitespace().any(|w| w.starts_with('+'))
+            && s.contains(&format!("pid {pid}"))
+            && s.contains("LIVE")
+            && detail_site(s).as_deref() == Some(site.as_str())
+    });
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "1",
+        "the TUI uses the alternate screen"
+    );
+
+    // j selects the next site: the detail pane follows; k comes back.
+    tmux.keys(&["j"]);
+    tmux.wait_for(
+        "the detail of the second site",
+        Duration::from_secs(5),
+        |s| detail_site(s).is_some_and(|d| d != site && d.starts_with("src/demo.rs:")),
+    );
+    tmux.keys(&["k"]);
+    tmux.wait_for("the leak selected again", Duration::from_secs(5), |s| {
+        detail_site(s).as_deref() == Some(site.as_str())
+    });
+
+    // Enter focuses the detail pane; Esc goes back.
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the focused detail pane", Duration::from_secs(5), |s| {
+        s.contains("Detail · Esc: back")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the table focused", Duration::from_secs(5), |s| {
+        s.contains("Detail · Enter or Tab: focus")
+    });
+
+    // `/` filters: a substring nothing matches empties the table, Esc restores it.
+    tmux.keys(&["/"]);
+    tmux.type_text("no-such-site");
+    tmux.wait_for("the empty filtered table", Duration::from_secs(5), |s| {
+        s.contains("no spawn site matches") && s.contains("Filter:")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the table back", Duration::from_secs(5), |s| {
+        s.contains(&site)
+    });
+    tmux.keys(&["/"]);
+    tmux.type_text("demo.rs");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the kept filter", Duration::from_secs(5), |s| {
+        s.contains(&site) && s.contains("Filter:  demo.rs")
+    });
+
+    // `?` shows every key; Esc closes it.
+    tmux.keys(&["?"]);
+    tmux.wait_for("the help overlay", Duration::from_secs(5), |s| {
+        s.contains("leaktop keys") && s.contains("filter by path or function")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the help closed", Duration::from_secs(5), |s| {
+        !s.contains("leaktop keys")
+    });
+
+    // The target exits: the view says so and keeps the last state.
+    child.kill();
+    tmux.wait_for(
+        "the exit shown, last state kept",
+        Duration::from_secs(10),
+        |s| {
+            s.contains("EXITED")
+                && s.contains(&format!("process {pid} exited"))
+                && s.contains(&site)
+        },
+    );
+
+    // q quits and gives the terminal back.
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("the shell back", Duration::from_secs(10), |s| {
+        // Both stty lines, whatever they say (the assertions below read them).
+        s.contains("leaktop exited 0")
+            && s.lines().any(|l| l == "icanon" || l == "-icanon")
+            && s.lines().any(|l| l == "echo" || l == "-echo")
+    });
+    assert_eq!(
+        tmux.format("#{alternate_on}"),
+        "0",
+        "alternate screen left:\n{s}"
+    );
+    assert_eq!(
+        tmux.format("#{mouse_any_flag}"),
+        "0",
+        "mouse reporting off:\n{s}"
+    );
+    assert!(s.lines().any(|l| l == "icanon"), "cooked mode back:\n{s}");
+    assert!(s.lines().any(|l| l == "echo"), "echo back:\n{s}");
+    assert!(!s.contains("SPAWN SITE"), "no TUI left on the screen:\n{s}");
+
+    // Logs went to the file, not the screen.
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("first complete frame"), "log: {logged}");
+}
