@@ -299,13 +299,19 @@ pub fn aggregate(raw: &[Record]) -> Vec<Row> {
     rows
 }
 
-/// Callgrind sizes: small enough for a ~50× slowdown.
-fn callgrind_size(w: Workload) -> usize {
-    match w {
+/// Callgrind sizes: small enough for a ~50× slowdown; a tenth of that for
+/// console-subscriber, itself 10-100× slower (per-op counts do not depend on the size).
+fn callgrind_size(w: Workload, v: Variant) -> usize {
+    let n = match w {
         Workload::Spawn => 20_000,
         Workload::PingPong => 10_000,
         Workload::FanIn => FAN_IN_PRODUCERS * 50,
         _ => 10_000,
+    };
+    if v == Variant::Console {
+        n / 10
+    } else {
+        n
     }
 }
 
@@ -324,9 +330,9 @@ fn callgrind_rows(
             Workload::Park => "instr_per_task",
             _ => continue,
         };
-        let n = callgrind_size(w);
         let mut per: Vec<(Variant, f64)> = Vec::new();
         for v in variants_of(w) {
+            let n = callgrind_size(w, v);
             let a = instructions(opts, w, v, n)?;
             let b = instructions(opts, w, v, 2 * n)?;
             let value = (b as f64 - a as f64) / n as f64;
@@ -348,7 +354,7 @@ fn callgrind_rows(
                 metric: metric.into(),
                 unit: "instr".into(),
                 variant: v,
-                n,
+                n: callgrind_size(w, v),
                 method: "callgrind",
                 runs: 1,
                 median: value,
