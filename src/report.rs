@@ -17,7 +17,8 @@
 //!                "verdict": "leak"|"stuck"|"growing"|"none", "rate_per_min",
 //!                "evidence": [ "sentence", … ],
 //!                "delta": null | { "live", "blocked_send", "blocked_recv", "spawned",
-//!                                  "completed", "per_min" } } ],   // most live first
+//!                                  "completed", "per_min" },
+//!                "groups": [ GROUP ] } ],   // most live first
 //!   "observed_ms": ms of history the verdicts rest on,
 //!   "baseline": null | { "at_ms", "ago_ms" }
 //! }
@@ -25,10 +26,26 @@
 //!
 //! Verdicts and Δ/min come from the agent's history (see `model::verdict`); `delta` is the
 //! change since `--baseline` when one was given.
+//!
+//! A `GROUP` is the tasks of the site blocked at one place (same op, same channel creation
+//! site, same blocking call site, same await chain), most tasks first:
+//!
+//! ```text
+//! { "op": "send"|"reserve"|"recv"|"changed"|"closed"|"other", "op_name": "chan send",
+//!   "count", "oldest_age_ms",
+//!   "call_site": LOCATION | null, "channel_site": LOCATION | null,
+//!   "channel_kind": "mpsc"|"unbounded mpsc"|"oneshot"|"broadcast"|"watch",
+//!   "channel": { "id", "capacity" | null, "len" | null, "senders", "receivers", "closed",
+//!                "last_send_age_ms" | null, "last_recv_age_ms" | null } | null,
+//!                                          // the channel the oldest task waits on
+//!   "stack": { "id", "frames": ["0x…", …] } | null }  // raw return addresses, innermost first
+//! ```
+//!
+//! `LOCATION` is `{ "file", "line", "column" }`. Ages are relative to `taken_at_ms`.
 
 use serde::Serialize;
 
-use leaktop_agent::wire::{LocId, SiteKind, SiteStats};
+use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, Op, SiteKind, SiteStats};
 
 use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
 
@@ -178,8 +195,65 @@ pub fn text_with(session: &Session, th: &Thresholds) -> String {
         for e in v.map(|v| v.evidence.as_slice()).unwrap_or(&[]) {
             let _ = writeln!(out, "    {e}");
         }
+        for g in session.groups_of(id) {
+            let _ = writeln!(out, "    {}", group_line(session, g));
+            if let Some(frames) = g.key.stack.and_then(|s| session.stacks.get(&s)) {
+                let hex: Vec<String> = frames.iter().map(|ip| format!("{ip:#x}")).collect();
+                let _ = writeln!(out, "        stack: {}", hex.join(" "));
+            }
+        }
     }
     out
+}
+
+/// `4211 tasks [chan send, 5m12s] at src/a.rs:22:18 on mpsc(cap 1, len 1, 1 sender,
+/// 1 receiver, last recv 5m12s ago) created at src/a.rs:8:9`
+fn group_line(session: &Session, g: &BlockedGroup) -> String {
+    let age_ms = session.now_ms.saturating_sub(g.oldest_since_ms);
+    let mut line = format!(
+        "{} {} [{}, {}] at {}",
+        g.count,
+        if g.count == 1 { "task" } else { "tasks" },
+        g.key.op.name(),
+        age(age_ms),
+        session.location(g.key.call_site)
+    );
+    let chan = match &g.channel {
+        Some(c) => channel_text(session.now_ms, c),
+        None => g.kind.name().to_string(),
+    };
+    line.push_str(&format!(
+        " on {chan} created at {}",
+        session.location(g.key.channel_site)
+    ));
+    line
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `mpsc(cap 1, len 1, 3 senders, 1 receiver, last recv 5m12s ago)`
+fn channel_text(now_ms: u64, c: &ChannelStats) -> String {
+    let mut parts = Vec::new();
+    if let Some(cap) = c.capacity {
+        parts.push(format!("cap {cap}"));
+    }
+    if let Some(len) = c.len {
+        parts.push(format!("len {len}"));
+    }
+    parts.push(plural(c.senders, "sender", "senders"));
+    parts.push(plural(c.receivers, "receiver", "receivers"));
+    if c.closed {
+        parts.push("closed".into());
+    }
+    let last = |what: &str, t: Option<u64>| match t {
+        Some(t) => format!("last {what} {} ago", age(now_ms.saturating_sub(t))),
+        None => format!("never a {what}"),
+    };
+    parts.push(last("send", c.last_send_ms));
+    parts.push(last("recv", c.last_recv_ms));
+    format!("{}({})", c.kind.name(), parts.join(", "))
 }
 
 #[derive(Serialize)]
@@ -254,6 +328,88 @@ struct JsonSite {
     rate_per_min: f64,
     evidence: Vec<String>,
     delta: Option<JsonDelta>,
+    groups: Vec<JsonGroup>,
+}
+
+#[derive(Serialize)]
+struct JsonGroup {
+    op: &'static str,
+    op_name: &'static str,
+    count: u64,
+    oldest_age_ms: u64,
+    call_site: Option<JsonLocation>,
+    channel_site: Option<JsonLocation>,
+    channel_kind: &'static str,
+    channel: Option<JsonChannel>,
+    stack: Option<JsonStack>,
+}
+
+#[derive(Serialize)]
+struct JsonChannel {
+    id: u64,
+    capacity: Option<u64>,
+    len: Option<u64>,
+    senders: u64,
+    receivers: u64,
+    closed: bool,
+    last_send_age_ms: Option<u64>,
+    last_recv_age_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct JsonStack {
+    id: u32,
+    frames: Vec<String>,
+}
+
+fn op_key(op: Op) -> &'static str {
+    match op {
+        Op::Send => "send",
+        Op::Reserve => "reserve",
+        Op::Recv => "recv",
+        Op::Changed => "changed",
+        Op::Closed => "closed",
+        Op::Other => "other",
+    }
+}
+
+fn json_location(session: &Session, id: LocId) -> Option<JsonLocation> {
+    session.locations.get(&id).map(|l| JsonLocation {
+        file: l.file.clone(),
+        line: l.line,
+        column: l.column,
+    })
+}
+
+fn json_group(session: &Session, g: &BlockedGroup) -> JsonGroup {
+    let now = session.now_ms;
+    JsonGroup {
+        op: op_key(g.key.op),
+        op_name: g.key.op.name(),
+        count: g.count,
+        oldest_age_ms: now.saturating_sub(g.oldest_since_ms),
+        call_site: json_location(session, g.key.call_site),
+        channel_site: json_location(session, g.key.channel_site),
+        channel_kind: g.kind.name(),
+        channel: g.channel.as_ref().map(|c| JsonChannel {
+            id: c.id,
+            capacity: c.capacity,
+            len: c.len,
+            senders: c.senders,
+            receivers: c.receivers,
+            closed: c.closed,
+            last_send_age_ms: c.last_send_ms.map(|t| now.saturating_sub(t)),
+            last_recv_age_ms: c.last_recv_ms.map(|t| now.saturating_sub(t)),
+        }),
+        stack: g.key.stack.map(|id| JsonStack {
+            id,
+            frames: session
+                .stacks
+                .get(&id)
+                .map(|f| f.iter().map(|ip| format!("{ip:#x}")).collect())
+                .unwrap_or_default(),
+        }),
+    }
 }
 
 fn json_site(
@@ -269,13 +425,8 @@ fn json_site(
     };
     JsonSite {
         site: (kind == "spawn")
-            .then(|| session.locations.get(&id))
-            .flatten()
-            .map(|l| JsonLocation {
-                file: l.file.clone(),
-                line: l.line,
-                column: l.column,
-            }),
+            .then(|| json_location(session, id))
+            .flatten(),
         kind,
         live: st.live,
         running: st.running,
@@ -296,6 +447,11 @@ fn json_site(
             completed: d.completed,
             per_min: (d.live_per_min() * 10.0).round() / 10.0,
         }),
+        groups: session
+            .groups_of(id)
+            .into_iter()
+            .map(|g| json_group(session, g))
+            .collect(),
     }
 }
 

@@ -10,20 +10,38 @@
 //! A channel future calls [`Wait::pending`] when it returns Pending and [`Wait::ready`]
 //! (or drops the `Wait`) when it completes or is dropped. Only the first Pending of a
 //! future registers; later ones are a pointer compare.
+//!
+//! # Two speeds
+//!
+//! Most waits are short (a busy ping-pong blocks on every receive), so a wait inside an
+//! instrumented task first goes into the task's own [`FastSlot`]: a few relaxed stores and
+//! one atomic swap on the task's own cache line, no lock, no reference count. Its Ready is
+//! one compare-and-swap. The task also puts itself on its site's candidate list, at most
+//! once per drain. Whoever looks at the groups (a snapshot, a task list, the history
+//! sampler, all on the agent thread; or a push that finds the list long) first *promotes*
+//! the candidates still waiting into their groups under the site's lock. Every
+//! observation therefore sees every wait that is pending at that moment, exactly, while a
+//! wait that ends before anyone looks never touches shared state.
+//!
+//! Waits outside instrumented tasks, and a task's second concurrent wait (`select!` over
+//! two channels), register directly under the site's lock.
 
 use std::collections::HashMap;
 use std::panic::Location as StdLocation;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 
-use crate::chan::ChanMeta;
+use crate::chan::{ChanMeta, ChanRef, ChanSite};
 use crate::clock;
-use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED, STATE_IDLE, STATE_RUNNING};
+use crate::registry::{
+    lock, registry, Site, SiteInner, TaskCell, STATE_BLOCKED, STATE_IDLE, STATE_RUNNING,
+};
 use crate::stack::RESAMPLE_MS;
 use crate::task;
-use crate::wire::{self, ChannelKind, GroupKey, LocId, Op, StackId};
+use crate::wire::{self, ChannelKind, GroupKey, Op, StackId};
 
 const NIL: u32 = u32::MAX;
 
@@ -36,7 +54,7 @@ struct Waiter {
     task_id: u64,
     spawned_ms: u64,
     /// None when the slot is free.
-    chan: Option<Arc<ChanMeta>>,
+    chan: Option<ChanRef>,
 }
 
 struct Group {
@@ -55,8 +73,6 @@ pub(crate) struct BlockedTable {
     free_groups: Vec<u32>,
     waiters: Vec<Waiter>,
     free_waiters: Vec<u32>,
-    /// Cached stack per blocking call site, with the time it was captured.
-    stacks: HashMap<LocId, (Option<StackId>, u64), FixedState>,
 }
 
 /// One waiter as listed on request.
@@ -67,22 +83,13 @@ pub(crate) struct WaiterInfo {
 }
 
 impl BlockedTable {
-    /// The cached stack of `call_site`, unless it is missing or older than the re-sample
-    /// period.
-    fn cached_stack(&self, call_site: LocId, now: u64) -> Option<Option<StackId>> {
-        self.stacks
-            .get(&call_site)
-            .filter(|(_, at)| now.saturating_sub(*at) < RESAMPLE_MS)
-            .map(|(id, _)| *id)
-    }
-
     fn insert(
         &mut self,
         key: GroupKey,
         kind: ChannelKind,
         since_ms: u64,
         task: Option<&TaskCell>,
-        chan: Arc<ChanMeta>,
+        chan: ChanRef,
     ) -> u32 {
         let g = match self.index.get(&key) {
             Some(g) => *g,
@@ -188,7 +195,7 @@ impl BlockedTable {
                     kind: g.kind,
                     count: g.count,
                     oldest_since_ms: head.map_or(0, |w| w.since_ms),
-                    channel: head.and_then(|w| w.chan.as_ref()).map(|c| c.stats()),
+                    channel: head.and_then(|w| w.chan.as_ref()).and_then(|c| c.stats()),
                 }
             })
             .collect()
@@ -233,6 +240,321 @@ impl BlockedTable {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Stacks
+
+type StackCache = HashMap<(usize, usize), (Option<StackId>, u64), FixedState>;
+
+thread_local! {
+    /// Per-thread stack cache: (spawn site, call site) addresses -> stack, capture time.
+    static STACKS: std::cell::RefCell<StackCache> =
+        std::cell::RefCell::new(HashMap::with_hasher(FixedState::default()));
+}
+
+/// The await chain of a wait at `call` in a task of `site`: captured now if this thread
+/// has none for the pair or its capture is older than [`RESAMPLE_MS`]. Must be called from
+/// the leaf future's `poll` (the chain is on the stack only then).
+#[inline(never)]
+fn stack_for(site: &Site, call: usize, now: u64) -> Option<StackId> {
+    let key = (site as *const Site as usize, call);
+    let cached = STACKS
+        .try_with(|c| c.borrow().get(&key).copied())
+        .ok()
+        .flatten()
+        .filter(|(_, at)| now.saturating_sub(*at) < RESAMPLE_MS);
+    if let Some((id, _)) = cached {
+        return id;
+    }
+    let id = registry().stacks().capture();
+    let _ = STACKS.try_with(|c| c.borrow_mut().insert(key, (id, now)));
+    id
+}
+
+// ---------------------------------------------------------------------------------------
+// The fast slot of a task
+
+const S_NONE: u64 = 0;
+const S_PENDING: u64 = 1;
+const S_PROMOTED: u64 = 2;
+/// Candidates beyond this many are promoted by the pushing thread itself, so the list
+/// stays bounded when no agent thread drains it.
+const MAX_CANDIDATES: usize = 4096;
+
+fn op_code(op: Op) -> u8 {
+    match op {
+        Op::Send => 0,
+        Op::Reserve => 1,
+        Op::Recv => 2,
+        Op::Changed => 3,
+        Op::Closed => 4,
+        Op::Other => 5,
+    }
+}
+
+fn op_of(code: u8) -> Op {
+    match code {
+        0 => Op::Send,
+        1 => Op::Reserve,
+        2 => Op::Recv,
+        3 => Op::Changed,
+        4 => Op::Closed,
+        _ => Op::Other,
+    }
+}
+
+/// A task's own wait record: written by the task (while polling it), read by the
+/// promoter. `word` is `generation << 2 | state`; a new wait bumps the generation, so a
+/// promoter that read a stale record fails its compare-and-swap and drops what it read.
+/// Every field is an atomic, so a racing read sees some value each field once held,
+/// never a torn one.
+pub(crate) struct FastSlot {
+    word: AtomicU64,
+    in_list: AtomicBool,
+    op: AtomicU8,
+    chan_id: AtomicU64,
+    /// `&'static ChanSite` as an address (0 before the first wait).
+    chan_site: AtomicUsize,
+    /// `&'static Location<'static>` of the blocking call, as an address.
+    call: AtomicUsize,
+    /// StackId + 1 (0: none).
+    stack: AtomicU32,
+    since: AtomicU64,
+    /// Waiter slot in the site's table while promoted.
+    slot: AtomicU32,
+    /// One-entry stack cache of the task (call address, StackId + 1, capture time).
+    cache_call: AtomicUsize,
+    cache_stack: AtomicU32,
+    cache_at: AtomicU64,
+}
+
+impl FastSlot {
+    /// `gen_base` makes generations unique across tasks (a task id shifted high).
+    pub fn new(gen_base: u64) -> FastSlot {
+        FastSlot {
+            word: AtomicU64::new(gen_base << 2),
+            in_list: AtomicBool::new(false),
+            op: AtomicU8::new(0),
+            chan_id: AtomicU64::new(0),
+            chan_site: AtomicUsize::new(0),
+            call: AtomicUsize::new(0),
+            stack: AtomicU32::new(0),
+            since: AtomicU64::new(0),
+            slot: AtomicU32::new(0),
+            cache_call: AtomicUsize::new(0),
+            cache_stack: AtomicU32::new(0),
+            cache_at: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Records a wait in the task's fast slot; None when the slot is busy (the task already
+/// waits elsewhere).
+#[inline]
+fn fast_pending(
+    cell: &Arc<TaskCell>,
+    op: Op,
+    chan: &ChanMeta,
+    call: &'static StdLocation<'static>,
+) -> Option<u64> {
+    let f = &cell.fast;
+    let w = f.word.load(Relaxed);
+    if w & 3 != S_NONE {
+        return None;
+    }
+    let gen = (w >> 2) + 1;
+    let now = clock::cached_now_ms();
+    let call_addr = call as *const StdLocation<'static> as usize;
+    let stack = if f.cache_call.load(Relaxed) == call_addr
+        && now.saturating_sub(f.cache_at.load(Relaxed)) < RESAMPLE_MS
+    {
+        f.cache_stack.load(Relaxed)
+    } else {
+        let s = stack_for(&cell.site, call_addr, now).map_or(0, |id| id + 1);
+        f.cache_call.store(call_addr, Relaxed);
+        f.cache_stack.store(s, Relaxed);
+        f.cache_at.store(now, Relaxed);
+        s
+    };
+    f.op.store(op_code(op), Relaxed);
+    f.chan_id.store(chan.id, Relaxed);
+    f.chan_site
+        .store(chan.site as *const ChanSite as usize, Relaxed);
+    f.call.store(call_addr, Relaxed);
+    f.stack.store(stack, Relaxed);
+    f.since.store(now, Relaxed);
+    // SeqCst pairs with the promoter's clear of `in_list` then load of `word`: either it
+    // sees this wait, or we see the list flag cleared and enlist again.
+    f.word.swap(gen << 2 | S_PENDING, SeqCst);
+    if !f.in_list.load(SeqCst) {
+        enlist(cell);
+    }
+    Some(gen)
+}
+
+#[cold]
+#[inline(never)]
+fn enlist(cell: &Arc<TaskCell>) {
+    let site = &cell.site;
+    let mut inner = lock(&site.inner);
+    if !cell.fast.in_list.load(SeqCst) {
+        cell.fast.in_list.store(true, SeqCst);
+        inner.candidates.push(cell.clone());
+        if inner.candidates.len() > MAX_CANDIDATES {
+            promote_locked(&mut inner, site);
+        }
+    }
+}
+
+/// The fast wait of generation `gen` is over.
+#[inline]
+fn fast_ready(cell: &TaskCell, gen: u64) {
+    let f = &cell.fast;
+    if f.word
+        .compare_exchange(gen << 2 | S_PENDING, gen << 2 | S_NONE, AcqRel, Relaxed)
+        .is_ok()
+    {
+        return;
+    }
+    fast_unpromote(cell, gen);
+}
+
+#[cold]
+#[inline(never)]
+fn fast_unpromote(cell: &TaskCell, gen: u64) {
+    let site = &cell.site;
+    let mut inner = lock(&site.inner);
+    clear_promoted(&mut inner, site, cell, gen);
+}
+
+/// Under the site lock: if the fast slot holds promoted generation `gen`, takes it out of
+/// its group.
+fn clear_promoted(inner: &mut SiteInner, site: &Site, cell: &TaskCell, gen: u64) {
+    let f = &cell.fast;
+    if f.word.load(Acquire) != gen << 2 | S_PROMOTED {
+        return;
+    }
+    let slot = f.slot.load(Relaxed);
+    inner.blocked.remove(slot);
+    task_unblocked(site, cell, slot);
+    f.word.store(gen << 2 | S_NONE, SeqCst);
+}
+
+/// The task is done: whatever its fast slot holds is over.
+pub(crate) fn task_done_locked(inner: &mut SiteInner, site: &Site, cell: &TaskCell) {
+    let w = cell.fast.word.load(Acquire);
+    let gen = w >> 2;
+    match w & 3 {
+        S_PENDING => {
+            let _ = cell
+                .fast
+                .word
+                .compare_exchange(w, gen << 2 | S_NONE, AcqRel, Relaxed);
+        }
+        S_PROMOTED => clear_promoted(inner, site, cell, gen),
+        _ => {}
+    }
+}
+
+/// Promotes every candidate of `site` that still waits into its group. O(candidates):
+/// tasks that began a wait since the last promotion.
+pub(crate) fn promote(site: &Site) {
+    let mut inner = lock(&site.inner);
+    promote_locked(&mut inner, site);
+}
+
+fn promote_locked(inner: &mut SiteInner, site: &Site) {
+    let list = std::mem::take(&mut inner.candidates);
+    let reg = registry();
+    for cell in &list {
+        let f = &cell.fast;
+        f.in_list.store(false, SeqCst);
+        let w = f.word.load(SeqCst);
+        if w & 3 != S_PENDING {
+            continue;
+        }
+        let chan_site = f.chan_site.load(Relaxed);
+        let call = f.call.load(Relaxed);
+        if chan_site == 0 || call == 0 {
+            continue;
+        }
+        // SAFETY: `chan_site` and `call` only ever hold addresses of `&'static ChanSite`
+        // (leaked, never freed) and `&'static Location<'static>` values (see
+        // fast_pending); 0 was excluded above.
+        let (chan_site, call) = unsafe {
+            (
+                &*(chan_site as *const ChanSite),
+                &*(call as *const StdLocation<'static>),
+            )
+        };
+        let op = op_of(f.op.load(Relaxed));
+        let stack = f.stack.load(Relaxed).checked_sub(1);
+        let key = GroupKey {
+            site: site.loc,
+            op,
+            channel_site: chan_site.loc,
+            call_site: reg.intern_cached(call),
+            stack,
+        };
+        let chan = ChanRef {
+            id: f.chan_id.load(Relaxed),
+            site: chan_site,
+        };
+        let slot =
+            inner
+                .blocked
+                .insert(key, chan_site.kind, f.since.load(Relaxed), Some(cell), chan);
+        f.slot.store(slot, Relaxed);
+        if f.word
+            .compare_exchange(w, (w & !3) | S_PROMOTED, AcqRel, Relaxed)
+            .is_ok()
+        {
+            task_blocked(site, cell, op, slot);
+        } else {
+            // Ended (or restarted) while we read it.
+            inner.blocked.remove(slot);
+        }
+    }
+    // Keep the allocation for the next round.
+    let mut list = list;
+    list.clear();
+    if inner.candidates.is_empty() {
+        inner.candidates = list;
+    }
+}
+
+/// Under the site lock: one more wait of `cell`; the first one marks the task blocked.
+fn task_blocked(site: &Site, cell: &TaskCell, op: Op, slot: u32) {
+    // A task waiting in several futures at once (select!, join!) counts once, under the
+    // op of its first wait.
+    if cell.blocked_regs.fetch_add(1, Relaxed) == 0 {
+        cell.blocked_is_send.store(op.is_send(), Relaxed);
+        cell.blocked_slot.store(slot + 1, Relaxed);
+        cell.state.store(STATE_BLOCKED, Relaxed);
+        counter(site, op.is_send()).fetch_add(1, Relaxed);
+    }
+}
+
+/// Under the site lock: one wait of `cell` (in waiter slot `slot`) is over.
+fn task_unblocked(site: &Site, cell: &TaskCell, slot: u32) {
+    if cell.blocked_regs.fetch_sub(1, Relaxed) == 1 {
+        counter(site, cell.blocked_is_send.load(Relaxed)).fetch_sub(1, Relaxed);
+        cell.blocked_slot.store(0, Relaxed);
+        let polling = task::current_ptr() == cell as *const TaskCell as usize;
+        let _ = cell.state.compare_exchange(
+            STATE_BLOCKED,
+            if polling { STATE_RUNNING } else { STATE_IDLE },
+            Relaxed,
+            Relaxed,
+        );
+    } else if cell.blocked_slot.load(Relaxed) == slot + 1 {
+        // Still waiting elsewhere; that wait's slot is not known here.
+        cell.blocked_slot.store(0, Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The registration a future holds
+
 /// Whose wait this is: an instrumented task, or an operation outside one.
 enum Owner {
     Task(Arc<TaskCell>),
@@ -248,7 +570,7 @@ impl Owner {
     }
 }
 
-/// A registered wait: one waiter slot in its site's table.
+/// A wait registered directly in its site's table.
 struct Registration {
     owner: Owner,
     /// `task::current_ptr()` at registration (0 outside instrumented tasks).
@@ -257,10 +579,20 @@ struct Registration {
     op: Op,
 }
 
+enum Reg {
+    /// In the fast slot of the task at this address, with this generation. The address
+    /// is only dereferenced while that task is being polled (then it is alive).
+    Fast {
+        cell: usize,
+        gen: u64,
+    },
+    Slow(Registration),
+}
+
 /// The blocked-state slot of one channel future (or pollable handle).
 #[derive(Default)]
 pub(crate) struct Wait {
-    reg: Option<Registration>,
+    reg: Option<Reg>,
 }
 
 impl Wait {
@@ -268,31 +600,44 @@ impl Wait {
         Wait { reg: None }
     }
 
-    /// The operation returned Pending. Registers the current task as blocked the first
+    /// The operation returned Pending. Records the current task as waiting the first
     /// time; later calls from the same task only compare a pointer.
     #[inline]
-    pub fn pending(
-        &mut self,
-        op: Op,
-        chan: &Arc<ChanMeta>,
-        call_site: &'static StdLocation<'static>,
-    ) {
+    pub fn pending(&mut self, op: Op, chan: &ChanMeta, call_site: &'static StdLocation<'static>) {
         let current = task::current_ptr();
-        if let Some(reg) = &self.reg {
-            if reg.task_ptr == current {
+        match &self.reg {
+            Some(Reg::Fast { cell, .. }) if *cell == current => return,
+            Some(Reg::Slow(r)) if r.task_ptr == current => return,
+            // Moved to another task (or into/out of one): record anew.
+            Some(_) => self.ready(),
+            None => {}
+        }
+        if current != 0 {
+            let fast = task::with_current(|c| c.and_then(|c| fast_pending(c, op, chan, call_site)));
+            if let Some(gen) = fast {
+                self.reg = Some(Reg::Fast { cell: current, gen });
                 return;
             }
-            // Moved to another task (or into/out of one): register anew.
-            self.ready();
         }
-        self.reg = Some(register(op, chan, call_site, current));
+        self.reg = Some(Reg::Slow(register(op, chan, call_site, current)));
     }
 
     /// The operation completed (or gave up): the task no longer waits here.
     #[inline]
     pub fn ready(&mut self) {
-        if let Some(reg) = self.reg.take() {
-            unregister(reg);
+        match self.reg.take() {
+            None => {}
+            // Outside its task's poll the task may be gone; its completion clears the
+            // slot then (see task_done_locked).
+            Some(Reg::Fast { cell, gen }) if task::current_ptr() == cell => {
+                task::with_current(|c| {
+                    if let Some(c) = c {
+                        fast_ready(c, gen)
+                    }
+                });
+            }
+            Some(Reg::Fast { .. }) => {}
+            Some(Reg::Slow(r)) => unregister(r),
         }
     }
 
@@ -316,7 +661,7 @@ impl std::fmt::Debug for Wait {
     }
 }
 
-fn counter(site: &Site, send: bool) -> &std::sync::atomic::AtomicU64 {
+fn counter(site: &Site, send: bool) -> &AtomicU64 {
     if send {
         &site.blocked_send
     } else {
@@ -328,7 +673,7 @@ fn counter(site: &Site, send: bool) -> &std::sync::atomic::AtomicU64 {
 #[inline(never)]
 fn register(
     op: Op,
-    chan: &Arc<ChanMeta>,
+    chan: &ChanMeta,
     call_site: &'static StdLocation<'static>,
     task_ptr: usize,
 ) -> Registration {
@@ -339,21 +684,8 @@ fn register(
     };
     let call = reg.intern_cached(call_site);
     let site = owner.site();
-    let mut inner = lock(&site.inner);
-    let now = clock::coarse_now_ms();
-    let stack = match inner.blocked.cached_stack(call, now) {
-        Some(s) => s,
-        None => {
-            // Unwind outside the lock: this is the one expensive step, done once per
-            // (spawn site, call site) per RESAMPLE_MS. We are inside the leaf future's
-            // poll, so the await chain is on the stack right now.
-            drop(inner);
-            let s = reg.stacks().capture();
-            inner = lock(&site.inner);
-            inner.blocked.stacks.insert(call, (s, now));
-            s
-        }
-    };
+    let now = clock::cached_now_ms();
+    let stack = stack_for(site, call_site as *const StdLocation<'static> as usize, now);
     let key = GroupKey {
         site: site.loc,
         op,
@@ -361,25 +693,16 @@ fn register(
         call_site: call,
         stack,
     };
-    let since = clock::coarse_now_ms();
+    let mut inner = lock(&site.inner);
     let task = match &owner {
         Owner::Task(c) => Some(&**c),
         Owner::Uninstrumented(_) => None,
     };
     let slot = inner
         .blocked
-        .insert(key, chan.kind, since, task, chan.clone());
+        .insert(key, chan.kind, now, task, chan.chan_ref());
     match &owner {
-        Owner::Task(cell) => {
-            // A task waiting in several futures at once (select!, join!) counts once,
-            // under the op of its first wait.
-            if cell.blocked_regs.fetch_add(1, Relaxed) == 0 {
-                cell.blocked_is_send.store(op.is_send(), Relaxed);
-                cell.blocked_slot.store(slot + 1, Relaxed);
-                cell.state.store(STATE_BLOCKED, Relaxed);
-                counter(site, op.is_send()).fetch_add(1, Relaxed);
-            }
-        }
+        Owner::Task(cell) => task_blocked(site, cell, op, slot),
         Owner::Uninstrumented(site) => {
             counter(site, op.is_send()).fetch_add(1, Relaxed);
             site.live.fetch_add(1, Relaxed);
@@ -400,22 +723,7 @@ fn unregister(reg: Registration) {
     let mut inner = lock(&site.inner);
     inner.blocked.remove(reg.slot);
     match &reg.owner {
-        Owner::Task(cell) => {
-            if cell.blocked_regs.fetch_sub(1, Relaxed) == 1 {
-                counter(site, cell.blocked_is_send.load(Relaxed)).fetch_sub(1, Relaxed);
-                cell.blocked_slot.store(0, Relaxed);
-                let polling = task::current_ptr() == Arc::as_ptr(cell) as usize;
-                let _ = cell.state.compare_exchange(
-                    STATE_BLOCKED,
-                    if polling { STATE_RUNNING } else { STATE_IDLE },
-                    Relaxed,
-                    Relaxed,
-                );
-            } else if cell.blocked_slot.load(Relaxed) == reg.slot + 1 {
-                // Still waiting elsewhere; that wait's slot is not known here.
-                cell.blocked_slot.store(0, Relaxed);
-            }
-        }
+        Owner::Task(cell) => task_unblocked(site, cell, reg.slot),
         Owner::Uninstrumented(site) => {
             counter(site, reg.op.is_send()).fetch_sub(1, Relaxed);
             site.live.fetch_sub(1, Relaxed);

@@ -1,11 +1,14 @@
 //! The channel table: one [`ChanMeta`] per live instrumented channel, shared by all its
 //! handles, and one [`ChanSite`] per creation site with the site's aggregates.
 //!
-//! Hot-path rules: a message costs a few relaxed atomics on the channel's own cache lines
-//! (the sender-side and receiver-side fields are on separate lines, like tokio's own) and
-//! on its creation site's, plus a coarse clock read; "last send" stamps are written only
-//! when the millisecond changed. Creating or dropping a channel takes its creation site's
-//! short table lock.
+//! Hot-path rules: a message costs one relaxed atomic add on the channel's own cache line
+//! (sender-side and receiver-side fields are on separate lines, like tokio's own; a sole
+//! receiver does a plain load and store) and a compare with the agent thread's cached
+//! clock. Only when that clock has moved on (every ~100 ms) does a message stamp its
+//! "last send" time and fold the channel's new messages into its creation site's totals,
+//! so busy channels of one site do not fight over the site's counters. A dropped channel
+//! folds the rest. Before the agent is started nothing is stamped (nobody can look).
+//! Creating or dropping a channel takes its creation site's short table lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::Location as StdLocation;
@@ -30,13 +33,27 @@ impl<T> std::ops::Deref for Line<T> {
 }
 
 /// Stores `now + 1` into a "last time" stamp (0 = never) unless it already holds it:
-/// a load of a line that is rarely written stays cheap under sharing.
+/// a load of a line that is rarely written stays cheap under sharing. True when it
+/// stored.
 #[inline]
-fn stamp(slot: &AtomicU64, now: u64) {
+fn stamp(slot: &AtomicU64, now: u64) -> bool {
     let v = now + 1;
     if slot.load(Relaxed) < v {
         slot.fetch_max(v, Relaxed);
+        return true;
     }
+    false
+}
+
+/// Adds the messages of `count` not yet in `folded` to `site` (each exactly once, even
+/// with several threads folding at once).
+fn fold(count: &AtomicU64, folded: &AtomicU64, site: &SideStats, now: u64) {
+    let c = count.load(Relaxed);
+    let prev = folded.fetch_max(c, Relaxed);
+    if c > prev {
+        site.count.fetch_add(c - prev, Relaxed);
+    }
+    stamp(&site.last, now);
 }
 
 fn unstamp(v: u64) -> Option<u64> {
@@ -172,23 +189,22 @@ pub(crate) struct ChanMeta {
     pub kind: ChannelKind,
     pub site: &'static ChanSite,
     pub capacity: Option<u64>,
-    tx: Line<TxSide>,
-    rx: Line<RxSide>,
+    tx: Line<Side>,
+    rx: Line<Side>,
     /// `close()` was called on the receiving side.
     closed: AtomicBool,
 }
 
+/// One direction of a channel.
 #[derive(Default)]
-struct TxSide {
-    senders: AtomicU64,
-    sent: AtomicU64,
-    last: AtomicU64,
-}
-
-#[derive(Default)]
-struct RxSide {
-    receivers: AtomicU64,
-    received: AtomicU64,
+struct Side {
+    /// Live handles (senders or receivers).
+    handles: AtomicU64,
+    /// Messages sent / received.
+    count: AtomicU64,
+    /// Part of `count` already added to the site's totals.
+    folded: AtomicU64,
+    /// Agent ms + 1 of the last success (0 = never), at cached-clock resolution.
     last: AtomicU64,
 }
 
@@ -218,21 +234,46 @@ impl ChanMeta {
     /// One message (or `n`) went in.
     #[inline]
     pub fn on_send(&self, n: u64) {
-        let now = clock::coarse_now_ms();
-        self.tx.sent.fetch_add(n, Relaxed);
-        stamp(&self.tx.last, now);
-        self.site.sends.count.fetch_add(n, Relaxed);
-        stamp(&self.site.sends.last, now);
+        self.tx.count.fetch_add(n, Relaxed);
+        if let Some(now) = clock::ticked_now_ms() {
+            if stamp(&self.tx.last, now) {
+                fold(&self.tx.count, &self.tx.folded, &self.site.sends, now);
+            }
+        }
     }
 
-    /// One message (or `n`) came out.
+    /// One message (or `n`) came out, through a receiver that may have company
+    /// (broadcast, watch).
     #[inline]
     pub fn on_recv(&self, n: u64) {
-        let now = clock::coarse_now_ms();
-        self.rx.received.fetch_add(n, Relaxed);
-        stamp(&self.rx.last, now);
-        self.site.recvs.count.fetch_add(n, Relaxed);
-        stamp(&self.site.recvs.last, now);
+        self.rx.count.fetch_add(n, Relaxed);
+        self.recv_stamp();
+    }
+
+    /// One message (or `n`) came out through the channel's only receiver (mpsc,
+    /// oneshot: receiving takes `&mut`), so no atomic add is needed.
+    #[inline]
+    pub fn on_recv_sole(&self, n: u64) {
+        let c = self.rx.count.load(Relaxed);
+        self.rx.count.store(c + n, Relaxed);
+        self.recv_stamp();
+    }
+
+    #[inline]
+    fn recv_stamp(&self) {
+        if let Some(now) = clock::ticked_now_ms() {
+            if stamp(&self.rx.last, now) {
+                fold(&self.rx.count, &self.rx.folded, &self.site.recvs, now);
+            }
+        }
+    }
+
+    /// A reference to this channel that does not keep it alive.
+    pub fn chan_ref(&self) -> ChanRef {
+        ChanRef {
+            id: self.id,
+            site: self.site,
+        }
     }
 
     /// The receiving side called `close()`.
@@ -241,18 +282,18 @@ impl ChanMeta {
     }
 
     pub fn senders(&self) -> u64 {
-        self.tx.senders.load(Relaxed)
+        self.tx.handles.load(Relaxed)
     }
 
     pub fn receivers(&self) -> u64 {
-        self.rx.receivers.load(Relaxed)
+        self.rx.handles.load(Relaxed)
     }
 
     pub fn stats(&self) -> wire::ChannelStats {
         let senders = self.senders();
         let receivers = self.receivers();
-        let sent = self.tx.sent.load(Relaxed);
-        let received = self.rx.received.load(Relaxed);
+        let sent = self.tx.count.load(Relaxed);
+        let received = self.rx.count.load(Relaxed);
         let explicit = self.closed.load(Relaxed);
         let (len, closed) = match self.kind {
             ChannelKind::Mpsc | ChannelKind::UnboundedMpsc => (
@@ -282,8 +323,30 @@ impl ChanMeta {
 
 impl Drop for ChanMeta {
     fn drop(&mut self) {
+        let now = clock::cached_now_ms();
+        if self.tx.count.load(Relaxed) > self.tx.folded.load(Relaxed) {
+            fold(&self.tx.count, &self.tx.folded, &self.site.sends, now);
+        }
+        if self.rx.count.load(Relaxed) > self.rx.folded.load(Relaxed) {
+            fold(&self.rx.count, &self.rx.folded, &self.site.recvs, now);
+        }
         self.site.live.fetch_sub(1, Relaxed);
         lock(&self.site.table).remove(&self.id);
+    }
+}
+
+/// Names a channel without keeping it alive: what a blocked-group waiter records.
+#[derive(Clone, Copy)]
+pub(crate) struct ChanRef {
+    pub id: u64,
+    pub site: &'static ChanSite,
+}
+
+impl ChanRef {
+    /// The channel's state now, if it is still alive.
+    pub fn stats(&self) -> Option<wire::ChannelStats> {
+        let meta = lock(&self.site.table).get(&self.id).and_then(Weak::upgrade);
+        meta.map(|m| m.stats())
     }
 }
 
@@ -292,7 +355,7 @@ pub(crate) struct TxToken(Arc<ChanMeta>);
 
 impl TxToken {
     pub fn new(meta: Arc<ChanMeta>) -> TxToken {
-        meta.tx.senders.fetch_add(1, Relaxed);
+        meta.tx.handles.fetch_add(1, Relaxed);
         TxToken(meta)
     }
     pub fn meta(&self) -> &Arc<ChanMeta> {
@@ -308,7 +371,7 @@ impl Clone for TxToken {
 
 impl Drop for TxToken {
     fn drop(&mut self) {
-        self.0.tx.senders.fetch_sub(1, Relaxed);
+        self.0.tx.handles.fetch_sub(1, Relaxed);
     }
 }
 
@@ -317,7 +380,7 @@ pub(crate) struct RxToken(Arc<ChanMeta>);
 
 impl RxToken {
     pub fn new(meta: Arc<ChanMeta>) -> RxToken {
-        meta.rx.receivers.fetch_add(1, Relaxed);
+        meta.rx.handles.fetch_add(1, Relaxed);
         RxToken(meta)
     }
     pub fn meta(&self) -> &Arc<ChanMeta> {
@@ -333,6 +396,6 @@ impl Clone for RxToken {
 
 impl Drop for RxToken {
     fn drop(&mut self) {
-        self.0.rx.receivers.fetch_sub(1, Relaxed);
+        self.0.rx.handles.fetch_sub(1, Relaxed);
     }
 }

@@ -1,5 +1,6 @@
 //! The agent's time origin. Every `*_ms` value in the protocol is milliseconds since it.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,6 +61,37 @@ pub fn coarse_now_ms() -> u64 {
     {
         now_ms()
     }
+}
+
+/// `now_ms() + 1` as of the agent thread's last tick; 0 while no agent thread ticks.
+static TICK: AtomicU64 = AtomicU64::new(0);
+
+/// Called by the agent thread on every turn of its loop (at least every
+/// [`TICK_EVERY`](crate::server::TICK_EVERY)).
+pub fn tick() {
+    TICK.store(coarse_now_ms() + 1, Relaxed);
+}
+
+/// The agent thread stopped: [`cached_now_ms`] reads the clock again.
+pub fn stop_ticking() {
+    TICK.store(0, Relaxed);
+}
+
+/// The time as of the agent thread's last tick (at most ~100 ms old): one relaxed load,
+/// for stamps on the message path. Reads the coarse clock when no agent thread runs.
+#[inline]
+pub fn cached_now_ms() -> u64 {
+    match TICK.load(Relaxed) {
+        0 => coarse_now_ms(),
+        t => t - 1,
+    }
+}
+
+/// The time as of the agent thread's last tick, or None when no agent thread runs (then
+/// nobody can look, and hot paths skip their time stamps rather than read the clock).
+#[inline]
+pub fn ticked_now_ms() -> Option<u64> {
+    TICK.load(Relaxed).checked_sub(1)
 }
 
 /// Wall clock at the origin, ms since the Unix epoch.

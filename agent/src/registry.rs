@@ -12,7 +12,7 @@ use std::sync::atomic::{
 };
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
-use crate::blocked::BlockedTable;
+use crate::blocked::{self, BlockedTable, FastSlot};
 use crate::chan::ChanSites;
 use crate::clock;
 use crate::stack::StackTable;
@@ -49,6 +49,8 @@ pub(crate) struct SiteInner {
     pub tasks: BTreeMap<u64, Arc<TaskCell>>,
     /// Tasks of this site blocked on instrumented channels, grouped.
     pub blocked: BlockedTable,
+    /// Tasks that began a fast wait since the last promotion (see `blocked`).
+    pub candidates: Vec<Arc<TaskCell>>,
 }
 
 /// One spawn site (or a pseudo site: uninstrumented / other).
@@ -132,6 +134,8 @@ pub(crate) struct TaskCell {
     pub blocked_is_send: AtomicBool,
     /// Waiter slot + 1 of that first wait in the site's blocked table (0: none known).
     pub blocked_slot: AtomicU32,
+    /// The task's own record of its current channel wait.
+    pub fast: FastSlot,
 }
 
 impl TaskCell {
@@ -373,6 +377,7 @@ impl Registry {
             blocked_regs: AtomicU32::new(0),
             blocked_is_send: AtomicBool::new(false),
             blocked_slot: AtomicU32::new(0),
+            fast: FastSlot::new(id << 28),
         });
         site.spawned.fetch_add(1, Relaxed);
         site.live.fetch_add(1, Relaxed);
@@ -383,7 +388,10 @@ impl Registry {
     /// The task's future completed, panicked or was dropped.
     pub fn task_done(&self, cell: &TaskCell) {
         let site = &cell.site;
-        lock(&site.inner).tasks.remove(&cell.id);
+        let mut inner = lock(&site.inner);
+        inner.tasks.remove(&cell.id);
+        blocked::task_done_locked(&mut inner, site, cell);
+        drop(inner);
         site.live.fetch_sub(1, Relaxed);
         site.completed.fetch_add(1, Relaxed);
     }
@@ -400,6 +408,7 @@ impl Registry {
         let Some(site) = self.site_by_loc(loc) else {
             return Vec::new();
         };
+        blocked::promote(&site);
         let inner = lock(&site.inner);
         if let Some(key) = group {
             return inner
@@ -434,12 +443,20 @@ impl Registry {
             .collect()
     }
 
+    /// Promotes every site's pending fast waits into their groups.
+    pub fn promote_all(&self) {
+        for site in self.sites() {
+            blocked::promote(&site);
+        }
+    }
+
     /// A snapshot: every site's counters and blocked groups, every channel site's
     /// aggregates. O(sites + groups + channel sites), never O(tasks).
     pub fn snapshot(&self, seq: u64) -> wire::Snapshot {
         let mut sites = Vec::new();
         let mut groups = Vec::new();
         for site in self.sites() {
+            blocked::promote(&site);
             let (st, mut g) = site.stats_and_groups();
             sites.push(st);
             groups.append(&mut g);

@@ -29,6 +29,8 @@ pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const MAX_TASKS_PER_REQUEST: usize = 10_000;
+/// The loop turns at least this often, refreshing the cached clock of the hot paths.
+pub(crate) const TICK_EVERY: Duration = Duration::from_millis(100);
 
 /// Settings the thread runs with.
 pub(crate) struct ServerConfig {
@@ -170,8 +172,11 @@ impl Server {
         let _ = self.listener.set_nonblocking(true);
         let mut next_sample = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            clock::tick();
             let now = Instant::now();
             if now >= next_sample {
+                // Waits that began since the last look become blocked-group members now.
+                registry().promote_all();
                 let sites = registry().sites();
                 self.rings
                     .record(clock::now_ms(), sites.iter().map(|s| (s.loc, s.sample())));
@@ -186,6 +191,7 @@ impl Server {
             self.accept_all();
             self.read_all();
         }
+        clock::stop_ticking();
         let _ = std::fs::remove_file(&self.path);
     }
 
@@ -202,8 +208,8 @@ impl Server {
                 deadline = Instant::now();
             }
         }
-        // Wake up now and then to notice `stop`.
-        deadline.min(Instant::now() + Duration::from_millis(250))
+        // Wake up now and then to notice `stop` and refresh the cached clock.
+        deadline.min(Instant::now() + TICK_EVERY)
     }
 
     fn wait(&mut self, deadline: Instant) {

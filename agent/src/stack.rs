@@ -20,9 +20,13 @@ pub const RESAMPLE_MS: u64 = 5_000;
 pub const MAX_STACKS: usize = 1 << 16;
 
 /// Captures the current thread's return addresses, innermost first, at most
-/// [`MAX_FRAMES`]. No allocation.
+/// [`MAX_FRAMES`]. With a `boundary` (an address inside the frame of the task's
+/// `Instrumented::poll`, see `task::poll_frame`), the walk ends with the first frame at or
+/// above it: the one that holds the task's poll (into which, in optimised builds, the
+/// whole await chain may be inlined). What called the task (the runtime's scheduler,
+/// which differs from poll to poll) is left out. No allocation.
 #[inline(never)]
-pub fn capture(out: &mut [u64; MAX_FRAMES]) -> usize {
+pub fn capture(out: &mut [u64; MAX_FRAMES], boundary: usize) -> usize {
     let mut n = 0;
     // The synchronized variant takes a global lock; captures are rare (once per key per
     // RESAMPLE_MS), so that costs nothing in the steady state and keeps this safe.
@@ -33,7 +37,9 @@ pub fn capture(out: &mut [u64; MAX_FRAMES]) -> usize {
         }
         out[n] = ip;
         n += 1;
-        true
+        // The frame's canonical frame address is its caller's stack pointer: above the
+        // boundary means this frame is the task's poll (or beyond).
+        boundary == 0 || (frame.sp() as usize) < boundary
     });
     n
 }
@@ -86,11 +92,11 @@ impl StackTable {
         lock(&self.inner).defs.get(id as usize).map(|d| d.to_vec())
     }
 
-    /// Captures the current stack and interns it.
+    /// Captures the current stack (up to the current task's poll) and interns it.
     #[inline(never)]
     pub fn capture(&self) -> Option<StackId> {
         let mut buf = [0u64; MAX_FRAMES];
-        let n = capture(&mut buf);
+        let n = capture(&mut buf, crate::task::poll_frame());
         self.intern(&buf[..n])
     }
 }

@@ -13,6 +13,16 @@ use crate::registry::{registry, TaskCell, STATE_BLOCKED, STATE_IDLE, STATE_RUNNI
 thread_local! {
     /// The instrumented task being polled on this thread, if any.
     static CURRENT: Cell<*const TaskCell> = const { Cell::new(std::ptr::null()) };
+    /// An address inside the frame of the innermost `Instrumented::poll` on this thread
+    /// (0 outside one): stack captures stop there, so a task's await chain is the same
+    /// whatever runtime path polled it.
+    static POLL_FRAME: Cell<usize> = const { Cell::new(0) };
+}
+
+/// See `POLL_FRAME`.
+#[inline]
+pub(crate) fn poll_frame() -> usize {
+    POLL_FRAME.with(|c| c.get())
 }
 
 /// Address of the task being polled on this thread (0 outside instrumented tasks): a
@@ -56,12 +66,14 @@ pin_project_lite::pin_project! {
 
 struct CurrentGuard {
     prev: *const TaskCell,
+    prev_frame: usize,
     cell: *const TaskCell,
 }
 
 impl Drop for CurrentGuard {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.prev));
+        POLL_FRAME.with(|c| c.set(self.prev_frame));
         // SAFETY: `cell` points into an Arc kept alive by the Instrumented being polled.
         let cell = unsafe { &*self.cell };
         cell.site.running.fetch_sub(1, Relaxed);
@@ -88,7 +100,14 @@ impl<F: Future> Future for Instrumented<F> {
             cell.state.store(STATE_RUNNING, Relaxed);
         }
         let prev = CURRENT.with(|c| c.replace(ptr));
-        let guard = CurrentGuard { prev, cell: ptr };
+        let marker = 0u8;
+        let frame = std::hint::black_box(&marker) as *const u8 as usize;
+        let prev_frame = POLL_FRAME.with(|c| c.replace(frame));
+        let guard = CurrentGuard {
+            prev,
+            prev_frame,
+            cell: ptr,
+        };
         let out = this.inner.poll(cx);
         drop(guard);
         if out.is_ready() {

@@ -216,6 +216,18 @@ impl Session {
         v
     }
 
+    /// Blocked groups of spawn site `site`, most tasks first (then longest blocked).
+    pub fn groups_of(&self, site: LocId) -> Vec<&BlockedGroup> {
+        let mut v: Vec<&BlockedGroup> = self.groups.iter().filter(|g| g.key.site == site).collect();
+        v.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.oldest_since_ms.cmp(&b.oldest_since_ms))
+                .then(a.key.cmp(&b.key))
+        });
+        v
+    }
+
     /// Total live tasks and blocked tasks.
     pub fn totals(&self) -> (u64, u64) {
         self.sites

@@ -52,6 +52,8 @@ pub struct ChildGuard {
     /// Where its agent socket lives (a fresh private directory).
     pub socket_dir: PathBuf,
     lines: Option<mpsc::Receiver<String>>,
+    /// Piped only for children started with [`spawn_child_with_stdin`].
+    stdin: Option<std::process::ChildStdin>,
 }
 
 /// How long a fixture may take to say `ready`.
@@ -60,10 +62,18 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 impl ChildGuard {
     /// Spawns `cmd` with stdout piped and its agent socket in a fresh private directory.
     pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        Self::spawn_inner(cmd, false)
+    }
+
+    fn spawn_inner(cmd: &mut Command, piped_stdin: bool) -> ChildGuard {
         let socket_dir = socket_dir();
         let mut child = cmd
             .env("LEAKTOP_SOCKET_DIR", &socket_dir)
-            .stdin(Stdio::null())
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
@@ -79,10 +89,12 @@ impl ChildGuard {
             });
             rx
         });
+        let stdin = child.stdin.take();
         ChildGuard {
             child,
             socket_dir,
             lines,
+            stdin,
         }
     }
 
@@ -127,6 +139,18 @@ impl ChildGuard {
         }
     }
 
+    /// Sends one command line to the child and waits for its `done` line.
+    pub fn command(&mut self, cmd: &str) {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("stdin piped (spawn_child_with_stdin)");
+        writeln!(stdin, "{cmd}").expect("write child stdin");
+        stdin.flush().expect("flush child stdin");
+        self.read_line_starting("done", READY_TIMEOUT);
+    }
+
     /// Kills the child now and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -155,6 +179,11 @@ pub fn socket_dir() -> PathBuf {
 /// Starts `bin` with `args`, its agent socket in a fresh private directory.
 pub fn spawn_child(bin: &Path, args: &[&str]) -> ChildGuard {
     spawn_child_env(bin, args, &[])
+}
+
+/// Like [`spawn_child`], with a stdin pipe for [`ChildGuard::command`].
+pub fn spawn_child_with_stdin(bin: &Path, args: &[&str]) -> ChildGuard {
+    ChildGuard::spawn_inner(Command::new(bin).args(args), true)
 }
 
 /// Like [`spawn_child`], with extra environment variables.

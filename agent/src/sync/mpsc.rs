@@ -871,7 +871,7 @@ macro_rules! receiver {
             pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
                 let r = self.inner.try_recv();
                 if r.is_ok() {
-                    self.tok.meta().on_recv(1);
+                    self.tok.meta().on_recv_sole(1);
                 }
                 r
             }
@@ -881,7 +881,7 @@ macro_rules! receiver {
             pub fn blocking_recv(&mut self) -> Option<T> {
                 let r = self.inner.blocking_recv();
                 if r.is_some() {
-                    self.tok.meta().on_recv(1);
+                    self.tok.meta().on_recv_sole(1);
                 }
                 r
             }
@@ -891,7 +891,7 @@ macro_rules! receiver {
             pub fn blocking_recv_many(&mut self, buffer: &mut Vec<T>, limit: usize) -> usize {
                 let n = self.inner.blocking_recv_many(buffer, limit);
                 if n > 0 {
-                    self.tok.meta().on_recv(n as u64);
+                    self.tok.meta().on_recv_sole(n as u64);
                 }
                 n
             }
@@ -928,7 +928,7 @@ macro_rules! receiver {
                     Poll::Ready(v) => {
                         self.wait.ready();
                         if v.is_some() {
-                            self.tok.meta().on_recv(1);
+                            self.tok.meta().on_recv_sole(1);
                         }
                         Poll::Ready(v)
                     }
@@ -946,7 +946,7 @@ macro_rules! receiver {
                     Poll::Ready(n) => {
                         self.wait.ready();
                         if n > 0 {
-                            self.tok.meta().on_recv(n as u64);
+                            self.tok.meta().on_recv_sole(n as u64);
                         }
                         Poll::Ready(n)
                     }
@@ -998,7 +998,7 @@ macro_rules! receiver {
                     Poll::Ready(v) => {
                         this.wait.ready();
                         if v.is_some() {
-                            this.meta.on_recv(1);
+                            this.meta.on_recv_sole(1);
                         }
                         Poll::Ready(v)
                     }
@@ -1039,7 +1039,7 @@ macro_rules! receiver {
                     Poll::Ready(n) => {
                         this.wait.ready();
                         if n > 0 {
-                            this.meta.on_recv(n as u64);
+                            this.meta.on_recv_sole(n as u64);
                         }
                         Poll::Ready(n)
                     }

@@ -179,7 +179,7 @@ impl<T> Receiver<T> {
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let r = self.inner.try_recv();
         if r.is_ok() {
-            self.tok.meta().on_recv(1);
+            self.tok.meta().on_recv_sole(1);
         }
         r
     }
@@ -192,7 +192,7 @@ impl<T> Receiver<T> {
         drop(wait);
         let r = inner.blocking_recv();
         if r.is_ok() {
-            tok.meta().on_recv(1);
+            tok.meta().on_recv_sole(1);
         }
         r
     }
@@ -218,7 +218,7 @@ impl<T> Future for Receiver<T> {
             Poll::Ready(r) => {
                 this.wait.ready();
                 if r.is_ok() {
-                    this.tok.meta().on_recv(1);
+                    this.tok.meta().on_recv_sole(1);
                 }
                 Poll::Ready(r)
             }
