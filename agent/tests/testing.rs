@@ -48,16 +48,19 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// `file:line:column` of `call` on the line of this file that carries `marker`.
+/// `file:line:column` of `call` on the line of this file that carries `marker`, or on
+/// the line above it (for a marker comment on the first line of a block).
 fn site_of(marker: &str, call: &str) -> String {
-    let src = include_str!("testing.rs");
+    let src: Vec<&str> = include_str!("testing.rs").lines().collect();
     let tag = format!("// marker: {marker}");
-    let (i, line) = src
-        .lines()
-        .enumerate()
-        .find(|(_, l)| l.ends_with(&tag))
+    let at = src
+        .iter()
+        .position(|l| l.ends_with(&tag))
         .unwrap_or_else(|| panic!("marker {marker} not found"));
-    let col = line.find(call).expect("call on the marker line") + 1;
+    let (i, col) = [at, at.saturating_sub(1)]
+        .into_iter()
+        .find_map(|i| src[i].find(call).map(|c| (i, c + 1)))
+        .unwrap_or_else(|| panic!("{call} not at marker {marker}"));
     format!("{}:{}:{}", file!(), i + 1, col)
 }
 
