@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use leaktop::attach::{self, Connection};
-use leaktop::{check, demo, duration, report, util};
+use leaktop::{check, demo, duration, export, report, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -18,7 +18,7 @@ use leaktop::{check, demo, duration, report, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)\n  leaktop export 1234        the same per-site counts and verdicts as OpenMetrics text"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +65,18 @@ enum Cmd {
         /// Which findings make the check fail (exit 1).
         #[arg(long, value_enum, default_value = "leak")]
         fail_on: check::FailOn,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
+    },
+    /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
+    #[command(
+        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\n\nExamples:\n  leaktop export 1234 > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
+    )]
+    Export {
+        /// Process id of a program running the leaktop agent.
+        pid: u32,
+        #[arg(long, value_enum, default_value = "openmetrics")]
+        format: export::Format,
         #[command(flatten)]
         thresholds: check::ThresholdArgs,
     },
@@ -120,6 +132,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             _,
         ) => dump(pid, format, baseline, &thresholds.thresholds(None)),
         (
+            Some(Cmd::Export {
+                pid,
+                format,
+                thresholds,
+            }),
+            _,
+        ) => run_export(pid, format, &thresholds.thresholds(None)),
+        (
             Some(Cmd::Check {
                 pid,
                 watch,
@@ -174,6 +194,18 @@ fn dump(
     match format {
         report::Format::Text => print!("{}", report::text_with(&session, th)),
         report::Format::Json => println!("{}", report::json_with(&session, th)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_export(
+    pid: u32,
+    format: export::Format,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let session = util::snapshot_session(pid, true)?;
+    match format {
+        export::Format::Openmetrics => print!("{}", export::openmetrics(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
 }
