@@ -79,3 +79,25 @@ fn plain_tokio_spawn_tasks_are_counted_per_site_through_runtime_hooks() {
         );
     }
 }
+
+#[test]
+fn leak_checks_see_plain_spawned_tasks_of_the_scope() {
+    let bin = fixture_bin_unstable("hooks", "hooks");
+    let out = std::process::Command::new(&bin)
+        .arg("testing")
+        .output()
+        .expect("run the hooks fixture");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("checked"), "{text}{}", stderr(&out));
+    let (f, l, c) = location_of(SRC, "// site: workers", "tokio::spawn");
+    let site = format!("{f}:{l}:{c}");
+    assert!(text.contains("leaktop: 2 leaked tasks"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|line| line.contains(&format!("spawned at {site}, state unknown")))
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("task tokio:"), "{text}");
+}
