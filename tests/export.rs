@@ -10,8 +10,10 @@ use common::*;
 
 const SRC: &str = "tests/fixtures/src/bin/spawn_sites.rs";
 
-/// One parsed sample: name, labels in order, value.
-type Sample = (String, Vec<(String, String)>, f64);
+/// Labels in order: (name, unescaped value).
+type Labels = Vec<(String, String)>;
+/// One parsed sample: name, labels, value.
+type Sample = (String, Labels, f64);
 
 fn is_name(s: &str, colon: bool) -> bool {
     let mut chars = s.chars();
@@ -21,7 +23,7 @@ fn is_name(s: &str, colon: bool) -> bool {
 }
 
 /// Parses `{a="x",b="y"}` (after the name); returns the labels and the rest of the line.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let Some(mut rest) = s.strip_prefix('{') else {
         return Ok((Vec::new(), s));
     };
@@ -89,7 +91,7 @@ fn check_openmetrics(text: &str) -> Result<Vec<Sample>, String> {
     }
     let mut types: HashMap<String, String> = HashMap::new();
     let mut current: Option<(String, String, bool)> = None; // family, type, had samples
-    let mut series: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
+    let mut series: HashSet<(String, Labels)> = HashSet::new();
     let mut samples = Vec::new();
     for (n, line) in body.lines().enumerate() {
         let at = |e: String| format!("line {}: {e}: {line:?}", n + 1);
