@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use leaktop::attach::{self, Connection};
 use leaktop::record::{self, Target};
 use leaktop::symbolize::FoldMode;
-use leaktop::{check, demo, duration, report, tui, util};
+use leaktop::{check, demo, duration, export, report, tui, util};
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -22,7 +22,7 @@ use leaktop::{check, demo, duration, report, tui, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)\n  leaktop 1234 --record s.ltrec  live view, recorded (or press r in the live view)\n  leaktop record 1234 -o s.ltrec --duration 10m   record without a screen\n  leaktop replay s.ltrec     the live view of a recording, with seeking\n  leaktop dump s.ltrec --at 5m   the report 5 minutes into a recording"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)\n  leaktop 1234 --record s.ltrec  live view, recorded (or press r in the live view)\n  leaktop record 1234 -o s.ltrec --duration 10m   record without a screen\n  leaktop replay s.ltrec     the live view of a recording, with seeking\n  leaktop dump s.ltrec --at 5m   the report 5 minutes into a recording\n  leaktop export 1234        per-site counts and verdicts as OpenMetrics text"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -139,6 +139,18 @@ enum Cmd {
         #[arg(long)]
         paused: bool,
     },
+    /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
+    #[command(
+        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\n\nExamples:\n  leaktop export 1234 > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
+    )]
+    Export {
+        /// Process id of a program running the leaktop agent.
+        pid: u32,
+        #[arg(long, value_enum, default_value = "openmetrics")]
+        format: export::Format,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
+    },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     #[command(
         after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
@@ -199,6 +211,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             all_frames,
             &thresholds.thresholds(None),
         ),
+        (
+            Some(Cmd::Export {
+                pid,
+                format,
+                thresholds,
+            }),
+            _,
+        ) => run_export(pid, format, &thresholds.thresholds(None)),
         (
             Some(Cmd::Check {
                 target,
@@ -410,6 +430,18 @@ fn dump(
             print!("{}", report::text_with(&session, th, mode))
         }
         report::Format::Json => println!("{}", report::json_with(&session, th, mode)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_export(
+    pid: u32,
+    format: export::Format,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let session = util::snapshot_session(pid, true)?;
+    match format {
+        export::Format::Openmetrics => print!("{}", export::openmetrics(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
 }
