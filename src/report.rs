@@ -503,3 +503,108 @@ pub fn json_with(session: &Session, th: &Thresholds) -> String {
     };
     serde_json::to_string_pretty(&dump).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use leaktop_agent::wire::{
+        AgentMsg, ChannelKind, GroupKey, Location, SiteKind, SiteStats, Snapshot,
+    };
+
+    /// A session with one site and one blocked group of 4211 tasks on a stuck mpsc.
+    fn stuck_session() -> Session {
+        let mut s = Session::new();
+        for (id, line) in [(1, 3), (2, 8), (3, 22)] {
+            s.apply(&AgentMsg::Location {
+                id,
+                loc: Location {
+                    file: "src/a.rs".into(),
+                    line,
+                    column: 9,
+                },
+            });
+        }
+        s.apply(&AgentMsg::Stack {
+            id: 0,
+            frames: vec![0x1000, 0x2abc],
+        });
+        let key = GroupKey {
+            site: 1,
+            op: Op::Send,
+            channel_site: 2,
+            call_site: 3,
+            stack: Some(0),
+        };
+        s.apply(&AgentMsg::Snapshot(Snapshot {
+            seq: 1,
+            now_ms: 400_000,
+            sites: vec![SiteStats {
+                site: 1,
+                kind: Some(SiteKind::Spawn),
+                live: 4211,
+                blocked_send: 4211,
+                spawned: 4211,
+                oldest_live_ms: Some(88_000),
+                ..Default::default()
+            }],
+            groups: vec![BlockedGroup {
+                key,
+                kind: ChannelKind::Mpsc,
+                count: 4211,
+                oldest_since_ms: 88_000,
+                channel: Some(ChannelStats {
+                    id: 7,
+                    kind: ChannelKind::Mpsc,
+                    site: 2,
+                    capacity: Some(1),
+                    len: Some(1),
+                    senders: 4212,
+                    receivers: 1,
+                    closed: false,
+                    last_send_ms: Some(88_000),
+                    last_recv_ms: None,
+                }),
+            }],
+            ..Default::default()
+        }));
+        s
+    }
+
+    #[test]
+    fn blocked_group_reads_like_go_debug_2() {
+        let text = text(&stuck_session());
+        assert!(
+            text.contains(
+                "    4211 tasks [chan send, 5m12s] at src/a.rs:22:9 on mpsc(cap 1, len 1, \
+                 4212 senders, 1 receiver, last send 5m12s ago, never a recv) created at \
+                 src/a.rs:8:9\n        stack: 0x1000 0x2abc\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_has_groups_under_their_site() {
+        let v: serde_json::Value = serde_json::from_str(&json(&stuck_session())).unwrap();
+        let g = &v["sites"][0]["groups"][0];
+        assert_eq!(g["op"], "send");
+        assert_eq!(g["count"], 4211);
+        assert_eq!(g["oldest_age_ms"], 312_000);
+        assert_eq!(g["call_site"]["line"], 22);
+        assert_eq!(g["channel_site"]["line"], 8);
+        assert_eq!(g["channel_kind"], "mpsc");
+        assert_eq!(g["channel"]["receivers"], 1);
+        assert_eq!(g["channel"]["last_recv_age_ms"], serde_json::Value::Null);
+        assert_eq!(g["stack"]["frames"][1], "0x2abc");
+    }
+
+    #[test]
+    fn ages_read_like_go() {
+        assert_eq!(age(1500), "1.5s");
+        assert_eq!(age(42_000), "42s");
+        assert_eq!(age(312_000), "5m12s");
+        assert_eq!(age(3 * 3600 * 1000 + 60_000), "3h01m");
+        assert_eq!(age(2 * 86_400_000), "2d00h");
+    }
+}

@@ -43,6 +43,29 @@ const fn sc(
 const SCENARIOS: &[Scenario] = &[
     sc("mpsc_send", "send(", "send", "mpsc", true),
     sc("mpsc_reserve", "reserve(", "reserve", "mpsc", true),
+    sc(
+        "reserve_many_mpsc",
+        "reserve_many(",
+        "reserve",
+        "mpsc",
+        true,
+    ),
+    sc(
+        "reserve_owned_mpsc",
+        "reserve_owned(",
+        "reserve",
+        "mpsc",
+        true,
+    ),
+    sc("send_timeout_mpsc", "send_timeout(", "send", "mpsc", true),
+    sc("recv_many_mpsc", "recv_many(", "recv", "mpsc", false),
+    sc(
+        "poll_recv_mpsc",
+        "poll_recv(",
+        "recv",
+        "unbounded mpsc",
+        false,
+    ),
     sc("mpsc_recv", "recv(", "recv", "mpsc", false),
     sc("mpsc_closed", "closed(", "closed", "mpsc", false),
     sc("unbounded_recv", "recv(", "recv", "unbounded mpsc", false),
@@ -69,6 +92,7 @@ fn loc_json(l: &(String, u32, u32)) -> Value {
 
 fn channel_ctor(s: &Scenario) -> &'static str {
     match s.kind {
+        _ if s.name == "poll_recv_mpsc" => "mpsc::unbounded_channel",
         "unbounded mpsc" => "mpsc::unbounded_channel",
         "mpsc" => "mpsc::channel",
         "oneshot" => "oneshot::channel",

@@ -4,8 +4,9 @@
 //!   waits, so each round trip is two messages and two Pending→Ready cycles.
 //! - `message`: `try_send` + `try_recv` on one channel, no waiting: the per-message cost.
 //!
-//! Each variant runs `TRIALS` times; the median ns per unit is reported, with the ratio
-//! instrumented/tokio. Variants: tokio channels in `tokio::spawn` tasks (baseline), agent
+//! Each variant runs several times, interleaved with the others; the best (minimum) ns per
+//! unit is reported with the ratio instrumented/tokio: on a shared, noisy machine the
+//! minimum is the stable estimate of the intrinsic cost (medians are printed too). Variants: tokio channels in `tokio::spawn` tasks (baseline), agent
 //! channels in `leaktop_agent::spawn` tasks (what a migrated program runs), and tokio
 //! channels in agent tasks (isolates the channels' own share).
 //!
@@ -77,26 +78,33 @@ pingpong!(
 message!(msg_tokio, tokio::sync::mpsc);
 message!(msg_agent, leaktop_agent::sync::mpsc);
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// Best and median of one variant's trials.
+#[derive(Clone, Copy)]
+struct Stat {
+    min: f64,
+    median: f64,
 }
 
-/// Runs the variants interleaved (so drift of a shared machine hits all alike) and
-/// returns the median of each.
-fn measure<F: Future<Output = f64>>(
-    rt: &tokio::runtime::Runtime,
-    trials: usize,
-    variants: &[&dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = f64>>>],
-) -> Vec<f64> {
-    let _ = std::marker::PhantomData::<F>;
+type Variant<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = f64>>>;
+
+/// Runs the variants interleaved (so drift of a shared machine hits all alike).
+fn measure(rt: &tokio::runtime::Runtime, trials: usize, variants: &[Variant]) -> Vec<Stat> {
     let mut samples = vec![Vec::new(); variants.len()];
     for _ in 0..trials {
         for (i, v) in variants.iter().enumerate() {
             samples[i].push(rt.block_on(v()));
         }
     }
-    samples.into_iter().map(median).collect()
+    samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            Stat {
+                min: v[0],
+                median: v[v.len() / 2],
+            }
+        })
+        .collect()
 }
 
 fn main() {
@@ -107,6 +115,30 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    // `--variant pp_tokio|pp_agent|pp_mixed`: run only that ping-pong variant once on a
+    // current-thread runtime, e.g. under `perf stat -e instructions:u` (instruction counts
+    // do not care how busy the machine is).
+    if let Some(v) = args
+        .iter()
+        .position(|a| a == "--variant")
+        .and_then(|i| args.get(i + 1))
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _agent = leaktop_agent::start();
+        let n = std::env::var("LEAKTOP_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let ns = match v.as_str() {
+            "pp_tokio" => rt.block_on(pp_tokio(n)),
+            "pp_agent" => rt.block_on(pp_agent(n)),
+            _ => rt.block_on(pp_tokio_in_agent_tasks(n)),
+        };
+        println!("{v}: {ns:.1} ns per round trip ({n} round trips)");
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("leaktop-bench-{}", std::process::id()));
     let _ = std::fs::create_dir(&dir);
     {
@@ -142,7 +174,7 @@ fn main() {
         if !wanted(name) {
             continue;
         }
-        let pp = measure::<std::future::Ready<f64>>(
+        let pp = measure(
             &rt,
             trials,
             &[
@@ -152,11 +184,14 @@ fn main() {
             ],
         );
         println!(
-            "pingpong mpsc(1) {label:16} round trip: tokio {:7.1} ns  agent {:7.1} ns  ratio {:.3}  (channels alone: {:.3})",
-            pp[0],
-            pp[1],
-            pp[1] / pp[0],
-            pp[1] / pp[2]
+            "pingpong mpsc(1) {label:15} round trip: tokio {:7.1} ns  agent {:7.1} ns  ratio {:.3}  channels alone {:.3}  (medians: {:.0} / {:.0} / {:.0} ns)",
+            pp[0].min,
+            pp[1].min,
+            pp[1].min / pp[0].min,
+            pp[1].min / pp[2].min,
+            pp[0].median,
+            pp[1].median,
+            pp[2].median,
         );
     }
     if wanted("message") {
@@ -170,15 +205,17 @@ fn message_bench(trials: usize, msgs: u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let m = measure::<std::future::Ready<f64>>(
+    let m = measure(
         &rt,
         trials,
         &[&|| Box::pin(msg_tokio(msgs)), &|| Box::pin(msg_agent(msgs))],
     );
     println!(
-        "message try_send+try_recv                  per message: tokio {:7.1} ns  agent {:7.1} ns  ratio {:.3}",
-        m[0],
-        m[1],
-        m[1] / m[0]
+        "message try_send+try_recv       per message: tokio {:7.1} ns  agent {:7.1} ns  ratio {:.3}  (medians: {:.1} / {:.1} ns)",
+        m[0].min,
+        m[1].min,
+        m[1].min / m[0].min,
+        m[0].median,
+        m[1].median,
     );
 }

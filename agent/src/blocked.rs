@@ -625,6 +625,9 @@ impl Wait {
     /// The operation completed (or gave up): the task no longer waits here.
     #[inline]
     pub fn ready(&mut self) {
+        if self.reg.is_none() {
+            return;
+        }
         match self.reg.take() {
             None => {}
             // Outside its task's poll the task may be gone; its completion clears the
@@ -648,8 +651,11 @@ impl Wait {
 }
 
 impl Drop for Wait {
+    #[inline]
     fn drop(&mut self) {
-        self.ready();
+        if self.reg.is_some() {
+            self.ready();
+        }
     }
 }
 

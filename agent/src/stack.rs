@@ -37,8 +37,12 @@ pub fn capture(out: &mut [u64; MAX_FRAMES], boundary: usize) -> usize {
         }
         out[n] = ip;
         n += 1;
-        // The frame's canonical frame address is its caller's stack pointer: above the
-        // boundary means this frame is the task's poll (or beyond).
+        // The first frame whose stack address is above the boundary is the last one
+        // kept: with libgcc (`sp()` is that frame's own stack pointer) it is the one that
+        // called the task's poll (a fixed return address in the runtime); with an unwinder
+        // reporting canonical frame addresses it is the task's poll frame itself. Either
+        // way the frame holding an inlined await chain is kept and nothing that varies
+        // with the runtime's path is.
         boundary == 0 || (frame.sp() as usize) < boundary
     });
     n

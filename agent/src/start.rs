@@ -191,6 +191,9 @@ impl Builder {
             },
             stop.clone(),
         );
+        // Hot paths stamp times from the agent thread's ticks; the first is now, so
+        // anything that happens once `start` returns is stamped.
+        crate::clock::tick();
         let thread = std::thread::Builder::new()
             .name("leaktop-agent".into())
             .spawn(move || server.run())

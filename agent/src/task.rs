@@ -11,30 +11,28 @@ use std::task::{Context, Poll};
 use crate::registry::{registry, TaskCell, STATE_BLOCKED, STATE_IDLE, STATE_RUNNING};
 
 thread_local! {
-    /// The instrumented task being polled on this thread, if any.
-    static CURRENT: Cell<*const TaskCell> = const { Cell::new(std::ptr::null()) };
-    /// An address inside the frame of the innermost `Instrumented::poll` on this thread
-    /// (0 outside one): stack captures stop there, so a task's await chain is the same
-    /// whatever runtime path polled it.
-    static POLL_FRAME: Cell<usize> = const { Cell::new(0) };
+    /// The instrumented task being polled on this thread, if any, and an address inside
+    /// the frame of its `Instrumented::poll` (0 outside one): stack captures stop there,
+    /// so a task's await chain is the same whatever runtime path polled it.
+    static CURRENT: Cell<(*const TaskCell, usize)> = const { Cell::new((std::ptr::null(), 0)) };
 }
 
-/// See `POLL_FRAME`.
+/// See `CURRENT`.
 #[inline]
 pub(crate) fn poll_frame() -> usize {
-    POLL_FRAME.with(|c| c.get())
+    CURRENT.with(|c| c.get().1)
 }
 
 /// Address of the task being polled on this thread (0 outside instrumented tasks): a
 /// cheap identity check for the channel futures.
 #[inline]
 pub(crate) fn current_ptr() -> usize {
-    CURRENT.with(|c| c.get()) as usize
+    CURRENT.with(|c| c.get().0) as usize
 }
 
 /// Runs `f` with the task being polled on this thread (None outside instrumented tasks).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<TaskCell>>) -> R) -> R {
-    let ptr = CURRENT.with(|c| c.get());
+    let ptr = CURRENT.with(|c| c.get().0);
     if ptr.is_null() {
         return f(None);
     }
@@ -65,15 +63,13 @@ pin_project_lite::pin_project! {
 }
 
 struct CurrentGuard {
-    prev: *const TaskCell,
-    prev_frame: usize,
+    prev: (*const TaskCell, usize),
     cell: *const TaskCell,
 }
 
 impl Drop for CurrentGuard {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.prev));
-        POLL_FRAME.with(|c| c.set(self.prev_frame));
         // SAFETY: `cell` points into an Arc kept alive by the Instrumented being polled.
         let cell = unsafe { &*self.cell };
         cell.site.running.fetch_sub(1, Relaxed);
@@ -99,15 +95,10 @@ impl<F: Future> Future for Instrumented<F> {
         if state != STATE_BLOCKED {
             cell.state.store(STATE_RUNNING, Relaxed);
         }
-        let prev = CURRENT.with(|c| c.replace(ptr));
         let marker = 0u8;
         let frame = std::hint::black_box(&marker) as *const u8 as usize;
-        let prev_frame = POLL_FRAME.with(|c| c.replace(frame));
-        let guard = CurrentGuard {
-            prev,
-            prev_frame,
-            cell: ptr,
-        };
+        let prev = CURRENT.with(|c| c.replace((ptr, frame)));
+        let guard = CurrentGuard { prev, cell: ptr };
         let out = this.inner.poll(cx);
         drop(guard);
         if out.is_ready() {

@@ -24,9 +24,21 @@
 //!   `#[track_caller]` and return named futures. When one returns Pending inside a task
 //!   spawned with [`crate::spawn`] (or wrapped by [`crate::instrument`]), the task is
 //!   counted as blocked {op, channel, blocking call site, since} in its spawn site's blocked
-//!   groups, with the raw await chain captured at that moment; Ready, drop (`select!`,
-//!   `timeout`) or abort clears it. Operations in other tasks are counted under the
-//!   "uninstrumented task" row.
+//!   groups, with the raw await chain captured at that moment (inside the future's `poll`,
+//!   up to the task's own poll frame); Ready, drop (`select!`, `timeout`) or abort clears
+//!   it. Operations in other tasks are counted under the "uninstrumented task" row.
+//!
+//! # Cost
+//!
+//! A message costs one relaxed atomic add on the channel's own cache line and a compare
+//! with a clock the agent thread ticks every 100 ms. A wait in an instrumented task is
+//! written into the task's own record (a few relaxed stores and one atomic swap, no lock,
+//! no allocation, no reference count) and its end is one compare-and-swap; the agent
+//! moves waits still pending into their site's groups whenever it looks (snapshot, task
+//! list, history sample), so what a client sees is exact at that moment while a wait that
+//! ends before anyone looks never touches shared state. Stacks are captured once per
+//! (thread, spawn site, call site) and re-sampled at most every 5 s. The benchmark
+//! (`scripts/bench.sh channels`) compares a ping-pong over `mpsc(1)` with tokio's.
 //!
 //! The error types are tokio's own, re-exported (`mpsc::error`, `oneshot::error`, …).
 //!
@@ -44,10 +56,17 @@
 //! - `poll_recv` / `poll_recv_many` / `oneshot::Sender::poll_closed` keep their blocked
 //!   registration in the handle until they return Ready or the handle is dropped (there is
 //!   no future whose drop would say the caller stopped waiting).
+//! - A channel future moved to another task (or sent out of its task) while it waits
+//!   leaves its first task marked blocked there until that task ends.
+//! - `watch::Receiver::wait_for` requires its closure to outlive the receiver borrow
+//!   (`F: 'a`); the compiler satisfies that by shortening the borrow.
 //! - `into_inner()` hands out tokio's type; from then on that handle is invisible to the
-//!   agent (it no longer counts as a sender or receiver of the channel).
-//! - Not wrapped: `mpsc::Receiver::poll_recv_many`'s stream adapters from tokio-stream
-//!   (they take tokio's types; use `into_inner()`), and process-driver internals.
+//!   agent (it no longer counts as a sender or receiver of the channel). Adapters that
+//!   take tokio's types (tokio-stream's `ReceiverStream` & co.) need it today.
+//! - A channel's "last send/receive" time has the agent's 100 ms tick resolution, and its
+//!   creation site's message totals include a busy channel's latest messages once the
+//!   tick moves on (or the channel is dropped). Before the agent is started nothing is
+//!   time-stamped.
 
 pub mod broadcast;
 pub mod mpsc;
