@@ -14,6 +14,23 @@ use leaktop::record::{self, Target};
 use leaktop::symbolize::FoldMode;
 use leaktop::{check, demo, duration, export, report, tui, util};
 
+/// `print!` that treats a closed stdout (`leaktop dump 1 | head`) as the end of the
+/// output, like other Unix tools, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` counterpart of [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Find leaked async tasks in live tokio programs.
 ///
 /// The target links the `leaktop-agent` crate and calls `leaktop_agent::start()`;
@@ -277,7 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             _,
         ) => {
             if list {
-                print!("{}", demo::list_text());
+                out!("{}", demo::list_text());
                 return Ok(ExitCode::SUCCESS);
             }
             run_demo(&scenarios, fixed, once, warmup, cli.interval)
@@ -420,16 +437,16 @@ fn dump(
     match format {
         report::Format::Text => {
             if let Some((path, at, duration)) = recording {
-                println!(
+                outln!(
                     "recording {} at {} of {}",
                     path.display(),
                     report::age(at),
                     report::age(duration)
                 );
             }
-            print!("{}", report::text_with(&session, th, mode))
+            out!("{}", report::text_with(&session, th, mode))
         }
-        report::Format::Json => println!("{}", report::json_with(&session, th, mode)),
+        report::Format::Json => outln!("{}", report::json_with(&session, th, mode)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -441,7 +458,7 @@ fn run_export(
 ) -> Result<ExitCode> {
     let session = util::snapshot_session(pid, true)?;
     match format {
-        export::Format::Openmetrics => print!("{}", export::openmetrics(&session, th)),
+        export::Format::Openmetrics => out!("{}", export::openmetrics(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -467,8 +484,8 @@ fn run_check(
     };
     let outcome = check::decide(&session, th, fail_on);
     match format {
-        report::Format::Text => print!("{}", check::text(&session, th, fail_on, &outcome)),
-        report::Format::Json => println!("{}", check::json(&session, th, fail_on, &outcome)),
+        report::Format::Text => out!("{}", check::text(&session, th, fail_on, &outcome)),
+        report::Format::Json => outln!("{}", check::json(&session, th, fail_on, &outcome)),
     }
     Ok(ExitCode::from(outcome.exit_code))
 }
@@ -509,7 +526,7 @@ fn record_cmd(
 
 fn list(verbose: bool) -> Result<ExitCode> {
     let found = attach::discover();
-    println!("{:>8}  {:>9}  {:>10}  EXE", "PID", "UPTIME", "LIVE TASKS");
+    outln!("{:>8}  {:>9}  {:>10}  EXE", "PID", "UPTIME", "LIVE TASKS");
     for f in found {
         if !f.alive {
             if verbose {
@@ -533,7 +550,7 @@ fn list(verbose: bool) -> Result<ExitCode> {
         match row {
             Ok(s) => {
                 let h = s.hello.as_ref();
-                println!(
+                outln!(
                     "{:>8}  {:>9}  {:>10}  {}",
                     f.pid,
                     report::age(s.now_ms),
@@ -585,7 +602,7 @@ fn run_demo(
         std::thread::sleep(Duration::from_millis(50));
     }
     let session = util::snapshot_session(pid, false)?;
-    print!("{}", report::text(&session));
+    out!("{}", report::text(&session));
     drop(child);
     Ok(ExitCode::SUCCESS)
 }
