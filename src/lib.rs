@@ -9,6 +9,7 @@ pub mod attach;
 pub mod check;
 pub mod demo;
 pub mod duration;
+pub mod export;
 pub mod model;
 pub mod record;
 pub mod report;

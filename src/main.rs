@@ -12,7 +12,24 @@ use clap::{Parser, Subcommand};
 use leaktop::attach::{self, Connection};
 use leaktop::record::{self, Target};
 use leaktop::symbolize::FoldMode;
-use leaktop::{check, demo, duration, report, tui, util};
+use leaktop::{check, demo, duration, export, report, tui, util};
+
+/// `print!` that treats a closed stdout (`leaktop dump 1 | head`) as the end of the
+/// output, like other Unix tools, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` counterpart of [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 /// Find leaked async tasks in live tokio programs.
 ///
@@ -22,7 +39,7 @@ use leaktop::{check, demo, duration, report, tui, util};
 #[command(
     name = "leaktop",
     version,
-    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)\n  leaktop 1234 --record s.ltrec  live view, recorded (or press r in the live view)\n  leaktop record 1234 -o s.ltrec --duration 10m   record without a screen\n  leaktop replay s.ltrec     the live view of a recording, with seeking\n  leaktop dump s.ltrec --at 5m   the report 5 minutes into a recording"
+    after_help = "Examples:\n  leaktop demo               run a leaky demo program and show what leaktop finds\n  leaktop 1234               live view of pid 1234 (? lists the keys)\n  leaktop list               every process with a leaktop agent\n  leaktop dump 1234          one report of pid 1234's tasks, grouped by spawn site\n  leaktop dump 1234 --format json | jq '.sites[0]'\n  leaktop check 1234 --for 5m   exit 1 if pid 1234 leaks tasks (for cron, alerts, CI)\n  leaktop 1234 --record s.ltrec  live view, recorded (or press r in the live view)\n  leaktop record 1234 -o s.ltrec --duration 10m   record without a screen\n  leaktop replay s.ltrec     the live view of a recording, with seeking\n  leaktop dump s.ltrec --at 5m   the report 5 minutes into a recording\n  leaktop export 1234        per-site counts and verdicts as OpenMetrics text"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -139,6 +156,18 @@ enum Cmd {
         #[arg(long)]
         paused: bool,
     },
+    /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
+    #[command(
+        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\n\nExamples:\n  leaktop export 1234 > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
+    )]
+    Export {
+        /// Process id of a program running the leaktop agent.
+        pid: u32,
+        #[arg(long, value_enum, default_value = "openmetrics")]
+        format: export::Format,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
+    },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     #[command(
         after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
@@ -200,6 +229,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &thresholds.thresholds(None),
         ),
         (
+            Some(Cmd::Export {
+                pid,
+                format,
+                thresholds,
+            }),
+            _,
+        ) => run_export(pid, format, &thresholds.thresholds(None)),
+        (
             Some(Cmd::Check {
                 target,
                 at,
@@ -257,7 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             _,
         ) => {
             if list {
-                print!("{}", demo::list_text());
+                out!("{}", demo::list_text());
                 return Ok(ExitCode::SUCCESS);
             }
             run_demo(&scenarios, fixed, once, warmup, cli.interval)
@@ -400,16 +437,28 @@ fn dump(
     match format {
         report::Format::Text => {
             if let Some((path, at, duration)) = recording {
-                println!(
+                outln!(
                     "recording {} at {} of {}",
                     path.display(),
                     report::age(at),
                     report::age(duration)
                 );
             }
-            print!("{}", report::text_with(&session, th, mode))
+            out!("{}", report::text_with(&session, th, mode))
         }
-        report::Format::Json => println!("{}", report::json_with(&session, th, mode)),
+        report::Format::Json => outln!("{}", report::json_with(&session, th, mode)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_export(
+    pid: u32,
+    format: export::Format,
+    th: &leaktop::model::Thresholds,
+) -> Result<ExitCode> {
+    let session = util::snapshot_session(pid, true)?;
+    match format {
+        export::Format::Openmetrics => out!("{}", export::openmetrics(&session, th)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -435,8 +484,8 @@ fn run_check(
     };
     let outcome = check::decide(&session, th, fail_on);
     match format {
-        report::Format::Text => print!("{}", check::text(&session, th, fail_on, &outcome)),
-        report::Format::Json => println!("{}", check::json(&session, th, fail_on, &outcome)),
+        report::Format::Text => out!("{}", check::text(&session, th, fail_on, &outcome)),
+        report::Format::Json => outln!("{}", check::json(&session, th, fail_on, &outcome)),
     }
     Ok(ExitCode::from(outcome.exit_code))
 }
@@ -477,7 +526,7 @@ fn record_cmd(
 
 fn list(verbose: bool) -> Result<ExitCode> {
     let found = attach::discover();
-    println!("{:>8}  {:>9}  {:>10}  EXE", "PID", "UPTIME", "LIVE TASKS");
+    outln!("{:>8}  {:>9}  {:>10}  EXE", "PID", "UPTIME", "LIVE TASKS");
     for f in found {
         if !f.alive {
             if verbose {
@@ -501,7 +550,7 @@ fn list(verbose: bool) -> Result<ExitCode> {
         match row {
             Ok(s) => {
                 let h = s.hello.as_ref();
-                println!(
+                outln!(
                     "{:>8}  {:>9}  {:>10}  {}",
                     f.pid,
                     report::age(s.now_ms),
@@ -553,7 +602,7 @@ fn run_demo(
         std::thread::sleep(Duration::from_millis(50));
     }
     let session = util::snapshot_session(pid, false)?;
-    print!("{}", report::text(&session));
+    out!("{}", report::text(&session));
     drop(child);
     Ok(ExitCode::SUCCESS)
 }

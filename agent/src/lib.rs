@@ -42,6 +42,13 @@ mod stack;
 pub mod sync;
 #[cfg(feature = "runtime")]
 mod task;
+#[cfg(feature = "runtime")]
+pub mod testing;
+
+#[cfg(all(feature = "tokio-hooks", feature = "runtime"))]
+pub mod hooks;
+#[cfg(all(feature = "metrics", feature = "runtime"))]
+pub mod metrics;
 
 #[cfg(feature = "runtime")]
 pub use task::{instrument, spawn, spawn_local, Instrumented};

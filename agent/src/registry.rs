@@ -145,6 +145,10 @@ pub(crate) struct SiteInner {
     pub blocked: BlockedTable,
     /// Tasks that began a fast wait since the last promotion (see `blocked`).
     pub candidates: Vec<Arc<TaskCell>>,
+    /// Live plain-spawned tasks seen by tokio's runtime hooks (see `hooks`): tokio task id
+    /// (ordered by spawn) -> (spawn time, test scope).
+    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
+    pub hooked: std::collections::BTreeMap<tokio::task::Id, (u64, u64)>,
 }
 
 /// One spawn site (or a pseudo site: uninstrumented / other).
@@ -191,6 +195,11 @@ impl Site {
     pub fn stats_and_groups(&self) -> (wire::SiteStats, Vec<wire::BlockedGroup>) {
         let inner = lock(&self.inner);
         let oldest = inner.tasks.first().map(|t| t.spawned_ms);
+        #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
+        let oldest = match (oldest, inner.hooked.first_key_value()) {
+            (Some(a), Some((_, (b, _)))) => Some(a.min(*b)),
+            (a, b) => a.or(b.map(|(_, (t, _))| *t)),
+        };
         let groups = inner.blocked.groups();
         drop(inner);
         (self.stats_with(oldest), groups)
@@ -232,6 +241,10 @@ pub(crate) struct TaskCell {
     pub fast: FastSlot,
     /// Its slot in the site's task list (written and read under the site's mutex).
     list_slot: AtomicU32,
+    /// The `testing` scope the task belongs to (0: none), inherited from its spawner.
+    pub scope: AtomicU64,
+    /// StackId + 1 of the stack at spawn, captured only for tasks in a `testing` scope.
+    pub spawn_stack: AtomicU32,
 }
 
 impl TaskCell {
@@ -444,6 +457,22 @@ impl Registry {
         site
     }
 
+    /// The row that counts `loc`'s tasks if it has one already (its own, or the "other
+    /// sites" row for a location folded past the cap); never creates one.
+    #[allow(dead_code)] // runtime hooks (feature `tokio-hooks`)
+    pub fn existing_site(&self, loc: &'static StdLocation<'static>) -> Option<Arc<Site>> {
+        let key = key_of(loc);
+        if let Some(site) = self
+            .sites
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Some(site.clone());
+        }
+        self.other.get().cloned()
+    }
+
     /// Every site, in creation order.
     pub fn sites(&self) -> Vec<Arc<Site>> {
         self.site_list
@@ -465,6 +494,12 @@ impl Registry {
     /// Registers a newly spawned task of `site`.
     pub fn new_task(&self, site: Arc<Site>) -> Arc<TaskCell> {
         let id = self.next_task.fetch_add(1, Relaxed);
+        let scope = crate::testing::inherited_scope();
+        let spawn_stack = if scope != 0 {
+            crate::testing::spawn_stack()
+        } else {
+            0
+        };
         let cell = Arc::new(TaskCell {
             id,
             site: site.clone(),
@@ -477,6 +512,8 @@ impl Registry {
             blocked_slot: AtomicU32::new(0),
             fast: FastSlot::new(id << 28),
             list_slot: AtomicU32::new(NIL),
+            scope: AtomicU64::new(scope),
+            spawn_stack: AtomicU32::new(spawn_stack),
         });
         site.spawned.fetch_add(1, Relaxed);
         site.live.fetch_add(1, Relaxed);
@@ -590,6 +627,8 @@ mod tests {
             blocked_slot: AtomicU32::new(0),
             fast: FastSlot::new(id << 28),
             list_slot: AtomicU32::new(NIL),
+            scope: AtomicU64::new(0),
+            spawn_stack: AtomicU32::new(0),
         })
     }
 

@@ -180,6 +180,8 @@ impl Server {
                 let sites = registry().sites();
                 self.rings
                     .record(clock::now_ms(), sites.iter().map(|s| (s.loc, s.sample())));
+                #[cfg(feature = "metrics")]
+                crate::metrics::publish();
                 next_sample = now + self.config.sample_interval;
             }
             self.serve_history();

@@ -129,7 +129,11 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(instrument(fut))
+    let fut = instrument(fut);
+    // Counted here; the runtime hooks must not count it again.
+    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
+    let _skip = crate::hooks::SkipHook::new();
+    tokio::spawn(fut)
 }
 
 /// Drop-in for [`tokio::task::spawn_local`].
@@ -139,5 +143,8 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    tokio::task::spawn_local(instrument(fut))
+    let fut = instrument(fut);
+    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
+    let _skip = crate::hooks::SkipHook::new();
+    tokio::task::spawn_local(fut)
 }

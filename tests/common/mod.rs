@@ -298,3 +298,30 @@ pub fn leaktop_release() -> PathBuf {
     *built = Some(bin.clone());
     bin
 }
+
+/// Builds a debug bin of `leaktop-fixtures` with `--cfg tokio_unstable` and the given
+/// fixture features (tokio's unstable APIs, e.g. runtime hooks), in its own target dir
+/// (`target/fixtures-unstable`): other RUSTFLAGS in a shared dir would rebuild everything
+/// each time. The first build compiles the fixture's dependencies once (about a minute of
+/// CPU); later ones only what changed.
+pub fn fixture_bin_unstable(name: &str, features: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let target = workspace_root().join("target").join("fixtures-unstable");
+    let rustflags = match std::env::var("RUSTFLAGS") {
+        Ok(f) if !f.trim().is_empty() => format!("{f} --cfg tokio_unstable"),
+        _ => "--cfg tokio_unstable".to_string(),
+    };
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", "leaktop-fixtures", "--bin", name])
+        .args(["--features", features])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", rustflags)
+        .status()
+        .expect("run cargo build for a fixture");
+    assert!(
+        status.success(),
+        "building fixture {name} (tokio_unstable) failed"
+    );
+    target.join("debug").join(name)
+}

@@ -33,12 +33,14 @@ pub async fn run(fixed: bool, pace: Pace) {
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = in_flight.clone();
-        leaktop_agent::spawn(async move {
-            // leak-site: slow-call
-            send_analytics(addr, fixed, pace).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
+        leaktop_agent::spawn(track_call(addr, fixed, pace, in_flight)); // leak-site: slow-call
     }
+}
+
+/// One analytics call, counted while in flight.
+async fn track_call(addr: SocketAddr, fixed: bool, pace: Pace, in_flight: Arc<AtomicUsize>) {
+    send_analytics(addr, fixed, pace).await;
+    in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The remote analytics service stand-in: another process in real life, so its tasks are
