@@ -32,7 +32,10 @@ pub fn attach_agent(socket: &Path) -> Result<(), String> {
             client: "leaktop-bench".into(),
         },
     )?;
+    // As the live source does (src/source.rs): history, one snapshot right after it, then
+    // the subscription (whose first tick would otherwise be skipped while history flows).
     send(&mut stream, &ClientMsg::History)?;
+    send(&mut stream, &ClientMsg::Snapshot)?;
     send(&mut stream, &ClientMsg::Subscribe { interval_ms: 1000 })?;
     let (tx, rx) = std_mpsc::channel();
     std::thread::Builder::new()
