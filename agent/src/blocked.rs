@@ -36,9 +36,7 @@ use foldhash::fast::FixedState;
 
 use crate::chan::{ChanMeta, ChanRef, ChanSite};
 use crate::clock;
-use crate::registry::{
-    lock, registry, Site, SiteInner, TaskCell, STATE_BLOCKED, STATE_IDLE, STATE_RUNNING,
-};
+use crate::registry::{lock, registry, Site, SiteInner, TaskCell, STATE_BLOCKED, STATE_IDLE};
 use crate::stack::RESAMPLE_MS;
 use crate::task;
 use crate::wire::{self, ChannelKind, GroupKey, Op, StackId};
@@ -539,13 +537,7 @@ fn task_unblocked(site: &Site, cell: &TaskCell, slot: u32) {
     if cell.blocked_regs.fetch_sub(1, Relaxed) == 1 {
         counter(site, cell.blocked_is_send.load(Relaxed)).fetch_sub(1, Relaxed);
         cell.blocked_slot.store(0, Relaxed);
-        let polling = task::current_ptr() == cell as *const TaskCell as usize;
-        let _ = cell.state.compare_exchange(
-            STATE_BLOCKED,
-            if polling { STATE_RUNNING } else { STATE_IDLE },
-            Relaxed,
-            Relaxed,
-        );
+        cell.state.store(STATE_IDLE, Relaxed);
     } else if cell.blocked_slot.load(Relaxed) == slot + 1 {
         // Still waiting elsewhere; that wait's slot is not known here.
         cell.blocked_slot.store(0, Relaxed);
@@ -582,11 +574,10 @@ struct Registration {
 enum Reg {
     /// In the fast slot of the task at this address, with this generation. The address
     /// is only dereferenced while that task is being polled (then it is alive).
-    Fast {
-        cell: usize,
-        gen: u64,
-    },
-    Slow(Registration),
+    Fast { cell: usize, gen: u64 },
+    /// Boxed: rare (a second concurrent wait of a task, or outside tasks) and already
+    /// takes a lock; kept out of line so every channel future stays three words smaller.
+    Slow(Box<Registration>),
 }
 
 /// The blocked-state slot of one channel future (or pollable handle).
@@ -619,7 +610,7 @@ impl Wait {
                 return;
             }
         }
-        self.reg = Some(Reg::Slow(register(op, chan, call_site, current)));
+        self.reg = Some(Reg::Slow(Box::new(register(op, chan, call_site, current))));
     }
 
     /// The operation completed (or gave up): the task no longer waits here.
@@ -640,7 +631,7 @@ impl Wait {
                 });
             }
             Some(Reg::Fast { .. }) => {}
-            Some(Reg::Slow(r)) => unregister(r),
+            Some(Reg::Slow(r)) => unregister(*r),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::blocked::{self, BlockedTable, FastSlot};
 use crate::chan::ChanSites;
 use crate::clock;
 use crate::stack::StackTable;
+use crate::task;
 use crate::wire::{self, GroupKey, LocId, SiteKind};
 
 /// Default maximum number of distinct spawn sites.
@@ -156,7 +157,6 @@ pub(crate) struct Site {
     pub loc: LocId,
     pub kind: SiteKind,
     pub live: AtomicU64,
-    pub running: AtomicU64,
     pub blocked_send: AtomicU64,
     pub blocked_recv: AtomicU64,
     pub spawned: AtomicU64,
@@ -170,7 +170,6 @@ impl Site {
             loc,
             kind,
             live: AtomicU64::new(0),
-            running: AtomicU64::new(0),
             blocked_send: AtomicU64::new(0),
             blocked_recv: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
@@ -191,8 +190,18 @@ impl Site {
         }
     }
 
-    /// The counters and the blocked groups, read under one lock. O(groups).
+    /// The counters and the blocked groups, read under one lock. O(groups + threads).
+    #[allow(dead_code)] // feature `metrics`
     pub fn stats_and_groups(&self) -> (wire::SiteStats, Vec<wire::BlockedGroup>) {
+        self.stats_and_groups_with(&task::polling_sites())
+    }
+
+    /// [`Site::stats_and_groups`] with the polling threads' sites read once for all
+    /// sites ([`task::polling_sites`]).
+    pub fn stats_and_groups_with(
+        &self,
+        polling: &[usize],
+    ) -> (wire::SiteStats, Vec<wire::BlockedGroup>) {
         let inner = lock(&self.inner);
         let oldest = inner.tasks.first().map(|t| t.spawned_ms);
         #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
@@ -202,15 +211,18 @@ impl Site {
         };
         let groups = inner.blocked.groups();
         drop(inner);
-        (self.stats_with(oldest), groups)
+        (
+            self.stats_with(oldest, task::running_at(polling, self)),
+            groups,
+        )
     }
 
-    fn stats_with(&self, oldest_live_ms: Option<u64>) -> wire::SiteStats {
+    fn stats_with(&self, oldest_live_ms: Option<u64>, running: u64) -> wire::SiteStats {
         wire::SiteStats {
             site: self.loc,
             kind: Some(self.kind),
             live: self.live.load(Relaxed),
-            running: self.running.load(Relaxed),
+            running,
             blocked_send: self.blocked_send.load(Relaxed),
             blocked_recv: self.blocked_recv.load(Relaxed),
             spawned: self.spawned.load(Relaxed),
@@ -220,8 +232,10 @@ impl Site {
     }
 }
 
+/// `TaskCell::state`: not blocked on an instrumented channel (running or idle: whether a
+/// thread is polling it is read from the poll slots, see `task::is_polled`)...
 pub(crate) const STATE_IDLE: u8 = 0;
-pub(crate) const STATE_RUNNING: u8 = 1;
+/// ... or blocked on one (registered in its site's blocked table).
 pub(crate) const STATE_BLOCKED: u8 = 2;
 
 /// One live instrumented task.
@@ -250,8 +264,8 @@ pub(crate) struct TaskCell {
 impl TaskCell {
     pub fn info(&self) -> wire::TaskInfo {
         let state = match self.state.load(Relaxed) {
-            STATE_RUNNING => wire::TaskState::Running,
             STATE_BLOCKED => wire::TaskState::Blocked,
+            _ if task::is_polled(self) => wire::TaskState::Running,
             _ => wire::TaskState::Idle,
         };
         wire::TaskInfo {
@@ -594,9 +608,10 @@ impl Registry {
     pub fn snapshot(&self, seq: u64) -> wire::Snapshot {
         let mut sites = Vec::new();
         let mut groups = Vec::new();
+        let polling = task::polling_sites();
         for site in self.sites() {
             blocked::promote(&site);
-            let (st, mut g) = site.stats_and_groups();
+            let (st, mut g) = site.stats_and_groups_with(&polling);
             sites.push(st);
             groups.append(&mut g);
         }

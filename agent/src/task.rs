@@ -4,17 +4,127 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::registry::{registry, TaskCell, STATE_BLOCKED, STATE_IDLE, STATE_RUNNING};
+use crate::registry::{lock, registry, Site, TaskCell};
 
 thread_local! {
     /// The instrumented task being polled on this thread, if any, and an address inside
     /// the frame of its `Instrumented::poll` (0 outside one): stack captures stop there,
     /// so a task's await chain is the same whatever runtime path polled it.
     static CURRENT: Cell<(*const TaskCell, usize)> = const { Cell::new((std::ptr::null(), 0)) };
+}
+
+/// What one thread is polling: the innermost instrumented task and its site (addresses,
+/// 0 = none), written only by that thread on its own cache line. A site's `running`
+/// count and a task's Running state are read from these (O(threads)) instead of being
+/// kept in shared counters: a poll then costs two plain stores and no atomic
+/// read-modify-write on a line that other workers polling the same site also write.
+#[repr(align(64))]
+pub(crate) struct PollSlot {
+    site: AtomicUsize,
+    cell: AtomicUsize,
+}
+
+/// Every slot ever handed to a thread, and those of exited threads (reused), so their
+/// number is bounded by the peak number of threads that polled instrumented tasks. Slots
+/// are leaked: the agent thread reads them without synchronising with thread exits.
+static SLOTS: Mutex<Vec<&'static PollSlot>> = Mutex::new(Vec::new());
+static FREE_SLOTS: Mutex<Vec<&'static PollSlot>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// This thread's slot (null until its first instrumented poll, and again once the
+    /// thread's destructors have run).
+    static SLOT: Cell<*const PollSlot> = const { Cell::new(std::ptr::null()) };
+    /// Gives the slot back when the thread exits.
+    static SLOT_OWNER: SlotOwner = SlotOwner::claim();
+}
+
+struct SlotOwner(&'static PollSlot);
+
+impl SlotOwner {
+    fn claim() -> SlotOwner {
+        let slot = lock(&FREE_SLOTS).pop().unwrap_or_else(|| {
+            let slot: &'static PollSlot = Box::leak(Box::new(PollSlot {
+                site: AtomicUsize::new(0),
+                cell: AtomicUsize::new(0),
+            }));
+            lock(&SLOTS).push(slot);
+            slot
+        });
+        SLOT.with(|c| c.set(slot));
+        SlotOwner(slot)
+    }
+}
+
+impl Drop for SlotOwner {
+    fn drop(&mut self) {
+        SLOT.with(|c| c.set(std::ptr::null()));
+        self.0.site.store(0, Relaxed);
+        self.0.cell.store(0, Relaxed);
+        lock(&FREE_SLOTS).push(self.0);
+    }
+}
+
+/// This thread's slot; None while its thread-locals are being torn down.
+#[inline]
+fn poll_slot() -> Option<&'static PollSlot> {
+    let p = SLOT.with(|c| c.get());
+    if !p.is_null() {
+        // SAFETY: slots are leaked (`&'static`), see SLOTS.
+        return Some(unsafe { &*p });
+    }
+    claim_slot()
+}
+
+#[cold]
+#[inline(never)]
+fn claim_slot() -> Option<&'static PollSlot> {
+    SLOT_OWNER.try_with(|o| o.0).ok()
+}
+
+#[inline]
+fn publish(slot: Option<&'static PollSlot>, cell: *const TaskCell) {
+    if let Some(slot) = slot {
+        let site = if cell.is_null() {
+            0
+        } else {
+            // SAFETY: `cell` is null or the task being polled (or the outer task whose
+            // poll frame is still on this thread's stack), kept alive by its Instrumented.
+            Arc::as_ptr(unsafe { &(*cell).site }) as usize
+        };
+        slot.site.store(site, Relaxed);
+        slot.cell.store(cell as usize, Relaxed);
+    }
+}
+
+/// The sites of the tasks being polled right now, one entry per polling thread
+/// (addresses of `Site`s), sorted. A task that polls another instrumented future inline
+/// counts only the innermost one.
+pub(crate) fn polling_sites() -> Vec<usize> {
+    let mut v: Vec<usize> = lock(&SLOTS)
+        .iter()
+        .map(|s| s.site.load(Relaxed))
+        .filter(|&a| a != 0)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// How many entries of `polling` (from [`polling_sites`]) are `site`.
+pub(crate) fn running_at(polling: &[usize], site: &Site) -> u64 {
+    let a = site as *const Site as usize;
+    let lo = polling.partition_point(|&x| x < a);
+    let hi = polling.partition_point(|&x| x <= a);
+    (hi - lo) as u64
+}
+
+/// Whether some thread is polling the task at `cell` now.
+pub(crate) fn is_polled(cell: &TaskCell) -> bool {
+    let a = cell as *const TaskCell as usize;
+    lock(&SLOTS).iter().any(|s| s.cell.load(Relaxed) == a)
 }
 
 /// See `CURRENT`.
@@ -64,19 +174,13 @@ pin_project_lite::pin_project! {
 
 struct CurrentGuard {
     prev: (*const TaskCell, usize),
-    cell: *const TaskCell,
+    slot: Option<&'static PollSlot>,
 }
 
 impl Drop for CurrentGuard {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.prev));
-        // SAFETY: `cell` points into an Arc kept alive by the Instrumented being polled.
-        let cell = unsafe { &*self.cell };
-        cell.site.running.fetch_sub(1, Relaxed);
-        // A channel op may have marked the task blocked during this poll; keep that.
-        let _ = cell
-            .state
-            .compare_exchange(STATE_RUNNING, STATE_IDLE, Relaxed, Relaxed);
+        publish(self.slot, self.prev.0);
     }
 }
 
@@ -90,15 +194,12 @@ impl<F: Future> Future for Instrumented<F> {
             return this.inner.poll(cx);
         };
         let ptr = Arc::as_ptr(cell);
-        cell.site.running.fetch_add(1, Relaxed);
-        let state = cell.state.load(Relaxed);
-        if state != STATE_BLOCKED {
-            cell.state.store(STATE_RUNNING, Relaxed);
-        }
+        let slot = poll_slot();
+        publish(slot, ptr);
         let marker = 0u8;
         let frame = std::hint::black_box(&marker) as *const u8 as usize;
         let prev = CURRENT.with(|c| c.replace((ptr, frame)));
-        let guard = CurrentGuard { prev, cell: ptr };
+        let guard = CurrentGuard { prev, slot };
         let out = this.inner.poll(cx);
         drop(guard);
         if out.is_ready() {
@@ -147,4 +248,45 @@ where
     #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
     let _skip = crate::hooks::SkipHook::new();
     tokio::task::spawn_local(fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TaskState;
+
+    fn running(site: &Site) -> u64 {
+        running_at(&polling_sites(), site)
+    }
+
+    /// The site's `running` count and the task's Running state come from the poll slots
+    /// (no shared counter): set while a thread polls the task, clear once it returns,
+    /// the outer task again after a nested instrumented poll.
+    #[test]
+    fn a_task_is_running_only_while_a_thread_polls_it() {
+        let inner = instrument(async {
+            let (cell, site) = with_current(|c| c.map(|c| (c.clone(), c.site.clone()))).unwrap();
+            assert_eq!(running(&site), 1);
+            assert_eq!(cell.info().state, TaskState::Running);
+            cell
+        });
+        let outer = instrument(async move {
+            let (outer_cell, outer_site) =
+                with_current(|c| c.map(|c| (c.clone(), c.site.clone()))).unwrap();
+            assert_eq!(running(&outer_site), 1);
+            let inner_cell = inner.await;
+            // Back in the outer task: it is the one published again.
+            assert_eq!(running(&outer_site), 1);
+            assert_eq!(running(&inner_cell.site), 0);
+            assert_eq!(inner_cell.info().state, TaskState::Idle);
+            (outer_cell, outer_site)
+        });
+        let mut outer = std::pin::pin!(outer);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready((cell, site)) = outer.as_mut().poll(&mut cx) else {
+            panic!("the task should complete in one poll");
+        };
+        assert_eq!(running(&site), 0);
+        assert_eq!(cell.info().state, TaskState::Idle);
+    }
 }

@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::blocked;
-use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED, STATE_RUNNING};
+use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED};
 use crate::stack::{self, MAX_FRAMES};
 use crate::task;
 use crate::wire::{SiteKind, StackId};
@@ -622,9 +622,9 @@ impl<'a> Check<'a> {
                     continue;
                 }
                 let state = match cell.state.load(Relaxed) {
-                    STATE_RUNNING => TaskState::Running,
                     STATE_BLOCKED => TaskState::Blocked,
                     _ if wait.is_some() => TaskState::Blocked,
+                    _ if crate::task::is_polled(&cell) => TaskState::Running,
                     _ => TaskState::Idle,
                 };
                 let blocked = wait.map(|(since, key)| BlockedOn {
