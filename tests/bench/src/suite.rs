@@ -299,6 +299,9 @@ pub fn aggregate(raw: &[Record]) -> Vec<Row> {
     rows
 }
 
+/// Pairs of callgrind runs per cell (median taken).
+const CALLGRIND_RUNS: usize = 3;
+
 /// Callgrind sizes: small enough for a ~50× slowdown; a tenth of that for
 /// console-subscriber, itself 10-100× slower (per-op counts do not depend on the size).
 fn callgrind_size(w: Workload, v: Variant) -> usize {
@@ -330,24 +333,32 @@ fn callgrind_rows(
             Workload::Park => "instr_per_task",
             _ => continue,
         };
-        let mut per: Vec<(Variant, f64)> = Vec::new();
+        // (variant, median, min, max) over CALLGRIND_RUNS pairs: the count of a
+        // multi-threaded workload still depends on how often its tasks happen to park
+        // (valgrind serialises the threads), by up to tens of percent from run to run.
+        let mut per: Vec<(Variant, f64, f64, f64)> = Vec::new();
         for v in variants_of(w) {
             let n = callgrind_size(w, v);
-            let a = instructions(opts, w, v, n)?;
-            let b = instructions(opts, w, v, 2 * n)?;
-            let value = (b as f64 - a as f64) / n as f64;
+            let mut values = Vec::new();
+            for _ in 0..CALLGRIND_RUNS {
+                let a = instructions(opts, w, v, n)?;
+                let b = instructions(opts, w, v, 2 * n)?;
+                values.push((b as f64 - a as f64) / n as f64);
+            }
+            let value = median(&mut values);
+            let (min, max) = (values[0], values[values.len() - 1]);
             eprintln!(
-                "[callgrind] {:<9} {:<7} {metric}={value:.0}",
+                "[callgrind] {:<9} {:<7} {metric}={value:.0} ({min:.0}..{max:.0})",
                 w.name(),
                 v.name()
             );
-            per.push((v, value));
+            per.push((v, value, min, max));
         }
         let plain = per
             .iter()
-            .find(|(v, _)| *v == Variant::Plain)
-            .map(|(_, x)| *x);
-        for (v, value) in per {
+            .find(|(v, ..)| *v == Variant::Plain)
+            .map(|(_, x, ..)| *x);
+        for (v, value, min, max) in per {
             let compare = v != Variant::Plain && plain.is_some();
             rows.push(Row {
                 workload: w,
@@ -356,11 +367,15 @@ fn callgrind_rows(
                 variant: v,
                 n: callgrind_size(w, v),
                 method: "callgrind",
-                runs: 1,
+                runs: CALLGRIND_RUNS,
                 median: value,
-                min: value,
-                max: value,
-                spread_pct: 0.0,
+                min,
+                max,
+                spread_pct: if value != 0.0 {
+                    (max - min) / value.abs() * 100.0
+                } else {
+                    0.0
+                },
                 ratio_to_plain: plain.filter(|p| compare && *p > 0.0).map(|p| value / p),
                 delta_to_plain: plain.filter(|_| compare).map(|p| value - p),
             });
@@ -486,7 +501,7 @@ fn print_table(
         load_before,
         load_after
     );
-    println!("cells: median ±half-spread (ratio to plain tokio in the same run); callgrind rows: instructions per op, 2n-n difference");
+    println!("cells: median ±half-spread (ratio to plain tokio in the same run); callgrind rows: instructions per op, 2n-n difference, median of 3");
     let header = [
         "workload",
         "metric",
