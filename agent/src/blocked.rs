@@ -367,7 +367,7 @@ fn fast_pending(
     {
         f.cache_stack.load(Relaxed)
     } else {
-        let s = stack_for(&cell.site, call_addr, now).map_or(0, |id| id + 1);
+        let s = stack_for(cell.site, call_addr, now).map_or(0, |id| id + 1);
         f.cache_call.store(call_addr, Relaxed);
         f.cache_stack.store(s, Relaxed);
         f.cache_at.store(now, Relaxed);
@@ -550,13 +550,13 @@ fn task_unblocked(site: &Site, cell: &TaskCell, slot: u32) {
 /// Whose wait this is: an instrumented task, or an operation outside one.
 enum Owner {
     Task(Arc<TaskCell>),
-    Uninstrumented(Arc<Site>),
+    Uninstrumented(&'static Site),
 }
 
 impl Owner {
     fn site(&self) -> &Site {
         match self {
-            Owner::Task(c) => &c.site,
+            Owner::Task(c) => c.site,
             Owner::Uninstrumented(s) => s,
         }
     }

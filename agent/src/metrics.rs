@@ -38,7 +38,7 @@ pub fn publish() {
     let now = clock::now_ms();
     reg.promote_all();
     for site in reg.sites() {
-        publish_site(&site, now);
+        publish_site(site, now);
     }
     metrics::gauge!("leaktop_sites_seen").set(reg.sites_seen() as f64);
 }

@@ -241,7 +241,7 @@ pub(crate) const STATE_BLOCKED: u8 = 2;
 /// One live instrumented task.
 pub(crate) struct TaskCell {
     pub id: u64,
-    pub site: Arc<Site>,
+    pub site: &'static Site,
     pub spawned_ms: u64,
     pub state: AtomicU8,
     /// Channel waits this task is registered in (several under select!/join!); written
@@ -279,16 +279,19 @@ impl TaskCell {
 }
 
 pub(crate) struct Registry {
-    sites: RwLock<HashMap<LocKey, Arc<Site>>>,
+    /// Sites are leaked: they live as long as the process (their number is capped), so a
+    /// task refers to its site as `&'static` and a spawn or completion never touches a
+    /// reference count shared by every task of the site.
+    sites: RwLock<HashMap<LocKey, &'static Site>>,
     /// All sites in creation order (pseudo sites included), for snapshots.
-    site_list: RwLock<Vec<Arc<Site>>>,
+    site_list: RwLock<Vec<&'static Site>>,
     locations: Mutex<Locations>,
     next_task: AtomicU64,
     site_cap: AtomicUsize,
     /// Distinct real spawn sites seen, including those folded into `other`.
     sites_seen: AtomicU64,
-    other: OnceLock<Arc<Site>>,
-    uninstrumented: OnceLock<Arc<Site>>,
+    other: OnceLock<&'static Site>,
+    uninstrumented: OnceLock<&'static Site>,
     stacks: StackTable,
     chan_sites: ChanSites,
 }
@@ -313,8 +316,8 @@ pub(crate) fn registry() -> &'static Registry {
 
 thread_local! {
     /// One-entry cache of the last spawn site used on this thread: spawn loops hit it.
-    static LAST_SITE: std::cell::RefCell<Option<(usize, Arc<Site>)>> =
-        const { std::cell::RefCell::new(None) };
+    static LAST_SITE: std::cell::Cell<(usize, Option<&'static Site>)> =
+        const { std::cell::Cell::new((0, None)) };
     /// Per-thread cache of interned `#[track_caller]` locations, keyed by address.
     static LOC_IDS: std::cell::RefCell<HashMap<usize, LocId, foldhash::fast::FixedState>> =
         std::cell::RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::default()));
@@ -389,23 +392,23 @@ impl Registry {
 
     fn pseudo_site(
         &self,
-        cell: &OnceLock<Arc<Site>>,
+        cell: &OnceLock<&'static Site>,
         name: &'static str,
         kind: SiteKind,
-    ) -> Arc<Site> {
+    ) -> &'static Site {
         cell.get_or_init(|| {
-            let site = Arc::new(Site::new(self.intern_parts(name, 0, 0), kind));
+            let site: &'static Site =
+                Box::leak(Box::new(Site::new(self.intern_parts(name, 0, 0), kind)));
             self.site_list
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(site.clone());
+                .push(site);
             site
         })
-        .clone()
     }
 
     /// The row for channel operations in tasks not spawned through the agent.
-    pub fn uninstrumented_site(&self) -> Arc<Site> {
+    pub fn uninstrumented_site(&self) -> &'static Site {
         self.pseudo_site(
             &self.uninstrumented,
             "<uninstrumented task>",
@@ -415,22 +418,19 @@ impl Registry {
 
     /// The spawn site for `loc`, created on first use; past the site cap, the shared
     /// "other sites" row.
-    pub fn site(&self, loc: &'static StdLocation<'static>) -> Arc<Site> {
+    pub fn site(&self, loc: &'static StdLocation<'static>) -> &'static Site {
         let ptr = loc as *const _ as usize;
-        if let Some(site) = LAST_SITE.with(|c| {
-            c.borrow()
-                .as_ref()
-                .filter(|(p, _)| *p == ptr)
-                .map(|(_, s)| s.clone())
-        }) {
-            return site;
+        if let (p, Some(site)) = LAST_SITE.with(|c| c.get()) {
+            if p == ptr {
+                return site;
+            }
         }
         let site = self.site_slow(loc);
-        LAST_SITE.with(|c| *c.borrow_mut() = Some((ptr, site.clone())));
+        LAST_SITE.with(|c| c.set((ptr, Some(site))));
         site
     }
 
-    fn site_slow(&self, loc: &'static StdLocation<'static>) -> Arc<Site> {
+    fn site_slow(&self, loc: &'static StdLocation<'static>) -> &'static Site {
         let key = key_of(loc);
         if let Some(site) = self
             .sites
@@ -438,11 +438,11 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return site.clone();
+            return site;
         }
         let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
         if let Some(site) = sites.get(&key) {
-            return site.clone();
+            return site;
         }
         if sites.len() >= self.site_cap() {
             drop(sites);
@@ -461,20 +461,20 @@ impl Registry {
             drop(locs);
             return self.pseudo_site(&self.other, "<other sites>", SiteKind::Other);
         }
-        let site = Arc::new(Site::new(self.intern(loc), SiteKind::Spawn));
-        sites.insert(key, site.clone());
+        let site: &'static Site = Box::leak(Box::new(Site::new(self.intern(loc), SiteKind::Spawn)));
+        sites.insert(key, site);
         self.sites_seen.fetch_add(1, Relaxed);
         self.site_list
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(site.clone());
+            .push(site);
         site
     }
 
     /// The row that counts `loc`'s tasks if it has one already (its own, or the "other
     /// sites" row for a location folded past the cap); never creates one.
     #[allow(dead_code)] // runtime hooks (feature `tokio-hooks`)
-    pub fn existing_site(&self, loc: &'static StdLocation<'static>) -> Option<Arc<Site>> {
+    pub fn existing_site(&self, loc: &'static StdLocation<'static>) -> Option<&'static Site> {
         let key = key_of(loc);
         if let Some(site) = self
             .sites
@@ -482,13 +482,13 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return Some(site.clone());
+            return Some(*site);
         }
         self.other.get().cloned()
     }
 
     /// Every site, in creation order.
-    pub fn sites(&self) -> Vec<Arc<Site>> {
+    pub fn sites(&self) -> Vec<&'static Site> {
         self.site_list
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -496,7 +496,7 @@ impl Registry {
     }
 
     /// The site whose row has location id `loc`.
-    pub fn site_by_loc(&self, loc: LocId) -> Option<Arc<Site>> {
+    pub fn site_by_loc(&self, loc: LocId) -> Option<&'static Site> {
         self.site_list
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -506,7 +506,7 @@ impl Registry {
     }
 
     /// Registers a newly spawned task of `site`.
-    pub fn new_task(&self, site: Arc<Site>) -> Arc<TaskCell> {
+    pub fn new_task(&self, site: &'static Site) -> Arc<TaskCell> {
         let id = self.next_task.fetch_add(1, Relaxed);
         let scope = crate::testing::inherited_scope();
         let spawn_stack = if scope != 0 {
@@ -516,7 +516,7 @@ impl Registry {
         };
         let cell = Arc::new(TaskCell {
             id,
-            site: site.clone(),
+            site,
             // The agent thread's cached clock (<= ~100 ms old) is enough for ages shown in
             // seconds, and a load instead of a clock read on every spawn.
             spawned_ms: clock::cached_now_ms(),
@@ -561,7 +561,7 @@ impl Registry {
         let Some(site) = self.site_by_loc(loc) else {
             return Vec::new();
         };
-        blocked::promote(&site);
+        blocked::promote(site);
         let inner = lock(&site.inner);
         if let Some(key) = group {
             return inner
@@ -599,7 +599,7 @@ impl Registry {
     /// Promotes every site's pending fast waits into their groups.
     pub fn promote_all(&self) {
         for site in self.sites() {
-            blocked::promote(&site);
+            blocked::promote(site);
         }
     }
 
@@ -610,7 +610,7 @@ impl Registry {
         let mut groups = Vec::new();
         let polling = task::polling_sites();
         for site in self.sites() {
-            blocked::promote(&site);
+            blocked::promote(site);
             let (st, mut g) = site.stats_and_groups_with(&polling);
             sites.push(st);
             groups.append(&mut g);
@@ -631,10 +631,10 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn cell(site: &Arc<Site>, id: u64) -> Arc<TaskCell> {
+    fn cell(site: &'static Site, id: u64) -> Arc<TaskCell> {
         Arc::new(TaskCell {
             id,
-            site: site.clone(),
+            site,
             spawned_ms: id,
             state: AtomicU8::new(STATE_IDLE),
             blocked_regs: AtomicU32::new(0),
@@ -649,10 +649,10 @@ mod tests {
 
     #[test]
     fn task_list_keeps_spawn_order_and_reuses_slots() {
-        let site = Arc::new(Site::new(0, SiteKind::Spawn));
+        let site: &'static Site = Box::leak(Box::new(Site::new(0, SiteKind::Spawn)));
         let mut list = TaskList::default();
         let ids = |l: &TaskList| l.iter().map(|c| c.id).collect::<Vec<_>>();
-        let slots: Vec<u32> = (1..=4).map(|id| list.push(cell(&site, id))).collect();
+        let slots: Vec<u32> = (1..=4).map(|id| list.push(cell(site, id))).collect();
         assert_eq!(ids(&list), [1, 2, 3, 4]);
         list.remove(slots[1], 2); // middle
         list.remove(slots[0], 1); // oldest
@@ -661,7 +661,7 @@ mod tests {
         assert_eq!(ids(&list), [3]);
         // A stale slot (or a slot now holding another task) is left alone.
         list.remove(slots[3], 4);
-        let reused = list.push(cell(&site, 5));
+        let reused = list.push(cell(site, 5));
         assert!(slots.contains(&reused), "slot {reused} not reused");
         list.remove(reused, 99);
         assert_eq!(ids(&list), [3, 5]);

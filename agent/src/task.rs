@@ -93,7 +93,7 @@ fn publish(slot: Option<&'static PollSlot>, cell: *const TaskCell) {
         } else {
             // SAFETY: `cell` is null or the task being polled (or the outer task whose
             // poll frame is still on this thread's stack), kept alive by its Instrumented.
-            Arc::as_ptr(unsafe { &(*cell).site }) as usize
+            unsafe { (*cell).site as *const Site as usize }
         };
         slot.site.store(site, Relaxed);
         slot.cell.store(cell as usize, Relaxed);
@@ -265,19 +265,19 @@ mod tests {
     #[test]
     fn a_task_is_running_only_while_a_thread_polls_it() {
         let inner = instrument(async {
-            let (cell, site) = with_current(|c| c.map(|c| (c.clone(), c.site.clone()))).unwrap();
-            assert_eq!(running(&site), 1);
+            let (cell, site) = with_current(|c| c.map(|c| (c.clone(), c.site))).unwrap();
+            assert_eq!(running(site), 1);
             assert_eq!(cell.info().state, TaskState::Running);
             cell
         });
         let outer = instrument(async move {
             let (outer_cell, outer_site) =
-                with_current(|c| c.map(|c| (c.clone(), c.site.clone()))).unwrap();
-            assert_eq!(running(&outer_site), 1);
+                with_current(|c| c.map(|c| (c.clone(), c.site))).unwrap();
+            assert_eq!(running(outer_site), 1);
             let inner_cell = inner.await;
             // Back in the outer task: it is the one published again.
-            assert_eq!(running(&outer_site), 1);
-            assert_eq!(running(&inner_cell.site), 0);
+            assert_eq!(running(outer_site), 1);
+            assert_eq!(running(inner_cell.site), 0);
             assert_eq!(inner_cell.info().state, TaskState::Idle);
             (outer_cell, outer_site)
         });
@@ -286,7 +286,7 @@ mod tests {
         let Poll::Ready((cell, site)) = outer.as_mut().poll(&mut cx) else {
             panic!("the task should complete in one poll");
         };
-        assert_eq!(running(&site), 0);
+        assert_eq!(running(site), 0);
         assert_eq!(cell.info().state, TaskState::Idle);
     }
 }

@@ -559,17 +559,17 @@ impl<'a> Check<'a> {
         for site in registry().sites() {
             if !self.options.ignore_functions.is_empty() {
                 // Await chains of waits that began since the agent last looked.
-                blocked::promote(&site);
+                blocked::promote(site);
             }
             let cells: Vec<Arc<TaskCell>> = lock(&site.inner).tasks.iter().cloned().collect();
             for cell in cells {
-                if self.counts(&site, &cell) && !self.await_chain_ignored(&site, &cell) {
+                if self.counts(site, &cell) && !self.await_chain_ignored(site, &cell) {
                     n += 1;
                 }
             }
             #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
             {
-                n += self.hooked_of(&site).len();
+                n += self.hooked_of(site).len();
             }
         }
         n
@@ -610,13 +610,13 @@ impl<'a> Check<'a> {
         let mut out = Vec::new();
         for site in reg.sites() {
             // Waits that began since the agent last looked become visible.
-            blocked::promote(&site);
+            blocked::promote(site);
             let cells: Vec<Arc<TaskCell>> = lock(&site.inner).tasks.iter().cloned().collect();
             for cell in cells {
-                if !self.counts(&site, &cell) {
+                if !self.counts(site, &cell) {
                     continue;
                 }
-                let wait = blocked_on(&site, &cell);
+                let wait = blocked_on(site, &cell);
                 let chain = wait.as_ref().and_then(|w| w.1.stack);
                 if self.stack_ignored(chain) {
                     continue;
@@ -648,7 +648,7 @@ impl<'a> Check<'a> {
                     .unwrap_or_default();
                 out.push(LeakedTask {
                     id: cell.id.to_string(),
-                    spawn_site: site_text(&site),
+                    spawn_site: site_text(site),
                     state,
                     blocked,
                     age: Duration::from_millis(now.saturating_sub(cell.spawned_ms)),
@@ -658,10 +658,10 @@ impl<'a> Check<'a> {
                 });
             }
             #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
-            for (id, ms) in self.hooked_of(&site) {
+            for (id, ms) in self.hooked_of(site) {
                 out.push(LeakedTask {
                     id: format!("tokio:{id}"),
-                    spawn_site: site_text(&site),
+                    spawn_site: site_text(site),
                     state: TaskState::Unknown,
                     blocked: None,
                     age: Duration::from_millis(now.saturating_sub(ms)),
