@@ -319,10 +319,12 @@ pub(crate) struct FastSlot {
     since: AtomicU64,
     /// Waiter slot in the site's table while promoted.
     slot: AtomicU32,
-    /// One-entry stack cache of the task (call address, StackId + 1, capture time).
-    cache_call: AtomicUsize,
-    cache_stack: AtomicU32,
-    cache_at: AtomicU64,
+    /// When `stack` was captured (agent ms, truncated: compared with wrapping
+    /// arithmetic). With `call` and `stack` it is the task's one-entry stack cache: a
+    /// wait at the same call site within RESAMPLE_MS reuses the last capture. (u32 and no
+    /// separate cache fields: `TaskCell` stays within 104 bytes, which keeps its
+    /// allocation in glibc's fast bins.)
+    stack_at: AtomicU32,
 }
 
 impl FastSlot {
@@ -338,9 +340,7 @@ impl FastSlot {
             stack: AtomicU32::new(0),
             since: AtomicU64::new(0),
             slot: AtomicU32::new(0),
-            cache_call: AtomicUsize::new(0),
-            cache_stack: AtomicU32::new(0),
-            cache_at: AtomicU64::new(0),
+            stack_at: AtomicU32::new(0),
         }
     }
 }
@@ -362,23 +362,19 @@ fn fast_pending(
     let gen = (w >> 2) + 1;
     let now = clock::cached_now_ms();
     let call_addr = call as *const StdLocation<'static> as usize;
-    let stack = if f.cache_call.load(Relaxed) == call_addr
-        && now.saturating_sub(f.cache_at.load(Relaxed)) < RESAMPLE_MS
+    // `call` and `stack` still hold this task's previous wait (only the task writes them).
+    if f.call.load(Relaxed) != call_addr
+        || (now as u32).wrapping_sub(f.stack_at.load(Relaxed)) as u64 >= RESAMPLE_MS
     {
-        f.cache_stack.load(Relaxed)
-    } else {
         let s = stack_for(cell.site, call_addr, now).map_or(0, |id| id + 1);
-        f.cache_call.store(call_addr, Relaxed);
-        f.cache_stack.store(s, Relaxed);
-        f.cache_at.store(now, Relaxed);
-        s
-    };
+        f.call.store(call_addr, Relaxed);
+        f.stack.store(s, Relaxed);
+        f.stack_at.store(now as u32, Relaxed);
+    }
     f.op.store(op_code(op), Relaxed);
     f.chan_id.store(chan.id, Relaxed);
     f.chan_site
         .store(chan.site as *const ChanSite as usize, Relaxed);
-    f.call.store(call_addr, Relaxed);
-    f.stack.store(stack, Relaxed);
     f.since.store(now, Relaxed);
     // SeqCst pairs with the promoter's clear of `in_list` then load of `word`: either it
     // sees this wait, or we see the list flag cleared and enlist again.

@@ -52,7 +52,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,14 +72,15 @@ const MAX_LISTED: usize = 50;
 
 thread_local! {
     /// The scope a guard installed on this thread (0: none).
-    static THREAD_SCOPE: Cell<u64> = const { Cell::new(0) };
+    static THREAD_SCOPE: Cell<u32> = const { Cell::new(0) };
 }
 
-static NEXT_SCOPE: AtomicU64 = AtomicU64::new(1);
+/// Scope ids are u32 to keep `TaskCell` small (4 billion leak checks per process).
+static NEXT_SCOPE: AtomicU32 = AtomicU32::new(1);
 
 /// The scope a task spawned right now belongs to: its spawning task's, else the thread's.
 #[inline]
-pub(crate) fn inherited_scope() -> u64 {
+pub(crate) fn inherited_scope() -> u32 {
     if let Some(s) = task::with_current(|c| c.map(|c| c.scope.load(Relaxed))) {
         return s;
     }
@@ -215,7 +216,7 @@ fn current_scope_or_all(all: bool) -> Target {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
-    Scope(u64),
+    Scope(u32),
     All,
 }
 
@@ -239,11 +240,11 @@ enum Installed {
     Nothing,
     Thread {
         thread: std::thread::ThreadId,
-        prev: u64,
+        prev: u32,
     },
     Task {
         cell: Arc<TaskCell>,
-        prev: u64,
+        prev: u32,
     },
 }
 
@@ -414,7 +415,7 @@ fn alive_now(target: Target) -> Baseline {
     b
 }
 
-fn in_target(scope: u64, target: Target) -> bool {
+fn in_target(scope: u32, target: Target) -> bool {
     match target {
         Target::All => true,
         Target::Scope(s) => scope == s,
