@@ -588,7 +588,7 @@ impl<'a> Check<'a> {
 
     #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
     fn hooked_of(&mut self, site: &Site) -> Vec<(tokio::task::Id, u64)> {
-        let live: Vec<(tokio::task::Id, u64, u64)> = lock(&site.inner)
+        let live: Vec<(tokio::task::Id, u64, u32)> = lock(&site.inner)
             .hooked
             .iter()
             .map(|(id, (ms, scope))| (*id, *ms, *scope))
