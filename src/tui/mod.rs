@@ -349,16 +349,10 @@ pub fn run_in_terminal<S: Source + ?Sized>(
             h.exe
         );
     }
+    let mut input = term::TerminalInput::new().map_err(term_err)?;
     let (mut terminal, guard) = term::enter().map_err(term_err)?;
     let mut app = App::new(options.interval);
-    let result = run(
-        &mut terminal,
-        source,
-        &mut term::TerminalInput,
-        &mut app,
-        hooks,
-        options,
-    );
+    let result = run(&mut terminal, source, &mut input, &mut app, hooks, options);
     drop(guard);
     if let Err(e) = &result {
         log!("error: {e}");
