@@ -482,7 +482,11 @@ fn run_check(
         ),
         (Target::Recording(_), None) => target_session(&target, at, "")?.0,
     };
-    let outcome = check::decide(&session, th, fail_on);
+    let from = match target {
+        Target::Pid(_) => check::DataFrom::Live,
+        Target::Recording(_) => check::DataFrom::Recording,
+    };
+    let outcome = check::decide(&session, th, fail_on, from);
     match format {
         report::Format::Text => out!("{}", check::text(&session, th, fail_on, &outcome)),
         report::Format::Json => outln!("{}", check::json(&session, th, fail_on, &outcome)),
