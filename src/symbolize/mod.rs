@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use classify::{crate_of, Classifier, FrameClass};
 pub use error::SymbolizeError;
-pub use fold::{fold, FoldMode, Folded};
+pub use fold::{display_name, fold, FoldMode, Folded};
 pub use maps::{ProcessMaps, Region};
 pub use module::{DebugSource, ModuleInfo};
 
