@@ -52,6 +52,9 @@ pub struct Options {
     pub record: Option<std::path::PathBuf>,
     /// How a replay starts (`leaktop replay`).
     pub replay: Option<ReplayOptions>,
+    /// The symbolizer the live view shares with its recorder (debug info loaded once);
+    /// `None`: the view makes its own.
+    pub symbolizer: Option<crate::symbolize::SharedSymbolizer>,
 }
 
 /// Where and how a replay starts.
@@ -71,6 +74,7 @@ impl Options {
             record: None,
             replay: None,
             symbolize: true,
+            symbolizer: None,
         }
     }
 }
@@ -186,7 +190,13 @@ pub fn run<B: Backend, S: Source + ?Sized>(
             // Symbols are resolved here, outside rendering: the first stack loads the
             // target's debug info (once), later ones hit the symbolizer's caches.
             let t = Instant::now();
-            let r = resolver.get_or_insert_with(|| StackResolver::for_session(app.live_session()));
+            let r = resolver.get_or_insert_with(|| {
+                let shared = options
+                    .symbolizer
+                    .clone()
+                    .unwrap_or_else(crate::symbolize::shared);
+                StackResolver::for_session_with(app.live_session(), shared)
+            });
             app.update_sessions(|s| r.resolve_new(s));
             log!("resolved new stacks in {} ms", t.elapsed().as_millis());
         }
@@ -364,9 +374,15 @@ pub fn run_in_terminal<S: Source + ?Sized>(
 /// `leaktop <pid>`: attaches to `pid` and runs the live TUI until the user quits. Attach
 /// errors come back before the terminal is touched, so they print as usual.
 pub fn run_live(pid: u32, options: &Options) -> Result<RunStats, TuiError> {
+    let symbolizer = crate::symbolize::shared();
     let mut source = Tee::new(LiveSource::attach(pid, options.interval)?)
-        .with_resolver(crate::record::symbols::live_resolver())
+        .with_resolver(crate::record::symbols::live_resolver_with(
+            symbolizer.clone(),
+        ))
         .with_interval(options.interval);
+    let mut options = options.clone();
+    options.symbolizer = Some(symbolizer);
+    let options = &options;
     if let Some(path) = &options.record {
         source.start(
             path,

@@ -86,6 +86,7 @@ fn loop_folds_draws_requests_and_quits() {
         record: None,
         replay: None,
         symbolize: false,
+        symbolizer: None,
     };
     let stats = run(
         &mut terminal,
