@@ -49,9 +49,12 @@ struct Cli {
     /// Record the live view's session to FILE (the `r` key starts and stops recording too).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (250ms ..= 1h).
+    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (50ms ..= 1h).
     #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval, global = true)]
     interval: Duration,
+    /// What the live view marks as a leak (as for `leaktop check`).
+    #[command(flatten)]
+    thresholds: check::ThresholdArgs,
 }
 
 /// Parses the refresh / snapshot interval (`1s`, `500ms`, …): 50ms (the agent's fastest)
@@ -155,6 +158,8 @@ enum Cmd {
         /// Start paused.
         #[arg(long)]
         paused: bool,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
     /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
     #[command(
@@ -188,6 +193,8 @@ enum Cmd {
         /// Seconds to let the demo run before reporting.
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
     #[command(name = "__demo-child", hide = true)]
     DemoChild {
@@ -280,9 +287,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 at,
                 speed,
                 paused,
+                thresholds,
             }),
             _,
-        ) => replay(&file, at.as_deref(), speed, paused),
+        ) => replay(
+            &file,
+            at.as_deref(),
+            speed,
+            paused,
+            thresholds.thresholds(None),
+        ),
         (
             Some(Cmd::Demo {
                 scenarios,
@@ -290,6 +304,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 list,
                 once,
                 warmup,
+                thresholds,
             }),
             _,
         ) => {
@@ -297,10 +312,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out!("{}", demo::list_text());
                 return Ok(ExitCode::SUCCESS);
             }
-            run_demo(&scenarios, fixed, once, warmup, cli.interval)
+            let mut options = tui::Options::new(cli.interval);
+            options.thresholds = thresholds.thresholds(None);
+            run_demo(&scenarios, fixed, once, warmup, &options)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
-        (None, Some(pid)) => live(pid, cli.interval, cli.record.as_deref()),
+        (None, Some(pid)) => {
+            let mut options = tui::Options::new(cli.interval);
+            options.record = cli.record;
+            options.thresholds = cli.thresholds.thresholds(None);
+            live(pid, options)
+        }
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -309,25 +331,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn live(pid: u32, interval: Duration, record: Option<&Path>) -> Result<ExitCode> {
+fn live(pid: u32, options: tui::Options) -> Result<ExitCode> {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the live view needs a terminal on stdout; for a report use `leaktop dump {pid}`{}",
-            if record.is_some() {
+            if options.record.is_some() {
                 format!(", to record without a screen `leaktop record {pid} -o FILE`")
             } else {
                 String::new()
             }
         );
     }
-    let mut options = tui::Options::new(interval);
-    options.record = record.map(Path::to_path_buf);
     tui::run_live(pid, &options)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<ExitCode> {
+fn replay(
+    file: &Path,
+    at: Option<&str>,
+    speed: f64,
+    paused: bool,
+    thresholds: leaktop::model::Thresholds,
+) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let source = record::RecordingSource::open(file)?;
     if let Some(w) = source.warning() {
@@ -362,6 +388,7 @@ fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<Exi
     };
     let interval = Duration::from_millis(interval_ms);
     let mut options = tui::Options::new(interval);
+    options.thresholds = thresholds;
     options.replay = Some(tui::ReplayOptions {
         start_at,
         speed,
@@ -577,7 +604,7 @@ fn run_demo(
     fixed: bool,
     once: bool,
     warmup: f64,
-    interval: Duration,
+    options: &tui::Options,
 ) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let interactive = !once && std::io::stdout().is_terminal();
@@ -596,7 +623,7 @@ fn run_demo(
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
     if interactive {
-        tui::run_live(pid, &tui::Options::new(interval))?;
+        tui::run_live(pid, options)?;
         drop(child);
         return Ok(ExitCode::SUCCESS);
     }

@@ -161,7 +161,7 @@ fn live_view_under_tmux_finds_the_leak_handles_keys_and_restores_the_terminal() 
         s.contains('$')
     });
     tmux.type_text(&format!(
-        "LEAKTOP_SOCKET_DIR={} LEAKTOP_LOG={} {} {pid}; echo \"leaktop exited $?\"; stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo",
+        "LEAKTOP_SOCKET_DIR={} LEAKTOP_LOG={} {} {pid} --window 10s --min-age 3s; echo \"leaktop exited $?\"; stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo",
         child.socket_dir.display(),
         log.display(),
         leaktop.display(),
@@ -191,6 +191,11 @@ fn live_view_under_tmux_finds_the_leak_handles_keys_and_restores_the_terminal() 
         "1",
         "the TUI uses the alternate screen"
     );
+    // With the thresholds given on the command line (a 10 s window, tasks stuck for 3 s
+    // count), the verdict comes within seconds: the mark in the table and the detail.
+    tmux.wait_for("the leak marked", Duration::from_secs(20), |s| {
+        first_row(s).starts_with('●') && s.contains("verdict      ● LEAK")
+    });
 
     // j selects the next site: the detail pane follows; k comes back.
     tmux.keys(&["j"]);

@@ -55,6 +55,8 @@ pub struct Options {
     /// The symbolizer the live view shares with its recorder (debug info loaded once);
     /// `None`: the view makes its own.
     pub symbolizer: Option<crate::symbolize::SharedSymbolizer>,
+    /// What the view marks as a leak (`--window` and the rest, as for `check`).
+    pub thresholds: crate::model::Thresholds,
 }
 
 /// Where and how a replay starts.
@@ -75,6 +77,7 @@ impl Options {
             replay: None,
             symbolize: true,
             symbolizer: None,
+            thresholds: crate::model::Thresholds::default(),
         }
     }
 }
@@ -362,6 +365,7 @@ pub fn run_in_terminal<S: Source + ?Sized>(
     let mut input = term::TerminalInput::new().map_err(term_err)?;
     let (mut terminal, guard) = term::enter().map_err(term_err)?;
     let mut app = App::new(options.interval);
+    app.thresholds = options.thresholds.clone();
     let result = run(&mut terminal, source, &mut input, &mut app, hooks, options);
     drop(guard);
     if let Err(e) = &result {

@@ -87,6 +87,7 @@ fn loop_folds_draws_requests_and_quits() {
         replay: None,
         symbolize: false,
         symbolizer: None,
+        thresholds: Default::default(),
     };
     let stats = run(
         &mut terminal,
