@@ -21,7 +21,8 @@ struct Tmux {
 static SERVERS: AtomicUsize = AtomicUsize::new(0);
 
 impl Tmux {
-    /// Starts a server with one `w`×`h` window running `sh` with a plain prompt.
+    /// Starts a server with one `w`×`h` window running `sh` with a plain prompt, and
+    /// waits for the prompt.
     fn start(w: u16, h: u16) -> Tmux {
         let socket = format!(
             "leaktop-test-{}-{}",
@@ -42,7 +43,16 @@ impl Tmux {
             "tmux new-session failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        t.wait_for("the shell prompt", Duration::from_secs(10), |s| {
+            s.contains('$')
+        });
         t
+    }
+
+    /// Types a command line into the shell and runs it.
+    fn run(&self, line: &str) {
+        self.type_text(line);
+        self.keys(&["Enter"]);
     }
 
     fn cmd(&self) -> Command {
@@ -114,6 +124,17 @@ impl Drop for Tmux {
     }
 }
 
+/// The shell command that opens the live view on `child`, logging to `log`.
+fn view_command(leaktop: &Path, child: &ChildGuard, log: &Path) -> String {
+    format!(
+        "LEAKTOP_SOCKET_DIR={} LEAKTOP_LOG={} {} {}",
+        child.socket_dir.display(),
+        log.display(),
+        leaktop.display(),
+        child.pid()
+    )
+}
+
 fn has_tmux() -> bool {
     Command::new("tmux").arg("-V").output().is_ok()
 }
@@ -157,16 +178,10 @@ fn live_view_under_tmux_finds_the_leak_handles_keys_and_restores_the_terminal() 
     let log = child.socket_dir.join("tui.log");
 
     let tmux = Tmux::start(80, 24);
-    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
-        s.contains('$')
-    });
-    tmux.type_text(&format!(
-        "LEAKTOP_SOCKET_DIR={} LEAKTOP_LOG={} {} {pid} --window 10s --min-age 3s; echo \"leaktop exited $?\"; stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo",
-        child.socket_dir.display(),
-        log.display(),
-        leaktop.display(),
+    tmux.run(&format!(
+        "{} --window 10s --min-age 3s; echo \"leaktop exited $?\"; stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo",
+        view_command(leaktop, &child, &log),
     ));
-    tmux.keys(&["Enter"]);
 
     // The leaking site appears at the top (sorted by suspicion: before a verdict is due,
     // by growth), with its live count rising.
@@ -297,18 +312,13 @@ fn orphaned_live_view_exits_when_its_terminal_hangs_up() {
     let child = spawn_child(leaktop, &["__demo-child", "forgotten-sender"]);
     let pid = child.pid();
     let tmux = Tmux::start(80, 24);
-    tmux.wait_for("the shell prompt", Duration::from_secs(10), |s| {
-        s.contains('$')
-    });
     // Run from the shell (not exec'd): the view is the shell's child, as when a person
     // types it, which is the case that spun.
-    tmux.type_text(&format!(
-        "LEAKTOP_SOCKET_DIR={} LEAKTOP_LOG={} {} {pid}",
-        child.socket_dir.display(),
-        child.socket_dir.join("tui.log").display(),
-        leaktop.display(),
+    tmux.run(&view_command(
+        leaktop,
+        &child,
+        &child.socket_dir.join("tui.log"),
     ));
-    tmux.keys(&["Enter"]);
     tmux.wait_for("the live view", Duration::from_secs(20), |s| {
         s.contains(&format!("pid {pid}")) && s.contains("SPAWN SITE")
     });
