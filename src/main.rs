@@ -175,7 +175,7 @@ enum Cmd {
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     #[command(
-        after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
+        after_help = "The live demo judges over a 20s window with tasks stuck for 8s (unless --window is\ngiven), so its leaks are marked within seconds; a production view waits for 1 minute\nof data.\n\nExamples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
     )]
     Demo {
         /// Scenarios to run (default: all seven leaks at once). See --list.
@@ -313,7 +313,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut options = tui::Options::new(cli.interval);
-            options.thresholds = thresholds.thresholds(None);
+            options.thresholds = demo_thresholds(&thresholds);
             run_demo(&scenarios, fixed, once, warmup, &options)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
@@ -599,6 +599,20 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The demo's leaks are minutes old at most: unless told otherwise it judges over a
+/// 20 s window with tasks stuck for 8 s, so the marks show within seconds instead of the
+/// minute a production view waits for.
+fn demo_thresholds(args: &check::ThresholdArgs) -> leaktop::model::Thresholds {
+    let mut th = args.thresholds(None);
+    if args.window.is_none() {
+        th.window_ms = 20_000;
+        if th.min_age_ms == leaktop::model::Thresholds::default().min_age_ms {
+            th.min_age_ms = 8_000;
+        }
+    }
+    th
+}
+
 fn run_demo(
     scenarios: &[String],
     fixed: bool,
@@ -656,5 +670,40 @@ fn demo_stderr() -> std::process::Stdio {
     match file {
         Some(f) => std::process::Stdio::from(f),
         None => std::process::Stdio::null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_args(args: &[&str]) -> check::ThresholdArgs {
+        let cli = Cli::try_parse_from([&["leaktop", "demo"], args].concat()).expect("parses");
+        match cli.command {
+            Some(Cmd::Demo { thresholds, .. }) => thresholds,
+            other => panic!("not the demo: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_demo_judges_on_a_short_window_unless_told_otherwise() {
+        let th = demo_thresholds(&demo_args(&[]));
+        assert_eq!((th.window_ms, th.min_age_ms), (20_000, 8_000));
+        let th = demo_thresholds(&demo_args(&["--min-age", "3s"]));
+        assert_eq!((th.window_ms, th.min_age_ms), (20_000, 3_000));
+        let th = demo_thresholds(&demo_args(&["--window", "5m"]));
+        let default = leaktop::model::Thresholds::default();
+        assert_eq!((th.window_ms, th.min_age_ms), (300_000, default.min_age_ms));
+    }
+
+    #[test]
+    fn the_live_view_takes_the_threshold_flags() {
+        let cli = Cli::try_parse_from(["leaktop", "1234", "--window", "30s", "--min-age", "5s"])
+            .expect("parses");
+        let th = cli.thresholds.thresholds(None);
+        assert_eq!(
+            (cli.pid, th.window_ms, th.min_age_ms),
+            (Some(1234), 30_000, 5_000)
+        );
     }
 }
