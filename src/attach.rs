@@ -1,6 +1,10 @@
 //! Finding agents and connecting to them: socket discovery, the handshake, and the errors a
 //! user can act on (no agent, permission denied, version mismatch, pid reuse, …).
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;

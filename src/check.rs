@@ -28,6 +28,9 @@
 //! }
 //! ```
 
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;

@@ -2,6 +2,10 @@
 //! ([`crate::record::RecordingSource`]). Everything after the source (model, report, tui) is
 //! the same for both; a recording adds a [`Timeline`] to move through it.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::sync::mpsc;
 use std::time::Duration;
 

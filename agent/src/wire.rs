@@ -39,6 +39,8 @@
 //! - [`PROTOCOL_VERSION`] is bumped for every change, additive or not, and the agent
 //!   refuses clients below [`MIN_PROTOCOL_VERSION`] with both versions in the reason.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
@@ -413,7 +415,9 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
             max: MAX_FRAME,
         });
     }
-    out[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    if let Some(header) = out.get_mut(..HEADER_LEN) {
+        header.copy_from_slice(&(len as u32).to_le_bytes());
+    }
     Ok(out)
 }
 
@@ -460,10 +464,10 @@ impl FrameDecoder {
         if len > self.max {
             return Err(WireError::FrameTooLarge { len, max: self.max });
         }
-        if self.buf.len() < HEADER_LEN + len {
+        let Some(payload) = self.buf.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
-        }
-        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        };
+        let payload = payload.to_vec();
         self.buf.drain(..HEADER_LEN + len);
         Ok(Some(payload))
     }
@@ -497,8 +501,8 @@ pub fn read_frame<R: std::io::Read>(r: &mut R, max: usize) -> Result<Option<Vec<
 
 fn read_full<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, std::io::Error> {
     let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match r.read(rest) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -3,6 +3,8 @@
 //! session from the start (going back) or folds on from here (going forward); the model is
 //! a pure fold, so the state at any time is exactly what the live view showed then.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
