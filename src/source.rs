@@ -214,3 +214,31 @@ impl Source for LiveSource {
         }
     }
 }
+
+/// Folds every agent message framed in `data` into a [`Session`], as the live source does,
+/// and renders every report of it: for the wire fuzz target (`fuzz/fuzz_targets/wire.rs`)
+/// and the property tests. Never panics, whatever the bytes: a hostile or broken agent
+/// cannot crash `leaktop`. Returns the number of messages folded.
+#[doc(hidden)]
+pub fn fuzz_fold(data: &[u8]) -> usize {
+    let mut dec = wire::FrameDecoder::new(wire::MAX_FRAME);
+    dec.push(data);
+    let mut session = Session::new();
+    let mut folded = 0;
+    while let Ok(Some(payload)) = dec.next_frame() {
+        if let Ok(msg) = wire::decode::<AgentMsg>(&payload) {
+            session.apply(&msg);
+            folded += 1;
+        }
+    }
+    session.end("fuzz");
+    let th = crate::model::Thresholds::default();
+    let fail_on = crate::check::FailOn::Leak;
+    let outcome = crate::check::decide(&session, &th, fail_on);
+    std::hint::black_box(crate::check::text(&session, &th, fail_on, &outcome));
+    std::hint::black_box(crate::check::json(&session, &th, fail_on, &outcome));
+    std::hint::black_box(crate::report::text(&session));
+    std::hint::black_box(crate::report::json(&session));
+    std::hint::black_box(crate::export::openmetrics(&session, &th));
+    folded
+}

@@ -152,6 +152,12 @@ impl ChildGuard {
         }
     }
 
+    /// Every stdout line that has arrived so far, without waiting.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        let rx = self.lines.as_ref().expect("stdout was not piped");
+        rx.try_iter().collect()
+    }
+
     /// Kills the child now and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

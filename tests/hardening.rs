@@ -1,0 +1,465 @@
+//! Hardening (issue #11): the agent runs inside other people's production processes and
+//! `leaktop` is run in the middle of incidents; neither may ever make things worse.
+//!
+//! Hostile clients against a live agent, a starved or wedged runtime, targets that exit
+//! mid-stream, reused pids, sockets that are not agents, other users, squatted socket
+//! directories. After every attack on the agent: the next normal client is answered, the
+//! agent thread is alive, its descriptors and memory are back where they were, and the host
+//! never noticed (its ticker keeps ticking).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use leaktop::attach::Connection;
+use leaktop_agent::wire::{self, AgentMsg, ClientMsg};
+
+fn hostile_host(mode: &str) -> ChildGuard {
+    let bin = fixture_bin("hostile_host", Profile::Debug);
+    let mut child = spawn_child(&bin, &[mode]);
+    child.wait_ready();
+    child
+}
+
+fn sock_of(child: &ChildGuard) -> PathBuf {
+    child.socket_dir.join(format!("{}.sock", child.pid()))
+}
+
+/// What the agent's process holds: descriptors and resident memory.
+#[derive(Debug, Clone, Copy)]
+struct Vitals {
+    fds: usize,
+    rss_kb: u64,
+}
+
+fn vitals(pid: u32) -> Vitals {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/pid/fd")
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    Vitals { fds, rss_kb }
+}
+
+fn agent_thread_alive(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "leaktop-agent")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// User + system CPU ticks of the `leaktop-agent` thread.
+fn agent_thread_cpu_ticks(pid: u32) -> u64 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "leaktop-agent" {
+            let stat = std::fs::read_to_string(t.path().join("stat")).expect("stat");
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            return f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("no leaktop-agent thread in {pid}")
+}
+
+/// The newest `tick N` the host printed (waits for the first one).
+fn latest_tick(child: &mut ChildGuard) -> u64 {
+    let mut latest = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while latest.is_none() && Instant::now() < deadline {
+        for line in child.drain_lines() {
+            if let Some(n) = line.strip_prefix("tick ").and_then(|n| n.parse().ok()) {
+                latest = Some(n);
+            }
+        }
+        if latest.is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    latest.expect("the host printed no tick for 10 s")
+}
+
+/// The host keeps ticking (every 20 ms): a few ticks in half a second at least.
+fn assert_host_progresses(child: &mut ChildGuard, when: &str) {
+    let before = latest_tick(child);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = latest_tick(child);
+    assert!(
+        after >= before + 3,
+        "{when}: the host stalled (tick {before} -> {after} in 500 ms)"
+    );
+}
+
+/// A normal client: handshake, one snapshot.
+fn normal_client(path: &Path) -> Result<wire::Snapshot, String> {
+    let mut conn = Connection::open(path).map_err(|e| e.to_string())?;
+    conn.send(&ClientMsg::Snapshot).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match conn.recv(Some(Duration::from_secs(5))) {
+            Ok(AgentMsg::Snapshot(s)) => return Ok(s),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("no snapshot within 5 s".into())
+}
+
+/// The agent after an attack: answers, thread alive, descriptors back, memory bounded,
+/// host still making progress.
+fn assert_healthy(child: &mut ChildGuard, baseline: Vitals, after: &str) {
+    let pid = child.pid();
+    let path = sock_of(child);
+    let snap = normal_client(&path)
+        .unwrap_or_else(|e| panic!("after {after}: a normal client got no answer: {e}"));
+    assert!(
+        snap.sites.iter().map(|s| s.live).sum::<u64>() >= 30,
+        "after {after}: {snap:?}"
+    );
+    assert!(
+        agent_thread_alive(pid),
+        "after {after}: the leaktop-agent thread is gone"
+    );
+    // Closed clients are reaped within a turn of the agent's loop (100 ms).
+    let fds = eventually(Duration::from_secs(5), || {
+        let v = vitals(pid);
+        (v.fds <= baseline.fds).then_some(v.fds)
+    });
+    assert!(
+        fds.is_some(),
+        "after {after}: descriptors not back: {} now, {} before",
+        vitals(pid).fds,
+        baseline.fds
+    );
+    // Freed memory need not go back to the system, but nothing may pile up: at most
+    // one client's output cap (16 MiB) above where it was.
+    let rss = vitals(pid).rss_kb;
+    println!(
+        "after {after}: VmRSS {rss} KiB (baseline {} KiB), fds {}",
+        baseline.rss_kb,
+        vitals(pid).fds
+    );
+    assert!(
+        rss <= baseline.rss_kb + 20 * 1024,
+        "after {after}: VmRSS {rss} KiB, baseline {} KiB",
+        baseline.rss_kb
+    );
+    assert_host_progresses(child, after);
+}
+
+/// A host, warmed up by one normal client, and its vitals then.
+fn host_and_baseline() -> (ChildGuard, Vitals) {
+    let mut child = hostile_host("progress");
+    normal_client(&sock_of(&child)).expect("first client");
+    // Let the first client's socket be reaped.
+    std::thread::sleep(Duration::from_millis(300));
+    let baseline = vitals(child.pid());
+    assert_host_progresses(&mut child, "start");
+    (child, baseline)
+}
+
+fn raw_connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn frame(msg: &ClientMsg) -> Vec<u8> {
+    wire::encode_frame(msg).unwrap()
+}
+
+/// Reads agent frames until the agent closes the connection; panics if it does not close
+/// within `within`.
+fn read_until_closed(s: &mut UnixStream, within: Duration) -> Vec<AgentMsg> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut msgs = Vec::new();
+    loop {
+        match wire::read_frame(s, wire::MAX_FRAME) {
+            Ok(Some(p)) => msgs.push(wire::decode::<AgentMsg>(&p).expect("agent frame")),
+            Ok(None) => return msgs,
+            Err(wire::WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return msgs
+            }
+            Err(e) => panic!(
+                "the agent did not close the connection within {within:?} ({:?}): {e}; got {msgs:?}",
+                start.elapsed()
+            ),
+        }
+    }
+}
+
+fn xorshift(seed: &mut u64) -> u8 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed as u8
+}
+
+#[test]
+fn garbage_bytes_are_refused_and_the_agent_carries_on() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    let mut seed = 0x1234_5678_9abc_def1;
+    for round in 0..20 {
+        let mut s = raw_connect(&path);
+        // Half with a small length prefix (an undecodable hello), half random throughout.
+        let mut bytes: Vec<u8> = (0..4096).map(|_| xorshift(&mut seed)).collect();
+        if round % 2 == 0 {
+            bytes[..4].copy_from_slice(&64u32.to_le_bytes());
+        }
+        let _ = s.write_all(&bytes);
+        let msgs = read_until_closed(&mut s, Duration::from_secs(3));
+        assert!(
+            matches!(
+                msgs.first(),
+                Some(AgentMsg::Refused { .. } | AgentMsg::Error { .. })
+            ),
+            "round {round}: {msgs:?}"
+        );
+    }
+    assert_healthy(&mut child, baseline, "garbage bytes");
+}
+
+#[test]
+fn a_four_gib_frame_length_is_refused_without_allocating() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    for _ in 0..10 {
+        let mut s = raw_connect(&path);
+        s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        let msgs = read_until_closed(&mut s, Duration::from_secs(3));
+        match msgs.as_slice() {
+            [AgentMsg::Error { message }] => {
+                assert!(message.contains("exceeds the limit"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The same after a valid hello.
+    let mut s = raw_connect(&path);
+    s.write_all(&frame(&ClientMsg::Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        client: "hostile".into(),
+    }))
+    .unwrap();
+    s.write_all(&(1u32 << 31).to_le_bytes()).unwrap();
+    let msgs = read_until_closed(&mut s, Duration::from_secs(3));
+    assert!(
+        matches!(msgs.last(), Some(AgentMsg::Error { message }) if message.contains("exceeds")),
+        "{msgs:?}"
+    );
+    assert_healthy(&mut child, baseline, "4 GiB frame length");
+}
+
+#[test]
+fn truncated_frames_and_half_closed_clients_are_dropped() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    let hello = frame(&ClientMsg::Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        client: "hostile".into(),
+    });
+    for cut in [1, 3, 4, hello.len() - 1] {
+        let mut s = raw_connect(&path);
+        s.write_all(&hello[..cut]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let msgs = read_until_closed(&mut s, Duration::from_secs(3));
+        assert!(msgs.is_empty(), "cut at {cut}: {msgs:?}");
+    }
+    // A frame announcing more than it sends, then silence, then gone.
+    for _ in 0..10 {
+        let mut s = raw_connect(&path);
+        s.write_all(&1000u32.to_le_bytes()).unwrap();
+        s.write_all(&[0u8; 10]).unwrap();
+        drop(s);
+    }
+    assert_healthy(&mut child, baseline, "truncated frames");
+}
+
+#[test]
+fn a_wrong_protocol_version_is_refused_with_both_versions() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    let mut s = raw_connect(&path);
+    s.write_all(&frame(&ClientMsg::Hello {
+        protocol: 0,
+        client: "ancient".into(),
+    }))
+    .unwrap();
+    let msgs = read_until_closed(&mut s, Duration::from_secs(3));
+    match msgs.as_slice() {
+        [AgentMsg::Refused { reason }] => {
+            assert!(reason.contains("protocol version mismatch"), "{reason}");
+            assert!(reason.contains("client speaks 0"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A request before any hello.
+    let mut s = raw_connect(&path);
+    s.write_all(&frame(&ClientMsg::Snapshot)).unwrap();
+    let msgs = read_until_closed(&mut s, Duration::from_secs(3));
+    assert!(
+        matches!(msgs.as_slice(), [AgentMsg::Refused { reason }] if reason.contains("Hello")),
+        "{msgs:?}"
+    );
+    assert_healthy(&mut child, baseline, "wrong protocol version");
+}
+
+#[test]
+fn a_client_that_never_reads_costs_the_host_nothing() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    // A subscriber at the fastest rate that never reads.
+    let mut slow = raw_connect(&path);
+    slow.write_all(&frame(&ClientMsg::Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        client: "slow".into(),
+    }))
+    .unwrap();
+    slow.write_all(&frame(&ClientMsg::Subscribe { interval_ms: 1 }))
+        .unwrap();
+    slow.write_all(&frame(&ClientMsg::History)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Meanwhile everyone else is served and the host goes on.
+    normal_client(&path).expect("a normal client next to a stalled one");
+    assert_host_progresses(&mut child, "slow subscriber");
+    let rss = vitals(child.pid()).rss_kb;
+    assert!(
+        rss <= baseline.rss_kb + 20 * 1024,
+        "a stalled subscriber grew the host to {rss} KiB (from {})",
+        baseline.rss_kb
+    );
+
+    // A client that asks for snapshot after snapshot and reads none: once its unsent
+    // replies pass the agent's pause mark its requests wait in its socket, so it costs
+    // neither memory nor CPU, and everyone else is still served.
+    let mut flood = raw_connect(&path);
+    flood
+        .write_all(&frame(&ClientMsg::Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            client: "flood".into(),
+        }))
+        .unwrap();
+    flood.set_nonblocking(true).unwrap();
+    let requests: Vec<u8> = (0..1000)
+        .flat_map(|_| frame(&ClientMsg::Snapshot))
+        .collect();
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut stuck_since = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        match flood.write(&requests) {
+            Ok(n) => {
+                sent += n;
+                stuck_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Blocked for 300 ms running: the agent stopped reading us.
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(300) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the flooding client was cut off ({e}) instead of paused"),
+        }
+    }
+    println!(
+        "flooding client paused after {sent} bytes of requests, {:?}",
+        start.elapsed()
+    );
+    assert!(
+        stuck_since.is_some(),
+        "the agent kept reading a client that never reads for 20 s"
+    );
+    let cpu_before = agent_thread_cpu_ticks(child.pid());
+    normal_client(&path).expect("a normal client next to a paused flood");
+    assert_host_progresses(&mut child, "paused flood");
+    let cpu = agent_thread_cpu_ticks(child.pid()) - cpu_before;
+    println!("agent thread CPU while a flood waits: {cpu} ticks in ~0.5 s");
+    // A busy loop would take all of it (~50 ticks at 100 Hz).
+    assert!(
+        cpu < 25,
+        "the agent thread spins on a paused client: {cpu} ticks"
+    );
+    let rss = vitals(child.pid()).rss_kb;
+    assert!(
+        rss <= baseline.rss_kb + 20 * 1024,
+        "a flood of requests grew the host to {rss} KiB (from {})",
+        baseline.rss_kb
+    );
+    drop(slow);
+    drop(flood);
+    assert_healthy(&mut child, baseline, "slow readers");
+}
+
+#[test]
+fn a_thousand_connect_disconnect_cycles_leak_nothing() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    let hello = frame(&ClientMsg::Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        client: "cycle".into(),
+    });
+    for i in 0..1000 {
+        let mut s = UnixStream::connect(&path).expect("connect");
+        match i % 3 {
+            0 => {}
+            1 => {
+                let _ = s.write_all(&hello);
+            }
+            _ => {
+                let _ = s.write_all(&hello);
+                let _ = s.write_all(&frame(&ClientMsg::Subscribe { interval_ms: 50 }));
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b);
+            }
+        }
+    }
+    assert_healthy(&mut child, baseline, "1000 connect/disconnect cycles");
+}
+
+#[test]
+fn sixty_four_clients_at_once_are_served_and_the_sixty_fifth_told_why_not() {
+    let (mut child, baseline) = host_and_baseline();
+    let path = sock_of(&child);
+    let mut conns: Vec<Connection> = (0..64)
+        .map(|i| Connection::open(&path).unwrap_or_else(|e| panic!("client {i}: {e}")))
+        .collect();
+    for c in &mut conns {
+        c.send(&ClientMsg::Subscribe { interval_ms: 50 }).unwrap();
+    }
+    // Every one of them streams.
+    for (i, c) in conns.iter_mut().enumerate() {
+        let got = (0..50).find_map(|_| match c.recv(Some(Duration::from_secs(5))) {
+            Ok(AgentMsg::Snapshot(_)) => Some(()),
+            Ok(_) => None,
+            Err(e) => panic!("client {i}: {e}"),
+        });
+        assert!(got.is_some(), "client {i} got no snapshot");
+    }
+    let err = Connection::open(&path).expect_err("a 65th client");
+    assert!(err.to_string().contains("too many clients"), "{err}");
+    assert_host_progresses(&mut child, "64 clients streaming");
+    drop(conns);
+    assert_healthy(&mut child, baseline, "64 clients at once");
+}
