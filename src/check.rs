@@ -259,7 +259,13 @@ pub fn text(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
     );
     if let Some(reason) = &out.reason {
         let _ = writeln!(s, "could not check: {reason}");
-    } else if let Some(ended) = &session.ended {
+    }
+    // Why the data stops where it does (the process exited mid-watch), unless said above.
+    if let Some(ended) = session
+        .ended
+        .as_ref()
+        .filter(|e| !out.reason.as_ref().is_some_and(|r| r.contains(e.as_str())))
+    {
         let _ = writeln!(s, "note: {ended}");
     }
     for f in &out.findings {

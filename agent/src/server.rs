@@ -277,11 +277,12 @@ impl Server {
         let refusal = match getsockopt(&client.stream, PeerCredentials) {
             Err(e) => Some(format!("cannot read peer credentials: {e}")),
             Ok(cred) if cred.uid() != self.identity.uid && cred.uid() != 0 => Some(format!(
-                "permission denied: process {} runs as uid {}, and only uid {} or root may attach (you are uid {})",
+                "permission denied: process {} runs as uid {}, and only uid {} or root may attach (you are uid {}): run leaktop as uid {} or as root",
                 self.identity.pid,
                 self.identity.uid,
                 self.identity.uid,
-                cred.uid()
+                cred.uid(),
+                self.identity.uid,
             )),
             Ok(_) if self.clients.len() >= MAX_CLIENTS => Some(format!(
                 "too many clients: the agent serves at most {MAX_CLIENTS} at once"
