@@ -191,17 +191,21 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     }
     let dirs = candidate_dirs(pid);
     let name = paths::socket_file_name(pid);
+    // A directory we may not look into is the answer only if no other has the socket.
+    let mut denied = None;
     for dir in &dirs {
         let path = dir.join(&name);
         match std::fs::symlink_metadata(&path) {
             Ok(_) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
-                return Err(AttachError::PermissionDenied {
-                    path: dir.clone(),
-                    owner,
-                    me: our_uid(),
-                });
+                if denied.is_none() {
+                    let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
+                    denied = Some(AttachError::PermissionDenied {
+                        path: dir.clone(),
+                        owner,
+                        me: our_uid(),
+                    });
+                }
             }
             Err(_) => {}
         }
@@ -209,8 +213,9 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     // Not found: if the process is someone else's, that is the reason (its environment,
     // which names its socket directory, is not readable to us either).
     let me = our_uid();
-    match process_uid(pid) {
-        Some(uid) if uid != me && me != 0 => Err(AttachError::OtherUser { pid, uid, me }),
+    match (process_uid(pid), denied) {
+        (Some(uid), _) if uid != me && me != 0 => Err(AttachError::OtherUser { pid, uid, me }),
+        (_, Some(denied)) => Err(denied),
         _ => Err(AttachError::NoAgent {
             pid,
             looked: dirs.iter().take(2).map(|d| d.join(&name)).collect(),
@@ -324,16 +329,25 @@ impl Connection {
             path: path.to_path_buf(),
             early: Default::default(),
         };
-        conn.send(&ClientMsg::Hello {
+        // An agent that refuses us (another uid, too many clients) says why at once and
+        // closes: our hello may then meet a closed socket, but the reason is still there
+        // to read, so a failed send is reported only if no answer follows.
+        let sent = conn.send(&ClientMsg::Hello {
             protocol: wire::PROTOCOL_VERSION,
             client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
-        })?;
+        });
         // One deadline for the whole hello: a peer that dribbles bytes cannot hold us.
         let mut until = Deadline {
             stream: &conn.stream,
             until: Instant::now() + HANDSHAKE_TIMEOUT,
         };
-        let first = recv_from(&mut until, wire::MAX_CLIENT_FRAME).map_err(|e| match e {
+        let first = recv_from(&mut until, wire::MAX_CLIENT_FRAME);
+        if let Err(e) = sent {
+            if !matches!(first, Ok(AgentMsg::Refused { .. })) {
+                return Err(e);
+            }
+        }
+        let first = first.map_err(|e| match e {
             RecvError::Timeout => AttachError::Timeout {
                 path: path.to_path_buf(),
             },

@@ -858,3 +858,237 @@ fn dump_of_a_target_that_dies_mid_handshake_says_so() {
     let err = assert_clean_error(&out, "stopped target");
     assert!(err.contains("stopped"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Access: other users, squatted socket directories.
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A throwaway second user, deleted on drop.
+struct TempUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TempUser {
+    /// `None` (with the reason printed) when this machine cannot make one.
+    fn create(tag: &str) -> Option<TempUser> {
+        if !is_root() {
+            println!("SKIP: needs root to create a second user (useradd); run the suite as root to cover this");
+            return None;
+        }
+        let name = format!("lt{tag}{}", std::process::id() % 100_000);
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(&name)
+            .output();
+        match made {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                println!("SKIP: useradd {name} failed: {}", stderr(&o));
+                return None;
+            }
+            Err(e) => {
+                println!("SKIP: cannot run useradd: {e}");
+                return None;
+            }
+        }
+        let user = nix::unistd::User::from_name(&name).ok().flatten();
+        let Some(user) = user else {
+            let _ = Command::new("userdel").arg(&name).status();
+            println!("SKIP: user {name} created but not found");
+            return None;
+        };
+        Some(TempUser {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
+    /// `leaktop args` run as this user (through `setpriv`), with `env`.
+    fn leaktop(&self, bin: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg(bin)
+            .args(args)
+            .env_remove("LEAKTOP_SOCKET_DIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run setpriv")
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// The `leaktop` binary where any user may run it (the build tree may be private).
+fn world_runnable_leaktop() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("leaktop");
+    std::fs::copy(env!("CARGO_BIN_EXE_leaktop"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
+}
+
+#[test]
+fn another_user_is_refused_by_peer_credentials_and_told_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(user) = TempUser::create("peer") else {
+        return;
+    };
+    let (_keep, bin) = world_runnable_leaktop();
+    let (mut child, baseline) = host_and_baseline();
+    let pid = child.pid().to_string();
+    let sock = sock_of(&child);
+
+    // The socket reachable by anyone (as if a directory were shared): the agent itself
+    // refuses the other uid, by SO_PEERCRED.
+    std::fs::set_permissions(&child.socket_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = user.leaktop(
+        &bin,
+        &["dump", &pid],
+        &[("LEAKTOP_SOCKET_DIR", &child.socket_dir)],
+    );
+    let err = assert_clean_error(&out, "other uid, socket reachable");
+    assert!(err.contains("refused the connection"), "{err}");
+    assert!(
+        err.contains(&format!("you are uid {}", user.uid))
+            && err.contains("run leaktop as uid 0 or as root"),
+        "{err}"
+    );
+    // The host and agent never noticed.
+    std::fs::set_permissions(&child.socket_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_healthy(&mut child, baseline, "a refused other user");
+
+    // As the agent made it (0700 directory): the file system refuses first.
+    let out = user.leaktop(
+        &bin,
+        &["dump", &pid],
+        &[("LEAKTOP_SOCKET_DIR", &child.socket_dir)],
+    );
+    let err = assert_clean_error(&out, "other uid, private directory");
+    assert!(
+        err.contains(&format!(
+            "process {pid} runs as uid 0 and you are uid {}",
+            user.uid
+        )),
+        "{err}"
+    );
+    assert!(err.contains("run leaktop as uid 0 or as root"), "{err}");
+
+    // Without a hint where the socket is: the process is someone else's, and we say so.
+    for target in [pid.as_str(), "1"] {
+        let out = user.leaktop(&bin, &["dump", target], &[]);
+        let err = assert_clean_error(&out, &format!("other user's process {target}"));
+        assert!(
+            err.contains(&format!(
+                "process {target} runs as uid 0 and you are uid {}",
+                user.uid
+            )),
+            "{err}"
+        );
+    }
+    // `list` as that user shows nothing of root's and does not fail.
+    let out = user.leaktop(
+        &bin,
+        &["list"],
+        &[("LEAKTOP_SOCKET_DIR", &child.socket_dir)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(&pid), "{}", stdout(&out));
+}
+
+/// Starts the host with `env` (no LEAKTOP_SOCKET_DIR unless given) and returns what the
+/// agent said: `Err(agent-error line)` or `Ok(())` when it started.
+fn agent_start(env: &[(&str, &Path)]) -> Result<(), String> {
+    let bin = fixture_bin("hostile_host", Profile::Debug);
+    let mut cmd = Command::new(bin);
+    cmd.arg("progress")
+        .env_remove("LEAKTOP_SOCKET_DIR")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = ChildGuard::spawn_unmanaged(&mut cmd);
+    let line = child.read_line(READY_TIMEOUT);
+    match line.strip_prefix("agent-error: ") {
+        Some(e) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+#[test]
+fn squatted_or_loose_socket_directories_are_refused_not_reused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let base = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+
+    // Group/other permissions: refused, left as it was, no socket made in it.
+    let loose = base.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = agent_start(&[("LEAKTOP_SOCKET_DIR", &loose)]).expect_err("0755 dir");
+    assert!(err.contains("its mode is 0755"), "{err}");
+    assert_eq!(mode(&loose), 0o755);
+    assert_eq!(std::fs::read_dir(&loose).unwrap().count(), 0);
+
+    // A symlink to a private directory (someone may repoint it later): refused.
+    let private = base.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = base.path().join("link");
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    let err = agent_start(&[("LEAKTOP_SOCKET_DIR", &link)]).expect_err("symlink");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0);
+
+    // Squatting the default place ($XDG_RUNTIME_DIR/leaktop, like /tmp/leaktop-<uid>):
+    // planted before the agent starts, by another user (root can chown) or wide open.
+    let runtime = base.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let squatted = runtime.join("leaktop");
+    std::fs::create_dir(&squatted).unwrap();
+    std::fs::set_permissions(&squatted, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if is_root() {
+        nix::unistd::chown(&squatted, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let err = agent_start(&[("XDG_RUNTIME_DIR", &runtime)]).expect_err("squatted");
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        nix::unistd::chown(&squatted, Some(nix::unistd::getuid()), None).unwrap();
+    } else {
+        println!("SKIP (part): a directory owned by another uid needs root to chown");
+    }
+    std::fs::set_permissions(&squatted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = agent_start(&[("XDG_RUNTIME_DIR", &runtime)]).expect_err("0777 squat");
+    assert!(err.contains("its mode is 0777"), "{err}");
+    assert_eq!(
+        mode(&squatted),
+        0o777,
+        "the agent 'fixed' a planted directory"
+    );
+
+    // The same place, made by the agent itself: private, and the socket 0600.
+    std::fs::remove_dir(&squatted).unwrap();
+    agent_start(&[("XDG_RUNTIME_DIR", &runtime)]).expect("fresh directory");
+    assert_eq!(mode(&squatted), 0o700);
+}
