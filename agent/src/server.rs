@@ -202,8 +202,11 @@ impl Server {
             self.reap(now);
             let deadline = self.next_deadline(next_sample);
             self.wait(deadline);
-            self.accept_all();
+            // Notice the clients that left before admitting new ones: a slot freed by a
+            // disconnect is free for the connection that came right after it.
             self.read_all();
+            self.reap(Instant::now());
+            self.accept_all();
         }
         clock::stop_ticking();
         let _ = std::fs::remove_file(&self.path);
