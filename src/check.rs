@@ -28,6 +28,9 @@
 //! }
 //! ```
 
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -274,7 +277,13 @@ pub fn text(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
     );
     if let Some(reason) = &out.reason {
         let _ = writeln!(s, "could not check: {reason}");
-    } else if let Some(ended) = &session.ended {
+    }
+    // Why the data stops where it does (the process exited mid-watch), unless said above.
+    if let Some(ended) = session
+        .ended
+        .as_ref()
+        .filter(|e| !out.reason.as_ref().is_some_and(|r| r.contains(e.as_str())))
+    {
         let _ = writeln!(s, "note: {ended}");
     }
     for f in &out.findings {

@@ -208,10 +208,24 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("leaktop: {e:#}");
+            eprintln!("leaktop: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: typed errors often say their
+/// source already (`cannot read X: Is a directory`), and `{:#}` would repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg.replace('\n', " ")
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -570,12 +584,7 @@ fn list(verbose: bool) -> Result<ExitCode> {
             continue;
         }
         let row = Connection::open(&f.path).and_then(|mut c| {
-            if c.hello.pid != f.pid {
-                return Err(attach::AttachError::PidReused {
-                    pid: f.pid,
-                    path: f.path.clone(),
-                });
-            }
+            c.verify(f.pid)?;
             util::snapshot_of(&mut c, false)
         });
         match row {

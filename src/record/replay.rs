@@ -4,6 +4,8 @@
 //! folded state kept every 10 s of recording once the timeline is used) or the start. The
 //! model is a pure fold, so the state at any time is exactly what the live view showed.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -445,6 +445,10 @@ impl<'a, T> Future for Send<'a, T> {
             Some(slow) => slow,
             None => {
                 let coop = ready!(coop::poll_proceed(cx));
+                #[allow(
+                    clippy::expect_used,
+                    reason = "polling a finished future is the caller's bug (tokio panics alike), not outside data"
+                )]
                 let value = this
                     .value
                     .take()
@@ -476,6 +480,10 @@ impl<'a, T> Future for Send<'a, T> {
             Poll::Ready(r) => {
                 this.wait.ready();
                 this.slow = None;
+                #[allow(
+                    clippy::expect_used,
+                    reason = "polling a finished future is the caller's bug (tokio panics alike), not outside data"
+                )]
                 let value = this
                     .value
                     .take()
@@ -527,6 +535,10 @@ impl<'a, T> Future for SendTimeout<'a, T> {
             Some(slow) => slow,
             None => {
                 let coop = ready!(coop::poll_proceed(cx));
+                #[allow(
+                    clippy::expect_used,
+                    reason = "polling a finished future is the caller's bug (tokio panics alike), not outside data"
+                )]
                 let value = this
                     .value
                     .take()
