@@ -234,7 +234,7 @@ pub fn fuzz_fold(data: &[u8]) -> usize {
     session.end("fuzz");
     let th = crate::model::Thresholds::default();
     let fail_on = crate::check::FailOn::Leak;
-    let outcome = crate::check::decide(&session, &th, fail_on);
+    let outcome = crate::check::decide(&session, &th, fail_on, crate::check::DataFrom::Live);
     std::hint::black_box(crate::check::text(&session, &th, fail_on, &outcome));
     std::hint::black_box(crate::check::json(&session, &th, fail_on, &outcome));
     std::hint::black_box(crate::report::text(&session));

@@ -421,9 +421,9 @@ impl Timeline for RecordingSource {
         let here = self.pos_ms as u64;
         if t < here {
             // From the nearest checkpoint before `t`, or from the start.
-            match self.checkpoints.iter().rposition(|c| c.from_ms <= t) {
-                Some(i) => {
-                    let c = self.checkpoints[i].clone();
+            match self.checkpoints.iter().rev().find(|c| c.from_ms <= t) {
+                Some(c) => {
+                    let c = c.clone();
                     *session = c.session;
                     self.reader = c.reader;
                     self.pending = Some(c.pending);
