@@ -93,6 +93,23 @@ fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// True when `pid` is gone or goes within a moment. A dying process closes its sockets
+/// before /proc shows it as a zombie, so a connection closed without a word is given a
+/// short grace to be explained by the exit (regression: "not a leaktop agent socket" for a
+/// target killed during the handshake).
+fn gone_soon(pid: u32) -> bool {
+    let until = Instant::now() + Duration::from_millis(250);
+    loop {
+        if process_gone(pid) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Reads one variable of `pid`'s environment (same uid or root only).
 fn process_env(pid: u32, key: &str) -> Option<String> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -351,7 +368,7 @@ impl Connection {
             RecvError::Timeout => AttachError::Timeout {
                 path: path.to_path_buf(),
             },
-            RecvError::Closed => match pid_of_path(path).filter(|p| process_gone(*p)) {
+            RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
                 Some(pid) => AttachError::Exited {
                     pid,
                     path: path.to_path_buf(),
