@@ -354,16 +354,12 @@ fn frame_of(addr: u64, f: &SymFrame) -> crate::symbolize::Frame {
 
 /// An address the recording has no symbols for (folded away like runtime frames).
 fn raw_frame(addr: u64) -> crate::symbolize::Frame {
-    crate::symbolize::Frame {
-        function: format!("{addr:#x}").into(),
-        file: None,
-        line: None,
-        column: None,
-        inlined: false,
-        class: crate::symbolize::FrameClass::Runtime,
-        module: "".into(),
+    crate::symbolize::unknown_frame(
+        format!("{addr:#x}"),
+        crate::symbolize::FrameClass::Runtime,
+        "",
         addr,
-    }
+    )
 }
 
 impl Timeline for RecordingSource {

@@ -77,16 +77,7 @@ mod tests {
     }
 
     fn frame(function: &str, class: FrameClass) -> Frame {
-        Frame {
-            function: function.into(),
-            file: None,
-            line: None,
-            column: None,
-            inlined: false,
-            class,
-            module: "/bin/app".into(),
-            addr: 0,
-        }
+        super::super::unknown_frame(function.into(), class, "/bin/app", 0)
     }
 
     #[test]

@@ -595,7 +595,7 @@ impl Symbolizer {
     }
 }
 
-fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
+pub(crate) fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
     Frame {
         function: function.into(),
         file: None,
