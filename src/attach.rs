@@ -1,7 +1,11 @@
 //! Finding agents and connecting to them: socket discovery, the handshake, and the errors a
 //! user can act on (no agent, permission denied, version mismatch, pid reuse, …).
 
-use std::io::Write;
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,12 +35,18 @@ pub enum AttachError {
         theirs: u32,
         agent_version: String,
     },
+    #[error("process {pid} exited before its agent answered ({path})")]
+    Exited { pid: u32, path: PathBuf },
     #[error("{path} is not a leaktop agent socket ({detail})")]
     NotAnAgent { path: PathBuf, detail: String },
     #[error("stale socket {path}: nothing listens on it (the process that made it has exited{})", if *.pid_alive { "; its pid was reused by another process" } else { "" })]
     Stale { path: PathBuf, pid_alive: bool },
     #[error("socket {path} belongs to an earlier process with pid {pid} (pid reused): it is not the process running now")]
     PidReused { pid: u32, path: PathBuf },
+    #[error("socket {path} is served by process {peer}, not by process {pid}: it is not that process's agent (remove the file if it is a leftover, then restart process {pid})")]
+    WrongPeer { pid: u32, peer: u32, path: PathBuf },
+    #[error("process {pid} runs as uid {uid} and you are uid {me}: its agent answers only uid {uid} or root, and its socket is not visible to you; run leaktop as uid {uid} or as root")]
+    OtherUser { pid: u32, uid: u32, me: u32 },
     #[error("the agent at {path} did not answer within {}s (is the process stopped, e.g. under a debugger?)", HANDSHAKE_TIMEOUT.as_secs())]
     Timeout { path: PathBuf },
     #[error("connection to {path} failed: {source}")]
@@ -63,6 +73,41 @@ pub fn process_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The pid a socket path is named for.
+fn pid_of_path(path: &Path) -> Option<u32> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(paths::pid_of_socket_name)
+}
+
+/// True when `pid` has exited (gone, or a zombie not yet reaped).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// True when `pid` is gone or goes within a moment. A dying process closes its sockets
+/// before /proc shows it as a zombie, so a connection closed without a word is given a
+/// short grace to be explained by the exit (regression: "not a leaktop agent socket" for a
+/// target killed during the handshake).
+fn gone_soon(pid: u32) -> bool {
+    let until = Instant::now() + Duration::from_millis(250);
+    loop {
+        if process_gone(pid) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Reads one variable of `pid`'s environment (same uid or root only).
@@ -163,25 +208,36 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     }
     let dirs = candidate_dirs(pid);
     let name = paths::socket_file_name(pid);
+    // A directory we may not look into is the answer only if no other has the socket.
+    let mut denied = None;
     for dir in &dirs {
         let path = dir.join(&name);
         match std::fs::symlink_metadata(&path) {
             Ok(_) => return Ok(path),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
-                return Err(AttachError::PermissionDenied {
-                    path: dir.clone(),
-                    owner,
-                    me: our_uid(),
-                });
+                if denied.is_none() {
+                    let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
+                    denied = Some(AttachError::PermissionDenied {
+                        path: dir.clone(),
+                        owner,
+                        me: our_uid(),
+                    });
+                }
             }
             Err(_) => {}
         }
     }
-    Err(AttachError::NoAgent {
-        pid,
-        looked: dirs.iter().take(2).map(|d| d.join(&name)).collect(),
-    })
+    // Not found: if the process is someone else's, that is the reason (its environment,
+    // which names its socket directory, is not readable to us either).
+    let me = our_uid();
+    match (process_uid(pid), denied) {
+        (Some(uid), _) if uid != me && me != 0 => Err(AttachError::OtherUser { pid, uid, me }),
+        (_, Some(denied)) => Err(denied),
+        _ => Err(AttachError::NoAgent {
+            pid,
+            looked: dirs.iter().take(2).map(|d| d.join(&name)).collect(),
+        }),
+    }
 }
 
 /// A connection to an agent after a successful handshake.
@@ -207,15 +263,36 @@ impl Connection {
     pub fn attach(pid: u32) -> Result<Connection, AttachError> {
         let path = socket_of(pid)?;
         let conn = Connection::open(&path)?;
-        if conn.hello.pid != pid {
+        conn.verify(pid)?;
+        Ok(conn)
+    }
+
+    /// Checks that this connection is the agent of the process running as `pid` now: the
+    /// hello names that pid and its start time (a reused pid has another), and the kernel
+    /// says the listening end belongs to that process (`SO_PEERCRED`), so neither a
+    /// leftover socket nor a program squatting on its name passes for it.
+    pub fn verify(&self, pid: u32) -> Result<(), AttachError> {
+        let path = self.path.clone();
+        if self.hello.pid != pid {
             return Err(AttachError::PidReused { pid, path });
         }
         if let Some(now) = leaktop_agent::procinfo::start_time_ticks(pid) {
-            if conn.hello.start_time_ticks != 0 && conn.hello.start_time_ticks != now {
+            if self.hello.start_time_ticks != 0 && self.hello.start_time_ticks != now {
                 return Err(AttachError::PidReused { pid, path });
             }
         }
-        Ok(conn)
+        match self.peer_pid() {
+            Some(peer) if peer != pid => Err(AttachError::WrongPeer { pid, peer, path }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The process at the other end, as the kernel saw it bind; `None` when unknown (e.g.
+    /// in another pid namespace).
+    pub fn peer_pid(&self) -> Option<u32> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let cred = getsockopt(&self.stream, PeerCredentials).ok()?;
+        u32::try_from(cred.pid()).ok().filter(|p| *p != 0)
     }
 
     /// Connects to the socket at `path` and performs the handshake.
@@ -269,25 +346,43 @@ impl Connection {
             path: path.to_path_buf(),
             early: Default::default(),
         };
-        conn.send(&ClientMsg::Hello {
+        // An agent that refuses us (another uid, too many clients) says why at once and
+        // closes: our hello may then meet a closed socket, but the reason is still there
+        // to read, so a failed send is reported only if no answer follows.
+        let sent = conn.send(&ClientMsg::Hello {
             protocol: wire::PROTOCOL_VERSION,
             client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
-        })?;
-        let started = Instant::now();
-        let first = conn.recv_raw().map_err(|e| match e {
+        });
+        // One deadline for the whole hello: a peer that dribbles bytes cannot hold us.
+        let mut until = Deadline {
+            stream: &conn.stream,
+            until: Instant::now() + HANDSHAKE_TIMEOUT,
+        };
+        let first = recv_from(&mut until, wire::MAX_CLIENT_FRAME);
+        if let Err(e) = sent {
+            if !matches!(first, Ok(AgentMsg::Refused { .. })) {
+                return Err(e);
+            }
+        }
+        let first = first.map_err(|e| match e {
             RecvError::Timeout => AttachError::Timeout {
                 path: path.to_path_buf(),
             },
-            RecvError::Closed => AttachError::NotAnAgent {
-                path: path.to_path_buf(),
-                detail: "it closed the connection without a hello".into(),
+            RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
+                Some(pid) => AttachError::Exited {
+                    pid,
+                    path: path.to_path_buf(),
+                },
+                None => AttachError::NotAnAgent {
+                    path: path.to_path_buf(),
+                    detail: "it closed the connection without a hello".into(),
+                },
             },
             RecvError::Wire(e) => AttachError::NotAnAgent {
                 path: path.to_path_buf(),
                 detail: e.to_string(),
             },
         })?;
-        let _ = started;
         match first {
             AgentMsg::Hello(hello) => {
                 if hello.protocol < wire::MIN_PROTOCOL_VERSION
@@ -337,27 +432,7 @@ impl Connection {
     }
 
     fn recv_raw(&mut self) -> Result<AgentMsg, RecvError> {
-        match wire::read_frame(&mut self.stream, wire::MAX_FRAME) {
-            Ok(Some(payload)) => wire::decode(&payload).map_err(RecvError::Wire),
-            Ok(None) => Err(RecvError::Closed),
-            Err(wire::WireError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(RecvError::Timeout)
-            }
-            Err(wire::WireError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                ) =>
-            {
-                Err(RecvError::Closed)
-            }
-            Err(e) => Err(RecvError::Wire(e)),
-        }
+        recv_from(&mut self.stream, wire::MAX_FRAME)
     }
 
     /// Receives the next message, waiting at most `timeout` (None: forever).
@@ -373,6 +448,48 @@ impl Connection {
     pub fn split(self) -> std::io::Result<(UnixStream, UnixStream)> {
         let reader = self.stream.try_clone()?;
         Ok((reader, self.stream))
+    }
+}
+
+/// Reads one frame (at most `max` bytes) and decodes it.
+fn recv_from<R: Read>(r: &mut R, max: usize) -> Result<AgentMsg, RecvError> {
+    match wire::read_frame(r, max) {
+        Ok(Some(payload)) => wire::decode(&payload).map_err(RecvError::Wire),
+        Ok(None) => Err(RecvError::Closed),
+        Err(wire::WireError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(RecvError::Timeout)
+        }
+        Err(wire::WireError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Err(RecvError::Closed)
+        }
+        Err(e) => Err(RecvError::Wire(e)),
+    }
+}
+
+/// A stream read under one deadline for all reads.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
     }
 }
 

@@ -28,6 +28,9 @@
 //! }
 //! ```
 
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -179,8 +182,17 @@ pub struct Outcome {
     pub reason: Option<String>,
 }
 
+/// Where the data came from: it decides what to advise when there is too little of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFrom {
+    /// A live process: watching longer (`--for`) gets more.
+    Live,
+    /// A recording: only a later `--at` (or a longer recording) has more.
+    Recording,
+}
+
 /// Decides on a gathered session. Pure.
-pub fn decide(session: &Session, th: &Thresholds, fail_on: FailOn) -> Outcome {
+pub fn decide(session: &Session, th: &Thresholds, fail_on: FailOn, from: DataFrom) -> Outcome {
     let findings: Vec<SiteVerdict> = crate::model::assess(session, th)
         .into_iter()
         .filter(SiteVerdict::is_finding)
@@ -197,12 +209,21 @@ pub fn decide(session: &Session, th: &Thresholds, fail_on: FailOn) -> Outcome {
     let reason = if session.hello.is_none() || session.seq == 0 {
         Some("no snapshot was received from the agent".to_string())
     } else if observed < th.min_span_ms() {
+        let advice = match from {
+            DataFrom::Live => format!(
+                "wait, or run with --for {}",
+                age(th.min_span_ms().max(1000))
+            ),
+            DataFrom::Recording => format!(
+                "pick a later --at, a shorter --window, or record for at least {}",
+                age(th.min_span_ms().max(1000))
+            ),
+        };
         Some(format!(
-            "only {} of data, and growth needs {} (half the {} window): wait, or run with --for {}",
+            "only {} of data, and growth needs {} (half the {} window): {advice}",
             age(observed),
             age(th.min_span_ms()),
             age(th.window_ms),
-            age(th.min_span_ms().max(1000)),
         ))
     } else {
         session
@@ -256,7 +277,13 @@ pub fn text(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
     );
     if let Some(reason) = &out.reason {
         let _ = writeln!(s, "could not check: {reason}");
-    } else if let Some(ended) = &session.ended {
+    }
+    // Why the data stops where it does (the process exited mid-watch), unless said above.
+    if let Some(ended) = session
+        .ended
+        .as_ref()
+        .filter(|e| !out.reason.as_ref().is_some_and(|r| r.contains(e.as_str())))
+    {
         let _ = writeln!(s, "note: {ended}");
     }
     for f in &out.findings {

@@ -49,9 +49,12 @@ struct Cli {
     /// Record the live view's session to FILE (the `r` key starts and stops recording too).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
-    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (250ms ..= 1h).
+    /// Refresh interval of the live view: `1s`, `500ms`, `2.5s`, `1m` (50ms ..= 1h).
     #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval, global = true)]
     interval: Duration,
+    /// What the live view marks as a leak (as for `leaktop check`).
+    #[command(flatten)]
+    thresholds: check::ThresholdArgs,
 }
 
 /// Parses the refresh / snapshot interval (`1s`, `500ms`, …): 50ms (the agent's fastest)
@@ -155,6 +158,8 @@ enum Cmd {
         /// Start paused.
         #[arg(long)]
         paused: bool,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
     /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
     #[command(
@@ -170,7 +175,7 @@ enum Cmd {
     },
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     #[command(
-        after_help = "Examples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
+        after_help = "The live demo judges over a 20s window with tasks stuck for 8s (unless --window is\ngiven), so its leaks are marked within seconds; a production view waits for 1 minute\nof data.\n\nExamples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
     )]
     Demo {
         /// Scenarios to run (default: all seven leaks at once). See --list.
@@ -188,6 +193,8 @@ enum Cmd {
         /// Seconds to let the demo run before reporting.
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
+        #[command(flatten)]
+        thresholds: check::ThresholdArgs,
     },
     #[command(name = "__demo-child", hide = true)]
     DemoChild {
@@ -201,10 +208,24 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("leaktop: {e:#}");
+            eprintln!("leaktop: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: typed errors often say their
+/// source already (`cannot read X: Is a directory`), and `{:#}` would repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg.replace('\n', " ")
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -280,9 +301,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 at,
                 speed,
                 paused,
+                thresholds,
             }),
             _,
-        ) => replay(&file, at.as_deref(), speed, paused),
+        ) => replay(
+            &file,
+            at.as_deref(),
+            speed,
+            paused,
+            thresholds.thresholds(None),
+        ),
         (
             Some(Cmd::Demo {
                 scenarios,
@@ -290,6 +318,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 list,
                 once,
                 warmup,
+                thresholds,
             }),
             _,
         ) => {
@@ -297,10 +326,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out!("{}", demo::list_text());
                 return Ok(ExitCode::SUCCESS);
             }
-            run_demo(&scenarios, fixed, once, warmup, cli.interval)
+            let mut options = tui::Options::new(cli.interval);
+            options.thresholds = demo_thresholds(&thresholds);
+            run_demo(&scenarios, fixed, once, warmup, &options)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
-        (None, Some(pid)) => live(pid, cli.interval, cli.record.as_deref()),
+        (None, Some(pid)) => {
+            let mut options = tui::Options::new(cli.interval);
+            options.record = cli.record;
+            options.thresholds = cli.thresholds.thresholds(None);
+            live(pid, options)
+        }
         (None, None) => {
             use clap::CommandFactory;
             Cli::command().print_help()?;
@@ -309,25 +345,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn live(pid: u32, interval: Duration, record: Option<&Path>) -> Result<ExitCode> {
+fn live(pid: u32, options: tui::Options) -> Result<ExitCode> {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the live view needs a terminal on stdout; for a report use `leaktop dump {pid}`{}",
-            if record.is_some() {
+            if options.record.is_some() {
                 format!(", to record without a screen `leaktop record {pid} -o FILE`")
             } else {
                 String::new()
             }
         );
     }
-    let mut options = tui::Options::new(interval);
-    options.record = record.map(Path::to_path_buf);
     tui::run_live(pid, &options)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<ExitCode> {
+fn replay(
+    file: &Path,
+    at: Option<&str>,
+    speed: f64,
+    paused: bool,
+    thresholds: leaktop::model::Thresholds,
+) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let source = record::RecordingSource::open(file)?;
     if let Some(w) = source.warning() {
@@ -362,6 +402,7 @@ fn replay(file: &Path, at: Option<&str>, speed: f64, paused: bool) -> Result<Exi
     };
     let interval = Duration::from_millis(interval_ms);
     let mut options = tui::Options::new(interval);
+    options.thresholds = thresholds;
     options.replay = Some(tui::ReplayOptions {
         start_at,
         speed,
@@ -482,7 +523,11 @@ fn run_check(
         ),
         (Target::Recording(_), None) => target_session(&target, at, "")?.0,
     };
-    let outcome = check::decide(&session, th, fail_on);
+    let from = match target {
+        Target::Pid(_) => check::DataFrom::Live,
+        Target::Recording(_) => check::DataFrom::Recording,
+    };
+    let outcome = check::decide(&session, th, fail_on, from);
     match format {
         report::Format::Text => out!("{}", check::text(&session, th, fail_on, &outcome)),
         report::Format::Json => outln!("{}", check::json(&session, th, fail_on, &outcome)),
@@ -539,12 +584,7 @@ fn list(verbose: bool) -> Result<ExitCode> {
             continue;
         }
         let row = Connection::open(&f.path).and_then(|mut c| {
-            if c.hello.pid != f.pid {
-                return Err(attach::AttachError::PidReused {
-                    pid: f.pid,
-                    path: f.path.clone(),
-                });
-            }
+            c.verify(f.pid)?;
             util::snapshot_of(&mut c, false)
         });
         match row {
@@ -568,12 +608,26 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The demo's leaks are minutes old at most: unless told otherwise it judges over a
+/// 20 s window with tasks stuck for 8 s, so the marks show within seconds instead of the
+/// minute a production view waits for.
+fn demo_thresholds(args: &check::ThresholdArgs) -> leaktop::model::Thresholds {
+    let mut th = args.thresholds(None);
+    if args.window.is_none() {
+        th.window_ms = 20_000;
+        if th.min_age_ms == leaktop::model::Thresholds::default().min_age_ms {
+            th.min_age_ms = 8_000;
+        }
+    }
+    th
+}
+
 fn run_demo(
     scenarios: &[String],
     fixed: bool,
     once: bool,
     warmup: f64,
-    interval: Duration,
+    options: &tui::Options,
 ) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let interactive = !once && std::io::stdout().is_terminal();
@@ -592,7 +646,7 @@ fn run_demo(
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
     if interactive {
-        tui::run_live(pid, &tui::Options::new(interval))?;
+        tui::run_live(pid, options)?;
         drop(child);
         return Ok(ExitCode::SUCCESS);
     }
@@ -625,5 +679,40 @@ fn demo_stderr() -> std::process::Stdio {
     match file {
         Some(f) => std::process::Stdio::from(f),
         None => std::process::Stdio::null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_args(args: &[&str]) -> check::ThresholdArgs {
+        let cli = Cli::try_parse_from([&["leaktop", "demo"], args].concat()).expect("parses");
+        match cli.command {
+            Some(Cmd::Demo { thresholds, .. }) => thresholds,
+            other => panic!("not the demo: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_demo_judges_on_a_short_window_unless_told_otherwise() {
+        let th = demo_thresholds(&demo_args(&[]));
+        assert_eq!((th.window_ms, th.min_age_ms), (20_000, 8_000));
+        let th = demo_thresholds(&demo_args(&["--min-age", "3s"]));
+        assert_eq!((th.window_ms, th.min_age_ms), (20_000, 3_000));
+        let th = demo_thresholds(&demo_args(&["--window", "5m"]));
+        let default = leaktop::model::Thresholds::default();
+        assert_eq!((th.window_ms, th.min_age_ms), (300_000, default.min_age_ms));
+    }
+
+    #[test]
+    fn the_live_view_takes_the_threshold_flags() {
+        let cli = Cli::try_parse_from(["leaktop", "1234", "--window", "30s", "--min-age", "5s"])
+            .expect("parses");
+        let th = cli.thresholds.thresholds(None);
+        assert_eq!(
+            (cli.pid, th.window_ms, th.min_age_ms),
+            (Some(1234), 30_000, 5_000)
+        );
     }
 }

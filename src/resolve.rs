@@ -3,11 +3,11 @@
 //! the await chains every renderer shows.
 
 use crate::model::Session;
-use crate::symbolize::{self, Options, ProcessMaps, Symbolizer};
+use crate::symbolize::{self, ProcessMaps, SharedSymbolizer};
 
 /// Resolves the stacks of one live process.
 pub struct StackResolver {
-    symbolizer: Symbolizer,
+    symbolizer: SharedSymbolizer,
     maps: Option<ProcessMaps>,
     maps_error: Option<String>,
 }
@@ -15,8 +15,13 @@ pub struct StackResolver {
 impl StackResolver {
     /// A resolver for the process the session's hello names (its maps read now).
     pub fn for_session(session: &Session) -> StackResolver {
+        Self::for_session_with(session, symbolize::shared())
+    }
+
+    /// The same with a symbolizer shared with someone else (a recorder's symbol thread).
+    pub fn for_session_with(session: &Session, symbolizer: SharedSymbolizer) -> StackResolver {
         let mut r = StackResolver {
-            symbolizer: Symbolizer::new(Options::default()),
+            symbolizer,
             maps: None,
             maps_error: None,
         };
@@ -59,11 +64,17 @@ impl StackResolver {
             .map(|(id, addrs)| (*id, addrs.clone()))
             .collect();
         todo.sort_by_key(|(id, _)| *id);
+        // A panic elsewhere while holding it leaves nothing half-done that matters here:
+        // the caches are filled entry by entry.
+        let mut symbolizer = self
+            .symbolizer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (id, addrs) in todo {
-            let resolved = self.symbolizer.resolve(maps, &addrs);
+            let resolved = symbolizer.resolve(maps, &addrs);
             session.symbols.insert(id, symbolize::flatten(&resolved));
         }
-        for note in self.symbolizer.take_notes() {
+        for note in symbolizer.take_notes() {
             let note = note.to_string();
             if !session.symbol_notes.contains(&note) {
                 session.symbol_notes.push(note);

@@ -2,6 +2,10 @@
 //! ([`crate::record::RecordingSource`]). Everything after the source (model, report, tui) is
 //! the same for both; a recording adds a [`Timeline`] to move through it.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -207,6 +211,227 @@ impl Source for LiveSource {
         use std::io::Write;
         if let Ok(frame) = wire::encode_frame(&msg) {
             let _ = self.writer.write_all(&frame);
+        }
+    }
+}
+
+/// Folds every agent message framed in `data` into a [`Session`], as the live source does,
+/// and renders every report of it: for the wire fuzz target (`fuzz/fuzz_targets/wire.rs`)
+/// and the property tests. Never panics, whatever the bytes: a hostile or broken agent
+/// cannot crash `leaktop`. Returns the number of messages folded.
+#[doc(hidden)]
+pub fn fuzz_fold(data: &[u8]) -> usize {
+    let mut dec = wire::FrameDecoder::new(wire::MAX_FRAME);
+    dec.push(data);
+    let mut session = Session::new();
+    let mut folded = 0;
+    while let Ok(Some(payload)) = dec.next_frame() {
+        if let Ok(msg) = wire::decode::<AgentMsg>(&payload) {
+            session.apply(&msg);
+            folded += 1;
+        }
+    }
+    session.end("fuzz");
+    let th = crate::model::Thresholds::default();
+    let fail_on = crate::check::FailOn::Leak;
+    let outcome = crate::check::decide(&session, &th, fail_on, crate::check::DataFrom::Live);
+    std::hint::black_box(crate::check::text(&session, &th, fail_on, &outcome));
+    std::hint::black_box(crate::check::json(&session, &th, fail_on, &outcome));
+    std::hint::black_box(crate::report::text(&session));
+    std::hint::black_box(crate::report::json(&session));
+    std::hint::black_box(crate::export::openmetrics(&session, &th));
+    folded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leaktop_agent::wire::{
+        AgentHello, BlockedGroup, ChannelKind, GroupKey, History, Location, Op, Sample,
+        SiteHistory, SiteKind, SiteStats, Snapshot, TaskInfo, TaskList, TaskState,
+    };
+    use proptest::prelude::*;
+
+    /// Small ids, so messages refer to each other (and to ids never defined).
+    fn id() -> impl Strategy<Value = u32> {
+        0u32..6
+    }
+
+    /// Counters at the edges too: overflow must not panic the fold or the reports.
+    fn count() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..50, Just(u64::MAX), any::<u64>()]
+    }
+
+    fn key() -> impl Strategy<Value = GroupKey> {
+        (id(), id(), id(), prop::option::of(id())).prop_map(
+            |(site, channel_site, call_site, stack)| GroupKey {
+                site,
+                op: Op::Recv,
+                channel_site,
+                call_site,
+                stack,
+            },
+        )
+    }
+
+    fn site() -> impl Strategy<Value = SiteStats> {
+        (
+            id(),
+            count(),
+            count(),
+            count(),
+            count(),
+            count(),
+            prop::option::of(count()),
+        )
+            .prop_map(
+                |(site, live, running, blocked, spawned, completed, oldest)| SiteStats {
+                    site,
+                    kind: Some(if site == 5 {
+                        SiteKind::Other
+                    } else {
+                        SiteKind::Spawn
+                    }),
+                    live,
+                    running,
+                    blocked_send: blocked,
+                    blocked_recv: blocked / 2,
+                    spawned,
+                    completed,
+                    oldest_live_ms: oldest,
+                },
+            )
+    }
+
+    fn msg() -> impl Strategy<Value = AgentMsg> {
+        prop_oneof![
+            (id(), "[a-z/.]{0,12}", any::<u32>(), any::<u32>()).prop_map(
+                |(id, file, line, column)| {
+                    AgentMsg::Location {
+                        id,
+                        loc: Location { file, line, column },
+                    }
+                }
+            ),
+            (id(), prop::collection::vec(any::<u64>(), 0..4))
+                .prop_map(|(id, frames)| AgentMsg::Stack { id, frames }),
+            (
+                count(),
+                count(),
+                prop::collection::vec(site(), 0..4),
+                prop::collection::vec((key(), count(), count()), 0..3),
+            )
+                .prop_map(|(seq, now_ms, sites, groups)| {
+                    AgentMsg::Snapshot(Snapshot {
+                        seq,
+                        now_ms,
+                        sites,
+                        groups: groups
+                            .into_iter()
+                            .map(|(key, count, oldest_since_ms)| BlockedGroup {
+                                key,
+                                kind: ChannelKind::Mpsc,
+                                count,
+                                oldest_since_ms,
+                                channel: None,
+                            })
+                            .collect(),
+                        channels: Vec::new(),
+                        sites_seen: seq,
+                    })
+                }),
+            (
+                any::<u32>(),
+                count(),
+                prop::collection::vec((id(), prop::collection::vec(any::<u32>(), 0..5)), 0..3)
+            )
+                .prop_map(|(interval_ms, end_ms, sites)| {
+                    AgentMsg::History(History {
+                        interval_ms,
+                        end_ms,
+                        sites: sites
+                            .into_iter()
+                            .map(|(site, lives)| SiteHistory {
+                                site,
+                                samples: lives
+                                    .into_iter()
+                                    .map(|live| Sample {
+                                        live,
+                                        blocked_send: live / 3,
+                                        blocked_recv: 0,
+                                        spawned: u64::from(live) * 2,
+                                        completed: u64::from(live),
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    })
+                }),
+            (
+                id(),
+                prop::option::of(key()),
+                prop::collection::vec((count(), count()), 0..3)
+            )
+                .prop_map(|(site, group, tasks)| {
+                    AgentMsg::Tasks(TaskList {
+                        site,
+                        group: group.clone(),
+                        tasks: tasks
+                            .into_iter()
+                            .map(|(id, spawned_ms)| TaskInfo {
+                                id,
+                                spawned_ms,
+                                state: TaskState::Blocked,
+                                blocked_since_ms: Some(spawned_ms),
+                                group: group.clone(),
+                            })
+                            .collect(),
+                    })
+                }),
+            (any::<u32>(), count(), count(), count(), any::<u32>()).prop_map(
+                |(pid, origin_unix_ms, now_ms, start, interval)| {
+                    AgentMsg::Hello(AgentHello {
+                        protocol: 1,
+                        agent_version: "0.1.0".into(),
+                        pid,
+                        start_time_ticks: start,
+                        exe: "/x".into(),
+                        build_id: Vec::new(),
+                        uid: 0,
+                        origin_unix_ms,
+                        now_ms,
+                        sample_interval_ms: interval,
+                        history_len: interval,
+                        site_cap: 3,
+                    })
+                }
+            ),
+            "[ -~]{0,20}".prop_map(|reason| AgentMsg::Refused { reason }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Bounded twin of the `wire` fuzz target: any sequence of well-formed agent
+        /// messages (ids that are never defined, counters at u64::MAX, time going
+        /// backwards), framed, with a byte flipped now and then, folds and renders without
+        /// a panic.
+        #[test]
+        fn folding_any_agent_messages_never_panics(
+            msgs in prop::collection::vec(msg(), 0..12),
+            flip in prop::option::of((any::<prop::sample::Index>(), 0u8..8)),
+        ) {
+            let mut bytes = Vec::new();
+            for m in &msgs {
+                bytes.extend(wire::encode_frame(m).unwrap());
+            }
+            if let (Some((i, bit)), false) = (flip, bytes.is_empty()) {
+                let i = i.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+            }
+            fuzz_fold(&bytes);
+            leaktop_agent::wire::fuzz_one(&[7].iter().chain(&bytes).copied().collect::<Vec<_>>());
         }
     }
 }

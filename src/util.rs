@@ -1,5 +1,8 @@
 //! Small shared helpers of the attaching side.
 
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::time::Duration;
 
 use leaktop_agent::wire::{AgentMsg, ClientMsg};

@@ -246,6 +246,14 @@ fn a_recording_replays_what_the_live_dumps_showed_at_the_end_and_in_the_middle()
         "{head}"
     );
 
+    // Too little of a recording to decide on: the advice fits a file, not a process
+    // (regression: it said "run with --for", which a recording refuses).
+    let short = leaktop(&dir, &["check", file_s, "--window", "1h"]);
+    assert_eq!(short.status.code(), Some(2), "{}", stderr(&short));
+    let advice = stdout(&short);
+    assert!(advice.contains("pick a later --at"), "{advice}");
+    assert!(!advice.contains("--for"), "{advice}");
+
     // A live process still dumps live, and the two agree on the target.
     drop(child);
     let after = json(&leaktop(&dir, &["dump", file_s, "--format", "json"]));

@@ -31,6 +31,7 @@ use std::panic::Location as StdLocation;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::Arc;
+use std::task::Poll;
 
 use foldhash::fast::FixedState;
 
@@ -580,6 +581,26 @@ enum Reg {
 #[derive(Default)]
 pub(crate) struct Wait {
     reg: Option<Reg>,
+}
+
+impl Wait {
+    /// Tracks one poll of a channel operation: a Pending records the task as waiting
+    /// (see [`Wait::pending`]), a Ready clears it. Returns the poll, so a future's body is
+    /// `ready!(self.wait.track(inner.poll(cx), op, meta, caller))`.
+    #[inline]
+    pub fn track<R>(
+        &mut self,
+        poll: Poll<R>,
+        op: Op,
+        chan: &ChanMeta,
+        call_site: &'static StdLocation<'static>,
+    ) -> Poll<R> {
+        match poll {
+            Poll::Pending => self.pending(op, chan, call_site),
+            Poll::Ready(_) => self.ready(),
+        }
+        poll
+    }
 }
 
 impl Wait {

@@ -3,9 +3,12 @@
 //!
 //! Every client is non-blocking and bounded: requests are at most
 //! [`wire::MAX_CLIENT_FRAME`] bytes, unsent output at most [`MAX_PENDING_OUT`] (a
-//! subscriber that falls behind skips snapshots, one that stops reading is dropped), a
-//! client that says nothing useful within [`HELLO_TIMEOUT`] is dropped, and at most
-//! [`MAX_CLIENTS`] are served at once.
+//! subscriber that falls behind skips snapshots; the requests of a client with more than
+//! [`READ_PAUSE_OUT`] unsent are not read until it catches up, so a client that asks and
+//! never reads costs neither memory nor CPU; one whose single reply overflows the cap is
+//! dropped), a client that says nothing useful within [`HELLO_TIMEOUT`] is dropped, at
+//! most [`MAX_CLIENTS`] are served at once, and each is read at most [`READ_PER_TURN`]
+//! bytes per turn of the loop so none can starve the others.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -26,6 +29,10 @@ use crate::{clock, procinfo};
 pub(crate) const MAX_CLIENTS: usize = 64;
 pub(crate) const MAX_PENDING_OUT: usize = 16 * 1024 * 1024;
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unsent output above which a client's further requests wait in its socket.
+pub(crate) const READ_PAUSE_OUT: usize = 1024 * 1024;
+/// Bytes read from one client per turn of the loop.
+pub(crate) const READ_PER_TURN: usize = 64 * 1024;
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const MAX_TASKS_PER_REQUEST: usize = 10_000;
@@ -77,6 +84,11 @@ struct Client {
 impl Client {
     fn pending(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Its requests wait until it has read enough of its replies.
+    fn paused(&self) -> bool {
+        self.pending() > READ_PAUSE_OUT
     }
 
     fn queue(&mut self, msg: &AgentMsg) {
@@ -190,8 +202,11 @@ impl Server {
             self.reap(now);
             let deadline = self.next_deadline(next_sample);
             self.wait(deadline);
-            self.accept_all();
+            // Notice the clients that left before admitting new ones: a slot freed by a
+            // disconnect is free for the connection that came right after it.
             self.read_all();
+            self.reap(Instant::now());
+            self.accept_all();
         }
         clock::stop_ticking();
         let _ = std::fs::remove_file(&self.path);
@@ -220,7 +235,11 @@ impl Server {
         let mut fds = Vec::with_capacity(self.clients.len() + 1);
         fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         for c in &self.clients {
-            let mut flags = PollFlags::POLLIN;
+            let mut flags = PollFlags::empty();
+            // Not for a client whose requests wait (it would wake the loop at once).
+            if !c.closing && !c.paused() {
+                flags |= PollFlags::POLLIN;
+            }
             if c.pending() > 0 {
                 flags |= PollFlags::POLLOUT;
             }
@@ -261,11 +280,12 @@ impl Server {
         let refusal = match getsockopt(&client.stream, PeerCredentials) {
             Err(e) => Some(format!("cannot read peer credentials: {e}")),
             Ok(cred) if cred.uid() != self.identity.uid && cred.uid() != 0 => Some(format!(
-                "permission denied: process {} runs as uid {}, and only uid {} or root may attach (you are uid {})",
+                "permission denied: process {} runs as uid {}, and only uid {} or root may attach (you are uid {}): run leaktop as uid {} or as root",
                 self.identity.pid,
                 self.identity.uid,
                 self.identity.uid,
-                cred.uid()
+                cred.uid(),
+                self.identity.uid,
             )),
             Ok(_) if self.clients.len() >= MAX_CLIENTS => Some(format!(
                 "too many clients: the agent serves at most {MAX_CLIENTS} at once"
@@ -286,9 +306,13 @@ impl Server {
         let mut buf = [0u8; 4096];
         for i in 0..self.clients.len() {
             let mut eof = false;
+            let mut read = 0;
+            // Requests left over from a pause first.
+            self.handle_frames(i);
             loop {
                 let c = &mut self.clients[i];
-                if c.closing {
+                // Backpressure: a client that does not read its replies is not read either.
+                if c.closing || c.paused() || read >= READ_PER_TURN {
                     break;
                 }
                 match c.stream.read(&mut buf) {
@@ -297,6 +321,7 @@ impl Server {
                         break;
                     }
                     Ok(n) => {
+                        read += n;
                         c.dec.push(&buf[..n]);
                         self.handle_frames(i);
                     }
@@ -319,7 +344,11 @@ impl Server {
 
     fn handle_frames(&mut self, i: usize) {
         loop {
-            let frame = match self.clients[i].dec.next_frame() {
+            let c = &mut self.clients[i];
+            if c.closing || c.paused() {
+                return;
+            }
+            let frame = match c.dec.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
                 Err(e) => {

@@ -39,6 +39,8 @@
 //! - [`PROTOCOL_VERSION`] is bumped for every change, additive or not, and the agent
 //!   refuses clients below [`MIN_PROTOCOL_VERSION`] with both versions in the reason.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
@@ -413,7 +415,9 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
             max: MAX_FRAME,
         });
     }
-    out[..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    if let Some(header) = out.get_mut(..HEADER_LEN) {
+        header.copy_from_slice(&(len as u32).to_le_bytes());
+    }
     Ok(out)
 }
 
@@ -460,10 +464,10 @@ impl FrameDecoder {
         if len > self.max {
             return Err(WireError::FrameTooLarge { len, max: self.max });
         }
-        if self.buf.len() < HEADER_LEN + len {
+        let Some(payload) = self.buf.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
-        }
-        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        };
+        let payload = payload.to_vec();
         self.buf.drain(..HEADER_LEN + len);
         Ok(Some(payload))
     }
@@ -497,8 +501,8 @@ pub fn read_frame<R: std::io::Read>(r: &mut R, max: usize) -> Result<Option<Vec<
 
 fn read_full<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, std::io::Error> {
     let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match r.read(rest) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -506,6 +510,66 @@ fn read_full<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, std::
         }
     }
     Ok(filled)
+}
+
+/// Feeds `data` through every path a peer's bytes take (the agent's non-blocking
+/// [`FrameDecoder`] at both limits, the client's blocking [`read_frame`], [`decode`] of both
+/// message kinds) and checks that whatever decodes re-encodes to the same message. For
+/// the fuzz target (`fuzz/fuzz_targets/wire.rs`) and the property tests; never panics on
+/// any bytes (it panics only on a broken round trip, which is a bug).
+///
+/// The first byte is the chunk size the bytes arrive in (as a socket may split them).
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) -> usize {
+    let Some((&chunk, rest)) = data.split_first() else {
+        return 0;
+    };
+    let mut decoded = 0;
+    let mut check = |payload: &[u8]| {
+        if let Ok(msg) = decode::<ClientMsg>(payload) {
+            decoded += 1;
+            round_trip(&msg);
+        }
+        if let Ok(msg) = decode::<AgentMsg>(payload) {
+            decoded += 1;
+            round_trip(&msg);
+        }
+    };
+    for max in [MAX_CLIENT_FRAME, MAX_FRAME] {
+        let mut dec = FrameDecoder::new(max);
+        'feed: for part in rest.chunks(usize::from(chunk).max(1)) {
+            dec.push(part);
+            loop {
+                match dec.next_frame() {
+                    Ok(Some(payload)) => check(&payload),
+                    Ok(None) => break,
+                    Err(_) => break 'feed,
+                }
+            }
+            // Holds at most one frame of at most `max` bytes, plus what came with it.
+            assert!(dec.buffered() <= HEADER_LEN + max + part.len());
+        }
+    }
+    let mut reader = rest;
+    while let Ok(Some(payload)) = read_frame(&mut reader, MAX_FRAME) {
+        check(&payload);
+    }
+    check(rest);
+    decoded
+}
+
+/// Panics unless `msg` survives encode → decode unchanged.
+fn round_trip<T>(msg: &T)
+where
+    T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+{
+    if let Ok(frame) = encode_frame(msg) {
+        let again = frame.get(HEADER_LEN..).map(decode::<T>);
+        assert!(
+            matches!(&again, Some(Ok(m)) if m == msg),
+            "round trip changed {msg:?} into {again:?}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -730,6 +794,53 @@ mod tests {
             let _ = decode::<ClientMsg>(&bytes);
         }
         assert!(decode::<ClientMsg>(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    /// Bounded property test of [`fuzz_one`] (the fuzz target runs it unbounded): random
+    /// bytes, and valid frames with random bytes flipped, cut or appended.
+    #[test]
+    fn any_bytes_and_mutated_frames_never_panic_the_decoders() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut valid = Vec::new();
+        for msg in every_client_msg() {
+            valid.push(encode_frame(&msg).unwrap());
+        }
+        for msg in every_agent_msg() {
+            valid.push(encode_frame(&msg).unwrap());
+        }
+        let mut decoded = 0;
+        for case in 0..4000 {
+            let mut data = vec![next() as u8];
+            if case % 2 == 0 {
+                let len = (next() % 300) as usize;
+                data.extend((0..len).map(|_| next() as u8));
+            } else {
+                // A few valid frames in a row, then mutations.
+                for _ in 0..1 + next() % 3 {
+                    data.extend_from_slice(&valid[(next() as usize) % valid.len()]);
+                }
+                for _ in 0..next() % 4 {
+                    let i = 1 + (next() as usize) % (data.len() - 1);
+                    match next() % 3 {
+                        0 => data[i] ^= 1 << (next() % 8),
+                        1 => data.truncate(i),
+                        _ => data.insert(i, next() as u8),
+                    }
+                    if data.len() < 2 {
+                        break;
+                    }
+                }
+            }
+            decoded += fuzz_one(&data);
+        }
+        // The mutations keep many frames intact: the decoders were really exercised.
+        assert!(decoded > 1000, "only {decoded} messages decoded");
     }
 
     #[test]

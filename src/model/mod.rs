@@ -240,7 +240,12 @@ impl Session {
             .values()
             .filter_map(|s| s.stats.as_ref())
             .fold((0, 0), |(l, b), s| {
-                (l + s.live, b + s.blocked_send + s.blocked_recv)
+                // Counters come from outside: saturate rather than overflow.
+                (
+                    l.saturating_add(s.live),
+                    b.saturating_add(s.blocked_send)
+                        .saturating_add(s.blocked_recv),
+                )
             })
     }
 }

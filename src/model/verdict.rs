@@ -306,7 +306,9 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
         .collect();
     stalls.sort_by(|a, b| b.stalled_ms.cmp(&a.stalled_ms).then(b.count.cmp(&a.count)));
     let over = |limit: u64| stalls.iter().filter(move |s| s.stalled_ms >= limit);
-    let stuck_tasks: u64 = over(th.min_age_ms).map(|s| s.count).sum();
+    let stuck_tasks: u64 = over(th.min_age_ms)
+        .map(|s| s.count)
+        .fold(0, u64::saturating_add);
     let oldest_stuck_age_ms = over(th.min_age_ms).map(|s| s.stalled_ms).max();
     let oldest_live_age_ms = stats.oldest_live_ms.map(|t| now.saturating_sub(t));
     let idle = stats.idle();

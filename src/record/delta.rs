@@ -6,6 +6,8 @@
 //! full list when the patch would not reproduce the snapshot exactly, so a reader always
 //! rebuilds the very message the live source yielded.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use std::collections::HashSet;
 use std::hash::Hash;
 
@@ -214,10 +216,10 @@ impl Item for SiteStats {
         let (a, b) = (site_fields(old), site_fields(new));
         let mut mask = 0u8;
         let mut vals = [0i64; 7];
-        for i in 0..7 {
-            if a[i] != b[i] {
+        for (i, ((a, b), val)) in a.iter().zip(&b).zip(&mut vals).enumerate() {
+            if a != b {
                 mask |= 1 << i;
-                vals[i] = b[i].wrapping_sub(a[i]) as i64;
+                *val = b.wrapping_sub(*a) as i64;
             }
         }
         SiteChange::Fields { mask, vals }
@@ -227,21 +229,22 @@ impl Item for SiteStats {
             SiteChange::Replace(s) => s.as_ref().clone(),
             SiteChange::Fields { mask, vals } => {
                 let mut f = site_fields(old);
-                for (i, field) in f.iter_mut().enumerate() {
+                for (i, (field, val)) in f.iter_mut().zip(vals).enumerate() {
                     if mask & (1 << i) != 0 {
-                        *field = field.wrapping_add(vals[i] as u64);
+                        *field = field.wrapping_add(*val as u64);
                     }
                 }
+                let [live, running, blocked_send, blocked_recv, spawned, completed, oldest] = f;
                 SiteStats {
                     site: old.site,
                     kind: old.kind,
-                    live: f[0],
-                    running: f[1],
-                    blocked_send: f[2],
-                    blocked_recv: f[3],
-                    spawned: f[4],
-                    completed: f[5],
-                    oldest_live_ms: opt_decode(f[6]),
+                    live,
+                    running,
+                    blocked_send,
+                    blocked_recv,
+                    spawned,
+                    completed,
+                    oldest_live_ms: opt_decode(oldest),
                 }
             }
         }
@@ -286,7 +289,7 @@ fn diff_list<T: Item>(prev: &[T], next: &[T]) -> ListDelta<T, T::Change> {
     let delta = ListDelta::Patch {
         removed,
         changed,
-        added: next[kept.len()..].to_vec(),
+        added: next.get(kept.len()..).unwrap_or_default().to_vec(),
     };
     // The patch must rebuild `next` exactly (duplicate keys, say, would break pairing).
     match apply_list(prev, &delta, "self-check") {
@@ -344,24 +347,18 @@ fn patch_list<T: Item>(
                 let mut drop = vec![false; list.len()];
                 let mut last = None;
                 for g in removed {
-                    let i = next_index(last, *g)
-                        .filter(|i| *i < drop.len())
-                        .ok_or(DeltaError::OutOfRange(what))?;
-                    drop[i] = true;
+                    let i = next_index(last, *g).ok_or(DeltaError::OutOfRange(what))?;
+                    *drop.get_mut(i).ok_or(DeltaError::OutOfRange(what))? = true;
                     last = Some(i);
                 }
-                let mut k = 0;
-                list.retain(|_| {
-                    k += 1;
-                    !drop[k - 1]
-                });
+                let mut keep = drop.iter().map(|d| !d);
+                list.retain(|_| keep.next().unwrap_or(true));
             }
             let mut last = None;
             for (g, change) in changed {
-                let j = next_index(last, *g)
-                    .filter(|j| *j < list.len())
-                    .ok_or(DeltaError::OutOfRange(what))?;
-                list[j] = T::apply(&list[j], change);
+                let j = next_index(last, *g).ok_or(DeltaError::OutOfRange(what))?;
+                let item = list.get_mut(j).ok_or(DeltaError::OutOfRange(what))?;
+                *item = T::apply(item, change);
                 last = Some(j);
             }
             list.extend(added.iter().cloned());

@@ -1,6 +1,8 @@
 //! The bytes of a `.ltrec` file: header, frames, records. See `docs/recording.md` for the
 //! layout in prose; this module is its one definition.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use serde::{Deserialize, Serialize};
 
 use leaktop_agent::wire::AgentMsg;
@@ -119,11 +121,14 @@ pub fn encode_frame(t_ms: u64, record: &Record) -> Result<Vec<u8>, postcard::Err
     if len > MAX_PAYLOAD {
         return Err(postcard::Error::SerializeBufferFull);
     }
-    let payload_crc = crc(&out[FRAME_HEADER_LEN..]);
-    out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-    out[4..8].copy_from_slice(&payload_crc.to_le_bytes());
-    let header_crc = crc(&out[0..8]);
-    out[8..12].copy_from_slice(&header_crc.to_le_bytes());
+    let (header, payload) = out.split_at_mut(FRAME_HEADER_LEN);
+    let payload_crc = crc(payload);
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&payload_crc.to_le_bytes());
+    let header_crc = crc(&h[0..8]);
+    h[8..12].copy_from_slice(&header_crc.to_le_bytes());
+    header.copy_from_slice(&h);
     Ok(out)
 }
 
@@ -131,10 +136,11 @@ pub fn encode_frame(t_ms: u64, record: &Record) -> Result<Vec<u8>, postcard::Err
 /// bytes).
 pub fn frame_with_payload(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc(payload).to_le_bytes());
-    let header_crc = crc(&out[0..8]);
-    out.extend_from_slice(&header_crc.to_le_bytes());
+    let mut h = [0u8; 8];
+    h[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&crc(payload).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&crc(&h).to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
@@ -149,15 +155,17 @@ pub struct FrameHeader {
 /// Checks a frame header. `None`: its checksum does not match or its length is over the
 /// limit, i.e. the bytes are damaged.
 pub fn parse_frame_header(h: &[u8; FRAME_HEADER_LEN]) -> Option<FrameHeader> {
-    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    if crc(&h[0..8]) != word(8) {
+    let [l0, l1, l2, l3, c0, c1, c2, c3, h0, h1, h2, h3] = *h;
+    let (len, payload_crc, header_crc) = (
+        u32::from_le_bytes([l0, l1, l2, l3]),
+        u32::from_le_bytes([c0, c1, c2, c3]),
+        u32::from_le_bytes([h0, h1, h2, h3]),
+    );
+    if crc(&[l0, l1, l2, l3, c0, c1, c2, c3]) != header_crc {
         return None;
     }
-    let len = word(0) as usize;
-    (len <= MAX_PAYLOAD).then_some(FrameHeader {
-        len,
-        payload_crc: word(4),
-    })
+    let len = len as usize;
+    (len <= MAX_PAYLOAD).then_some(FrameHeader { len, payload_crc })
 }
 
 /// Splits a checked payload into its time and record. `Err` when the record is of a kind

@@ -26,6 +26,9 @@
 //!   [`Timeline`](crate::source::Timeline); [`session_at`] folds a file up to a time
 //!   (`leaktop dump s.ltrec --at 5m`).
 
+// Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod delta;
 pub mod format;
 pub mod headless;

@@ -2,6 +2,8 @@
 //! the protocol messages the live source yielded. Whatever the bytes, the reader never
 //! panics: it yields every whole, intact frame and then says how the file ended.
 
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,9 +131,9 @@ impl Reader {
     /// Checks the file header. A file cut off inside its header reads as an empty
     /// recording with a [`Tail::Truncated`]; `path` is only for messages.
     pub fn new(bytes: Arc<[u8]>, path: &Path) -> Result<Reader, OpenError> {
-        let head = &bytes[..bytes.len().min(FILE_HEADER_LEN)];
-        let magic_len = head.len().min(MAGIC.len());
-        if head[..magic_len] != MAGIC[..magic_len] {
+        let head = bytes.get(..FILE_HEADER_LEN).unwrap_or(&bytes);
+        // A file cut off inside the magic still counts as a (truncated) recording.
+        if !MAGIC.starts_with(head.get(..MAGIC.len()).unwrap_or(head)) {
             return Err(OpenError::NotARecording {
                 path: path.to_path_buf(),
             });
@@ -244,7 +246,9 @@ impl Iterator for Reader {
                 return None;
             }
             let offset = self.pos;
-            let rest = &self.bytes[offset..];
+            let Some(rest) = self.bytes.get(offset..) else {
+                return self.end(Tail::Clean);
+            };
             if rest.is_empty() {
                 return self.end(Tail::Clean);
             }

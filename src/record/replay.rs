@@ -1,7 +1,10 @@
 //! Replaying a recording: a [`Source`] that yields the recorded messages paced by their
-//! receive times, with a [`Timeline`] to pause, change speed and seek. Seeking refolds the
-//! session from the start (going back) or folds on from here (going forward); the model is
-//! a pure fold, so the state at any time is exactly what the live view showed then.
+//! receive times, with a [`Timeline`] to pause, change speed and seek. Seeking forward
+//! folds on from here; seeking back refolds from the nearest checkpoint (a copy of the
+//! folded state kept every 10 s of recording once the timeline is used) or the start. The
+//! model is a pure fold, so the state at any time is exactly what the live view showed.
+
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,22 @@ use crate::source::{Event, Source, Timeline};
 pub const MIN_SPEED: f64 = 1.0 / 64.0;
 pub const MAX_SPEED: f64 = 1024.0;
 
+/// Recording time between two checkpoints, at least (longer recordings space them out
+/// so there are at most [`MAX_CHECKPOINTS`]).
+const CHECKPOINT_EVERY_MS: u64 = 10_000;
+const MAX_CHECKPOINTS: u64 = 128;
+
+/// The replay's state just before the frame `pending`: every frame up to `from_ms` is
+/// folded into `session`. Good for any seek to `from_ms` or later.
+#[derive(Debug, Clone)]
+struct Checkpoint {
+    from_ms: u64,
+    session: Session,
+    reader: Reader,
+    pending: Entry,
+    end_sent: bool,
+}
+
 /// A recording as a source.
 pub struct RecordingSource {
     path: PathBuf,
@@ -30,6 +49,13 @@ pub struct RecordingSource {
     playing: bool,
     speed: f64,
     last_tick: Instant,
+    /// Folded states along the recording, so going back starts from the nearest one
+    /// instead of the start. Kept once the timeline is used (a seek), not for one-off
+    /// folds like `dump --at`.
+    checkpoints: Vec<Checkpoint>,
+    checkpointing: bool,
+    /// Time of the last frame folded or handed out.
+    folded_ms: u64,
     end_sent: bool,
 }
 
@@ -73,6 +99,9 @@ impl RecordingSource {
             speed: 1.0,
             last_tick: Instant::now(),
             end_sent: false,
+            checkpoints: Vec::new(),
+            checkpointing: false,
+            folded_ms: 0,
         })
     }
 
@@ -167,10 +196,47 @@ impl RecordingSource {
         }
     }
 
+    /// How many checkpoints are kept (for tests).
+    #[cfg(test)]
+    pub(crate) fn checkpoints(&self) -> usize {
+        self.checkpoints.len()
+    }
+
+    fn checkpoint_every(&self) -> u64 {
+        CHECKPOINT_EVERY_MS.max(self.summary.duration_ms / MAX_CHECKPOINTS)
+    }
+
+    /// Keeps the state before `next` (the frame about to be folded) when it is far enough
+    /// from the last checkpoint.
+    fn maybe_checkpoint(&mut self, folded_ms: u64, next: &Entry, session: &Session) {
+        let due = self
+            .checkpoints
+            .last()
+            .map_or(next.t_ms >= self.checkpoint_every(), |c| {
+                next.t_ms >= c.from_ms + self.checkpoint_every()
+            });
+        if self.checkpointing && due && next.t_ms > folded_ms {
+            self.checkpoints.push(Checkpoint {
+                from_ms: folded_ms,
+                session: session.clone(),
+                reader: self.reader.clone(),
+                pending: next.clone(),
+                end_sent: self.end_sent,
+            });
+        }
+    }
+
     /// Folds every frame up to `t_ms` into `session`.
     fn fold_until(&mut self, t_ms: u64, session: &mut Session) {
         loop {
-            match self.take_entry() {
+            let entry = self.take_entry();
+            if let Some(e) = &entry {
+                if e.t_ms <= t_ms {
+                    self.maybe_checkpoint(self.folded_ms, e, session);
+                    self.folded_ms = e.t_ms;
+                }
+            }
+            match entry {
                 Some(e) if e.t_ms <= t_ms => match e.item {
                     Item::Msg(m) => session.apply(&m),
                     Item::End(reason) => {
@@ -214,6 +280,7 @@ impl Source for RecordingSource {
                     return None;
                 }
                 Some(e) if e.t_ms as f64 <= self.pos_ms => {
+                    self.folded_ms = e.t_ms;
                     if let Some(ev) = self.event_of(e.item) {
                         return Some(ev);
                     }
@@ -287,16 +354,12 @@ fn frame_of(addr: u64, f: &SymFrame) -> crate::symbolize::Frame {
 
 /// An address the recording has no symbols for (folded away like runtime frames).
 fn raw_frame(addr: u64) -> crate::symbolize::Frame {
-    crate::symbolize::Frame {
-        function: format!("{addr:#x}").into(),
-        file: None,
-        line: None,
-        column: None,
-        inlined: false,
-        class: crate::symbolize::FrameClass::Runtime,
-        module: "".into(),
+    crate::symbolize::unknown_frame(
+        format!("{addr:#x}"),
+        crate::symbolize::FrameClass::Runtime,
+        "",
         addr,
-    }
+    )
 }
 
 impl Timeline for RecordingSource {
@@ -320,6 +383,7 @@ impl Timeline for RecordingSource {
             self.reader = self.reader.rewound();
             self.pending = None;
             self.end_sent = false;
+            self.folded_ms = 0;
         }
         self.playing = playing;
         self.last_tick = Instant::now();
@@ -348,13 +412,28 @@ impl Timeline for RecordingSource {
 
     fn seek(&mut self, t_ms: u64, session: &mut Session) {
         self.tick();
+        self.checkpointing = true;
         let t = t_ms.min(self.summary.duration_ms);
         let here = self.pos_ms as u64;
         if t < here {
-            *session = Session::new();
-            self.reader = self.reader.rewound();
-            self.pending = None;
-            self.end_sent = false;
+            // From the nearest checkpoint before `t`, or from the start.
+            match self.checkpoints.iter().rev().find(|c| c.from_ms <= t) {
+                Some(c) => {
+                    let c = c.clone();
+                    *session = c.session;
+                    self.reader = c.reader;
+                    self.pending = Some(c.pending);
+                    self.end_sent = c.end_sent;
+                    self.folded_ms = c.from_ms;
+                }
+                None => {
+                    *session = Session::new();
+                    self.reader = self.reader.rewound();
+                    self.pending = None;
+                    self.end_sent = false;
+                    self.folded_ms = 0;
+                }
+            }
         }
         self.fold_until(t, session);
         self.fill_symbols(session);

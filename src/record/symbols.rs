@@ -8,7 +8,7 @@ use leaktop_agent::wire::{AgentHello, Mapping};
 
 use super::format::{SymFrame, SymbolEntry};
 use super::tee::Resolver;
-use crate::symbolize::{FrameClass, ProcessMaps, ResolvedAddr, Symbolizer};
+use crate::symbolize::{FrameClass, ProcessMaps, ResolvedAddr, SharedSymbolizer};
 
 /// A recorded frame of a resolved one.
 pub fn sym_frame(f: &crate::symbolize::Frame) -> SymFrame {
@@ -48,7 +48,12 @@ fn entries(resolved: Vec<ResolvedAddr>) -> Vec<SymbolEntry> {
 /// agent's module list when `/proc/<pid>` cannot be read, checked against the hello's
 /// build id.
 pub fn live_resolver() -> Resolver {
-    let mut symbolizer = Symbolizer::new(Default::default());
+    live_resolver_with(crate::symbolize::shared())
+}
+
+/// The same over a symbolizer shared with the live view, so the target's debug info is
+/// loaded once.
+pub fn live_resolver_with(symbolizer: SharedSymbolizer) -> Resolver {
     let mut maps: HashMap<u32, ProcessMaps> = HashMap::new();
     Box::new(
         move |hello: &AgentHello, modules: &[Mapping], addrs: &[u64]| {
@@ -67,6 +72,9 @@ pub fn live_resolver() -> Resolver {
             let Some(m) = maps.get(&hello.pid) else {
                 return Vec::new();
             };
+            let mut symbolizer = symbolizer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             entries(symbolizer.resolve(m, addrs))
         },
     )

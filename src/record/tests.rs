@@ -250,6 +250,37 @@ fn session_at_any_time_equals_the_live_fold_up_to_then() {
     }
 }
 
+/// Going back starts from the nearest checkpoint, not the start; the state it lands on is
+/// the fold from the start all the same, wherever the seeks go (back, forth, between two
+/// checkpoints, onto one, before the first).
+#[test]
+fn seeks_from_checkpoints_match_a_fresh_fold() {
+    use crate::source::Timeline;
+    let dir = tempfile::tempdir().unwrap();
+    let path = temp_path(&dir, "long.ltrec");
+    let script = script(95, 12);
+    write(&path, &script);
+    let mut src = RecordingSource::open(&path).unwrap();
+    let mut session = Session::new();
+    src.seek(u64::MAX, &mut session);
+    assert!(
+        src.checkpoints() >= 8,
+        "95 s at one per 10 s: {}",
+        src.checkpoints()
+    );
+    let mut seed = 7u64;
+    let mut times: Vec<u64> = vec![94_000, 50_000, 10_000, 9_999, 0, 4, 30_000, 29_000];
+    times.extend((0..40).map(|_| rng(&mut seed) % 97_000));
+    for t in times {
+        src.seek(t, &mut session);
+        let mut want = fold(&script, t);
+        if t >= 95_500 {
+            want.end("process 4242 exited");
+        }
+        assert_eq!(fingerprint(&session), fingerprint(&want), "at {t}");
+    }
+}
+
 #[test]
 fn seeking_back_and_forth_matches_a_fresh_fold() {
     use crate::source::Timeline;

@@ -189,9 +189,15 @@ pub fn json_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
     let verdicts = verdict_map(session, th);
     let sites: Vec<(LocId, &SiteStats)> = session.sites_by_live();
     let totals = JsonTotals {
-        live: sites.iter().map(|s| s.1.live).sum(),
-        blocked_send: sites.iter().map(|s| s.1.blocked_send).sum(),
-        blocked_recv: sites.iter().map(|s| s.1.blocked_recv).sum(),
+        live: sites.iter().map(|s| s.1.live).fold(0, u64::saturating_add),
+        blocked_send: sites
+            .iter()
+            .map(|s| s.1.blocked_send)
+            .fold(0, u64::saturating_add),
+        blocked_recv: sites
+            .iter()
+            .map(|s| s.1.blocked_recv)
+            .fold(0, u64::saturating_add),
         sites: sites.len(),
         sites_seen: session.sites_seen,
     };

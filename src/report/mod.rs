@@ -233,7 +233,7 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
             .into_iter()
             .map(|f| match f {
                 Folded::Frame(f) => {
-                    let name = display_function(&f.function);
+                    let name = crate::symbolize::display_name(&f.function);
                     match f.location() {
                         Some(loc) => format!("{name}\n            at {loc}"),
                         None => name.to_string(),
@@ -254,16 +254,6 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
             })
             .unwrap_or_default(),
     }
-}
-
-/// A function name as people read it: an async fn's state machine (`a::b::{{closure}}`)
-/// is shown as the fn itself.
-pub fn display_function(name: &str) -> &str {
-    let mut n = name;
-    while let Some(rest) = n.strip_suffix("::{{closure}}") {
-        n = rest;
-    }
-    n
 }
 
 /// Hex of a build id.

@@ -51,21 +51,33 @@ pub fn fold(frames: &[Frame], mode: FoldMode) -> Vec<Folded<'_>> {
     out
 }
 
+/// A function's name as people write it: an async fn's poll is its state machine's
+/// closure (`path::handler::{{closure}}`), shown as `path::handler`.
+pub fn display_name(name: &str) -> &str {
+    let mut n = name;
+    while let Some(rest) = n.strip_suffix("::{{closure}}") {
+        n = rest;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn display_name_drops_the_async_state_machine_closures() {
+        assert_eq!(display_name("app::handler::{{closure}}"), "app::handler");
+        assert_eq!(
+            display_name("app::run::{{closure}}::{{closure}}"),
+            "app::run"
+        );
+        assert_eq!(display_name("app::plain"), "app::plain");
+        assert_eq!(display_name("{{closure}}"), "{{closure}}");
+    }
+
     fn frame(function: &str, class: FrameClass) -> Frame {
-        Frame {
-            function: function.into(),
-            file: None,
-            line: None,
-            column: None,
-            inlined: false,
-            class,
-            module: "/bin/app".into(),
-            addr: 0,
-        }
+        super::super::unknown_frame(function.into(), class, "/bin/app", 0)
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use classify::{crate_of, Classifier, FrameClass};
 pub use error::SymbolizeError;
-pub use fold::{fold, FoldMode, Folded};
+pub use fold::{display_name, fold, FoldMode, Folded};
 pub use maps::{ProcessMaps, Region};
 pub use module::{DebugSource, ModuleInfo};
 
@@ -213,6 +213,15 @@ struct Sym {
 /// Region cache entries kept before it is cleared (maps read again get new ids).
 const REGION_CACHE_MAX: usize = 4096;
 
+/// One symbolizer used from two threads (the live view and its recorder's symbol
+/// thread), so a target's debug info is loaded and cached once.
+pub type SharedSymbolizer = Arc<std::sync::Mutex<Symbolizer>>;
+
+/// A new [`SharedSymbolizer`] with default options.
+pub fn shared() -> SharedSymbolizer {
+    Arc::new(std::sync::Mutex::new(Symbolizer::new(Options::default())))
+}
+
 /// Resolves raw addresses of other processes to demangled, classified frames.
 pub struct Symbolizer {
     opts: Options,
@@ -222,6 +231,15 @@ pub struct Symbolizer {
     addrs: LruCache<(ModuleId, u64), Arc<[Sym]>>,
     notes: Vec<Note>,
     noted: HashSet<Note>,
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer")
+            .field("modules", &self.modules.len())
+            .field("cached_addrs", &self.addrs.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Symbolizer {
@@ -577,7 +595,7 @@ impl Symbolizer {
     }
 }
 
-fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
+pub(crate) fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
     Frame {
         function: function.into(),
         file: None,

@@ -282,3 +282,50 @@ fn hostile_mapping_offsets_do_not_panic() {
     assert_eq!(out.len(), 3);
     assert!(out.iter().all(|r| r.frames[0].file.is_none()));
 }
+
+/// The live view and its recorder's symbol thread share one symbolizer: the second to
+/// resolve an address finds the module loaded (and the address cached) by the first, so a
+/// recorded live view loads the target's debug info once, not twice.
+#[test]
+fn the_live_view_and_its_recorder_share_one_symbolizer() {
+    use leaktop_agent::wire::{AgentHello, AgentMsg};
+    let exe = std::env::current_exe().expect("own exe");
+    let hello = AgentHello {
+        protocol: leaktop_agent::wire::PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        pid: std::process::id(),
+        start_time_ticks: 0,
+        exe: exe.display().to_string(),
+        build_id: super::build_id_of(&exe).ok().flatten().unwrap_or_default(),
+        uid: 0,
+        origin_unix_ms: 0,
+        now_ms: 0,
+        sample_interval_ms: 1000,
+        history_len: 120,
+        site_cap: 1000,
+    };
+    let addrs = outer_frame();
+    let shared = super::shared();
+    let modules = |s: &super::SharedSymbolizer| s.lock().expect("not poisoned").modules.len();
+
+    let mut recorder = crate::record::symbols::live_resolver_with(shared.clone());
+    let recorded = recorder(&hello, &[], &addrs);
+    assert!(recorded.iter().any(|e| e
+        .frames
+        .iter()
+        .any(|f| f.function.as_deref() == Some("leaktop::symbolize::tests::outer_frame"))));
+    let loaded = modules(&shared);
+    assert!(loaded >= 1);
+
+    let mut session = crate::model::Session::new();
+    session.apply(&AgentMsg::Hello(hello));
+    session.apply(&AgentMsg::Stack {
+        id: 1,
+        frames: addrs.clone(),
+    });
+    crate::resolve::StackResolver::for_session_with(&session, shared.clone())
+        .resolve_new(&mut session);
+    let frames = session.symbols.get(&1).expect("the stack resolved");
+    find(frames, "leaktop::symbolize::tests::outer_frame");
+    assert_eq!(modules(&shared), loaded, "no module loaded a second time");
+}

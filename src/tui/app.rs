@@ -128,6 +128,10 @@ pub struct App {
     /// Selected row (index into `rows`) and its site, kept across re-sorts.
     pub selected: usize,
     selected_site: Option<LocId>,
+    /// The user picked a row (keys, mouse): the selection stays on its site from then
+    /// on. Until then it stays on the top row, the most suspicious site, however the
+    /// order changes as the leak shows itself.
+    chosen: bool,
     /// First table row on screen.
     pub table_offset: usize,
     pub detail: Detail,
@@ -164,6 +168,7 @@ impl App {
             rows: Vec::new(),
             selected: 0,
             selected_site: None,
+            chosen: false,
             table_offset: 0,
             detail: Detail::default(),
             help: None,
@@ -295,10 +300,19 @@ impl App {
         }
         let rows = rows::rows(view, self.sort, &self.filter, &self.verdicts);
         self.rows = rows;
-        let idx = self
-            .selected_site
-            .and_then(|s| self.rows.iter().position(|r| r.site == s))
-            .unwrap_or(self.selected.min(self.rows.len().saturating_sub(1)));
+        let idx = if self.chosen {
+            self.selected_site
+                .and_then(|s| self.rows.iter().position(|r| r.site == s))
+                .unwrap_or(self.selected.min(self.rows.len().saturating_sub(1)))
+        } else {
+            0
+        };
+        self.select(idx);
+    }
+
+    /// The user selects row `idx`.
+    fn choose(&mut self, idx: usize) {
+        self.chosen = true;
         self.select(idx);
     }
 
@@ -559,7 +573,7 @@ impl App {
         match self.focus {
             Focus::Sites => {
                 let idx = (self.selected as i64 + delta).max(0) as usize;
-                self.select(idx);
+                self.choose(idx);
             }
             Focus::Detail => {
                 let n = self
@@ -591,7 +605,7 @@ impl App {
 
     fn move_to_end(&mut self, end: bool) {
         match self.focus {
-            Focus::Sites => self.select(if end { usize::MAX } else { 0 }),
+            Focus::Sites => self.choose(if end { usize::MAX } else { 0 }),
             Focus::Detail => self.scroll_detail(if end {
                 i64::from(u16::MAX)
             } else {
@@ -694,7 +708,7 @@ impl App {
                     self.focus = Focus::Sites;
                     let idx = self.table_offset + (m.row - a.table.y) as usize;
                     if idx < self.rows.len() {
-                        self.select(idx);
+                        self.choose(idx);
                     }
                 } else if a.table_header.contains(pos) {
                     let x = m.column - a.table_header.x;

@@ -52,6 +52,11 @@ pub struct Options {
     pub record: Option<std::path::PathBuf>,
     /// How a replay starts (`leaktop replay`).
     pub replay: Option<ReplayOptions>,
+    /// The symbolizer the live view shares with its recorder (debug info loaded once);
+    /// `None`: the view makes its own.
+    pub symbolizer: Option<crate::symbolize::SharedSymbolizer>,
+    /// What the view marks as a leak (`--window` and the rest, as for `check`).
+    pub thresholds: crate::model::Thresholds,
 }
 
 /// Where and how a replay starts.
@@ -71,6 +76,8 @@ impl Options {
             record: None,
             replay: None,
             symbolize: true,
+            symbolizer: None,
+            thresholds: crate::model::Thresholds::default(),
         }
     }
 }
@@ -186,7 +193,13 @@ pub fn run<B: Backend, S: Source + ?Sized>(
             // Symbols are resolved here, outside rendering: the first stack loads the
             // target's debug info (once), later ones hit the symbolizer's caches.
             let t = Instant::now();
-            let r = resolver.get_or_insert_with(|| StackResolver::for_session(app.live_session()));
+            let r = resolver.get_or_insert_with(|| {
+                let shared = options
+                    .symbolizer
+                    .clone()
+                    .unwrap_or_else(crate::symbolize::shared);
+                StackResolver::for_session_with(app.live_session(), shared)
+            });
             app.update_sessions(|s| r.resolve_new(s));
             log!("resolved new stacks in {} ms", t.elapsed().as_millis());
         }
@@ -349,16 +362,11 @@ pub fn run_in_terminal<S: Source + ?Sized>(
             h.exe
         );
     }
+    let mut input = term::TerminalInput::new().map_err(term_err)?;
     let (mut terminal, guard) = term::enter().map_err(term_err)?;
     let mut app = App::new(options.interval);
-    let result = run(
-        &mut terminal,
-        source,
-        &mut term::TerminalInput,
-        &mut app,
-        hooks,
-        options,
-    );
+    app.thresholds = options.thresholds.clone();
+    let result = run(&mut terminal, source, &mut input, &mut app, hooks, options);
     drop(guard);
     if let Err(e) = &result {
         log!("error: {e}");
@@ -370,9 +378,15 @@ pub fn run_in_terminal<S: Source + ?Sized>(
 /// `leaktop <pid>`: attaches to `pid` and runs the live TUI until the user quits. Attach
 /// errors come back before the terminal is touched, so they print as usual.
 pub fn run_live(pid: u32, options: &Options) -> Result<RunStats, TuiError> {
+    let symbolizer = crate::symbolize::shared();
     let mut source = Tee::new(LiveSource::attach(pid, options.interval)?)
-        .with_resolver(crate::record::symbols::live_resolver())
+        .with_resolver(crate::record::symbols::live_resolver_with(
+            symbolizer.clone(),
+        ))
         .with_interval(options.interval);
+    let mut options = options.clone();
+    options.symbolizer = Some(symbolizer);
+    let options = &options;
     if let Some(path) = &options.record {
         source.start(
             path,

@@ -2,7 +2,7 @@
 //! error (guard drop), on panic (hook) and on SIGTERM/SIGHUP/SIGINT (flag the loop sees).
 
 use std::io::{self, BufWriter, Stdout};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -26,7 +26,10 @@ const FRAME_BUFFER: usize = 256 * 1024;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 static HOOKS: Once = Once::new();
+/// How long the event loop has to notice a signal before the watchdog ends the process.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 
 /// Puts the terminal back as it was. Safe to call more than once, and when nothing was
 /// changed.
@@ -42,7 +45,8 @@ pub fn restore() {
     }
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
     SIGNALLED.store(true, Ordering::SeqCst);
 }
 
@@ -64,6 +68,23 @@ fn install_hooks() {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             let _ = unsafe { sigaction(sig, &action) };
         }
+        // The loop sees the flag within a tick. Should it ever be stuck where it cannot
+        // look (a library call that does not return), the terminal is restored and the
+        // process ends anyway: a signalled live view must go away. A recording being
+        // written stays readable (every frame is checked on its own).
+        let _ = std::thread::Builder::new()
+            .name("leaktop-signal-watchdog".into())
+            .spawn(|| {
+                while !SIGNALLED.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                std::thread::sleep(SIGNAL_GRACE);
+                if ACTIVE.load(Ordering::SeqCst) {
+                    restore();
+                    log!("still running {SIGNAL_GRACE:?} after a signal: exiting");
+                    std::process::exit(128 + SIGNAL.load(Ordering::SeqCst));
+                }
+            });
     });
 }
 
@@ -96,15 +117,99 @@ pub fn enter() -> io::Result<(Term, Guard)> {
 }
 
 /// Keys, mouse and resizes from the real terminal.
-pub struct TerminalInput;
+///
+/// crossterm 0.29's reader loops forever when the terminal hangs up (its read loop
+/// retries on EOF and EIO), so a view whose terminal died (ssh dropped, tmux server
+/// killed) spun in there and never saw SIGHUP or SIGTERM. This input looks at the
+/// terminal itself first: crossterm is asked to read only when the terminal has bytes
+/// and has not hung up, and a hangup ends the loop with an error. Resizes are noticed by
+/// comparing the size on every tick (crossterm reports them only when it is reading).
+pub struct TerminalInput {
+    tty: std::os::fd::OwnedFd,
+    size: Option<(u16, u16)>,
+    /// Events crossterm parsed from the bytes it read (one read can hold many keys,
+    /// a paste many more) and this input has not handed out yet.
+    pending: std::collections::VecDeque<TermEvent>,
+    /// The last drain stopped at [`MAX_PENDING`]: crossterm may hold more.
+    more: bool,
+}
+
+impl TerminalInput {
+    /// The same terminal crossterm reads: stdin when it is a terminal, else `/dev/tty`.
+    pub fn new() -> io::Result<TerminalInput> {
+        use std::os::fd::AsFd;
+        let stdin = io::stdin();
+        let tty = if std::io::IsTerminal::is_terminal(&stdin) {
+            stdin.as_fd().try_clone_to_owned()?
+        } else {
+            std::fs::File::open("/dev/tty")?.into()
+        };
+        Ok(TerminalInput {
+            tty,
+            size: crossterm::terminal::size().ok(),
+            pending: std::collections::VecDeque::new(),
+            more: false,
+        })
+    }
+
+    /// Waits up to `timeout` for the terminal: `Ok(true)` when it has input.
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(self.tty.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(false),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            return Err(terminal_gone());
+        }
+        Ok(revents.contains(PollFlags::POLLIN))
+    }
+}
+
+/// Most events taken from crossterm at once (a long paste is taken in several turns).
+const MAX_PENDING: usize = 1024;
+
+/// The error that ends a live view whose terminal went away.
+pub fn terminal_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the terminal hung up")
+}
 
 impl Input for TerminalInput {
     fn next(&mut self, timeout: Duration) -> io::Result<Option<TermEvent>> {
-        if event::poll(timeout)? {
-            Ok(Some(event::read()?))
-        } else {
-            Ok(None)
+        if self.pending.is_empty() && (self.more || self.wait_readable(timeout)?) {
+            // Everything crossterm makes of the bytes there are now: asking again later
+            // would wait for new bytes while parsed keys sit in crossterm's buffer.
+            self.more = false;
+            while event::poll(Duration::ZERO)? {
+                self.pending.push_back(event::read()?);
+                if self.pending.len() == MAX_PENDING {
+                    self.more = true;
+                    break;
+                }
+            }
         }
+        if let Some(ev) = self.pending.pop_front() {
+            if let TermEvent::Resize(w, h) = ev {
+                self.size = Some((w, h));
+            }
+            return Ok(Some(ev));
+        }
+        let size = crossterm::terminal::size().ok();
+        if size.is_some() && size != self.size {
+            self.size = size;
+            if let Some((w, h)) = size {
+                return Ok(Some(TermEvent::Resize(w, h)));
+            }
+        }
+        Ok(None)
     }
 
     fn interrupted(&self) -> bool {

@@ -111,6 +111,32 @@ impl ChildGuard {
         self.read_line_starting("done", READY_TIMEOUT);
     }
 
+    /// Spawns `cmd` as it is (its environment untouched: no socket directory is set),
+    /// stdout piped.
+    pub fn spawn_unmanaged(cmd: &mut Command) -> ChildGuard {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildGuard {
+            child,
+            socket_dir: PathBuf::new(),
+            lines: Some(rx),
+            stdin: None,
+        }
+    }
+
     /// Spawns the program at `path` with no arguments.
     pub fn spawn_path(path: &Path) -> ChildGuard {
         Self::spawn(&mut Command::new(path))
@@ -150,6 +176,12 @@ impl ChildGuard {
                 return rest.to_owned();
             }
         }
+    }
+
+    /// Every stdout line that has arrived so far, without waiting.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        let rx = self.lines.as_ref().expect("stdout was not piped");
+        rx.try_iter().collect()
     }
 
     /// Kills the child now and waits for it to be gone.

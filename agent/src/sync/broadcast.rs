@@ -227,16 +227,10 @@ impl<T> Future for Closed<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        match this.slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Closed, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(()) => {
-                this.wait.ready();
-                Poll::Ready(())
-            }
-        }
+        ready!(this
+            .wait
+            .track(this.slow.poll(cx), Op::Closed, this.meta, this.caller));
+        Poll::Ready(())
     }
 }
 
@@ -386,18 +380,12 @@ impl<'a, T: Clone> Future for Recv<'a, T> {
                 }
             }
         };
-        match slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Recv, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                if r.is_ok() {
-                    this.meta.on_recv(1);
-                }
-                Poll::Ready(r)
-            }
+        let r = ready!(this
+            .wait
+            .track(slow.poll(cx), Op::Recv, this.meta, this.caller));
+        if r.is_ok() {
+            this.meta.on_recv(1);
         }
+        Poll::Ready(r)
     }
 }

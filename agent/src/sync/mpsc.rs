@@ -445,6 +445,10 @@ impl<'a, T> Future for Send<'a, T> {
             Some(slow) => slow,
             None => {
                 let coop = ready!(coop::poll_proceed(cx));
+                #[allow(
+                    clippy::expect_used,
+                    reason = "polling a finished future is the caller's bug (tokio panics alike), not outside data"
+                )]
                 let value = this
                     .value
                     .take()
@@ -468,28 +472,26 @@ impl<'a, T> Future for Send<'a, T> {
                 }
             }
         };
-        match slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Send, tx.meta(), this.caller);
-                Poll::Pending
+        let r = ready!(this
+            .wait
+            .track(slow.poll(cx), Op::Send, tx.meta(), this.caller));
+        this.slow = None;
+        #[allow(
+            clippy::expect_used,
+            reason = "polling a finished future is the caller's bug (tokio panics alike), not outside data"
+        )]
+        let value = this
+            .value
+            .take()
+            .expect("mpsc::Send polled after completion");
+        Poll::Ready(match r {
+            Ok(permit) => {
+                permit.send(value);
+                tx.meta().on_send(1);
+                Ok(())
             }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                this.slow = None;
-                let value = this
-                    .value
-                    .take()
-                    .expect("mpsc::Send polled after completion");
-                Poll::Ready(match r {
-                    Ok(permit) => {
-                        permit.send(value);
-                        tx.meta().on_send(1);
-                        Ok(())
-                    }
-                    Err(_) => Err(SendError(value)),
-                })
-            }
-        }
+            Err(_) => Err(SendError(value)),
+        })
     }
 }
 
@@ -527,6 +529,10 @@ impl<'a, T> Future for SendTimeout<'a, T> {
             Some(slow) => slow,
             None => {
                 let coop = ready!(coop::poll_proceed(cx));
+                #[allow(
+                    clippy::expect_used,
+                    reason = "polling a finished future is the caller's bug (tokio panics alike), not outside data"
+                )]
                 let value = this
                     .value
                     .take()
@@ -550,20 +556,14 @@ impl<'a, T> Future for SendTimeout<'a, T> {
                 }
             }
         };
-        match slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Send, tx.meta(), this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                this.slow = None;
-                if r.is_ok() {
-                    tx.meta().on_send(1);
-                }
-                Poll::Ready(r)
-            }
+        let r = ready!(this
+            .wait
+            .track(slow.poll(cx), Op::Send, tx.meta(), this.caller));
+        this.slow = None;
+        if r.is_ok() {
+            tx.meta().on_send(1);
         }
+        Poll::Ready(r)
     }
 }
 
@@ -616,18 +616,12 @@ impl<'a, T> Future for Reserve<'a, T> {
                 }
             }
         };
-        match slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Reserve, tx.meta(), this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                this.slow = None;
-                this.done = true;
-                Poll::Ready(r.map(|inner| Permit { inner, meta }))
-            }
-        }
+        let r = ready!(this
+            .wait
+            .track(slow.poll(cx), Op::Reserve, tx.meta(), this.caller));
+        this.slow = None;
+        this.done = true;
+        Poll::Ready(r.map(|inner| Permit { inner, meta }))
     }
 }
 
@@ -687,18 +681,12 @@ impl<'a, T> Future for ReserveMany<'a, T> {
                 }
             }
         };
-        match slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Reserve, tx.meta(), this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                this.slow = None;
-                this.done = true;
-                Poll::Ready(r.map(|inner| PermitIterator { inner, meta }))
-            }
-        }
+        let r = ready!(this
+            .wait
+            .track(slow.poll(cx), Op::Reserve, tx.meta(), this.caller));
+        this.slow = None;
+        this.done = true;
+        Poll::Ready(r.map(|inner| PermitIterator { inner, meta }))
     }
 }
 
@@ -802,16 +790,10 @@ impl<T> Future for Closed<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        match this.slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Closed, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(()) => {
-                this.wait.ready();
-                Poll::Ready(())
-            }
-        }
+        ready!(this
+            .wait
+            .track(this.slow.poll(cx), Op::Closed, this.meta, this.caller));
+        Poll::Ready(())
     }
 }
 
@@ -920,37 +902,21 @@ macro_rules! receiver {
             #[doc = concat!("Polls for the next value; a Pending registers the task as blocked until a later call returns Ready or the receiver drops. See [`", $tkpath, "::poll_recv`].")]
             #[track_caller]
             pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-                match self.inner.poll_recv(cx) {
-                    Poll::Pending => {
-                        self.wait.pending(Op::Recv, self.tok.meta(), Location::caller());
-                        Poll::Pending
-                    }
-                    Poll::Ready(v) => {
-                        self.wait.ready();
-                        if v.is_some() {
-                            self.tok.meta().on_recv_sole(1);
-                        }
-                        Poll::Ready(v)
-                    }
+                let v = ready!(self.wait.track(self.inner.poll_recv(cx), Op::Recv, self.tok.meta(), Location::caller()));
+                if v.is_some() {
+                    self.tok.meta().on_recv_sole(1);
                 }
+                Poll::Ready(v)
             }
 
             #[doc = concat!("See [`", $tkpath, "::poll_recv_many`] and [`Self::poll_recv`].")]
             #[track_caller]
             pub fn poll_recv_many(&mut self, cx: &mut Context<'_>, buffer: &mut Vec<T>, limit: usize) -> Poll<usize> {
-                match self.inner.poll_recv_many(cx, buffer, limit) {
-                    Poll::Pending => {
-                        self.wait.pending(Op::Recv, self.tok.meta(), Location::caller());
-                        Poll::Pending
-                    }
-                    Poll::Ready(n) => {
-                        self.wait.ready();
-                        if n > 0 {
-                            self.tok.meta().on_recv_sole(n as u64);
-                        }
-                        Poll::Ready(n)
-                    }
+                let n = ready!(self.wait.track(self.inner.poll_recv_many(cx, buffer, limit), Op::Recv, self.tok.meta(), Location::caller()));
+                if n > 0 {
+                    self.tok.meta().on_recv_sole(n as u64);
                 }
+                Poll::Ready(n)
             }
 
             #[doc = concat!("See [`", $tkpath, "::sender_strong_count`].")]
@@ -990,19 +956,11 @@ macro_rules! receiver {
             #[inline]
             fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
                 let this = self.get_mut();
-                match this.inner.poll_recv(cx) {
-                    Poll::Pending => {
-                        this.wait.pending(Op::Recv, this.meta, this.caller);
-                        Poll::Pending
-                    }
-                    Poll::Ready(v) => {
-                        this.wait.ready();
-                        if v.is_some() {
-                            this.meta.on_recv_sole(1);
-                        }
-                        Poll::Ready(v)
-                    }
+                let v = ready!(this.wait.track(this.inner.poll_recv(cx), Op::Recv, this.meta, this.caller));
+                if v.is_some() {
+                    this.meta.on_recv_sole(1);
                 }
+                Poll::Ready(v)
             }
         }
 
@@ -1031,19 +989,11 @@ macro_rules! receiver {
 
             fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
                 let this = self.get_mut();
-                match this.inner.poll_recv_many(cx, this.buffer, this.limit) {
-                    Poll::Pending => {
-                        this.wait.pending(Op::Recv, this.meta, this.caller);
-                        Poll::Pending
-                    }
-                    Poll::Ready(n) => {
-                        this.wait.ready();
-                        if n > 0 {
-                            this.meta.on_recv_sole(n as u64);
-                        }
-                        Poll::Ready(n)
-                    }
+                let n = ready!(this.wait.track(this.inner.poll_recv_many(cx, this.buffer, this.limit), Op::Recv, this.meta, this.caller));
+                if n > 0 {
+                    this.meta.on_recv_sole(n as u64);
                 }
+                Poll::Ready(n)
             }
         }
     };

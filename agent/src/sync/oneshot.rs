@@ -9,7 +9,7 @@ use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::sync::oneshot as tk;
 
@@ -128,16 +128,13 @@ impl<T> Future for Closed<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        match this.inner.poll_closed(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Closed, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(()) => {
-                this.wait.ready();
-                Poll::Ready(())
-            }
-        }
+        ready!(this.wait.track(
+            this.inner.poll_closed(cx),
+            Op::Closed,
+            this.meta,
+            this.caller
+        ));
+        Poll::Ready(())
     }
 }
 

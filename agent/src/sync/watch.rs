@@ -180,19 +180,13 @@ impl<T> Future for Changed<'_, T> {
                 this.slow.insert(unsafe { Slow::new(inner.changed()) })
             }
         };
-        match slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Changed, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                if r.is_ok() {
-                    this.meta.on_recv(1);
-                }
-                Poll::Ready(r)
-            }
+        let r = ready!(this
+            .wait
+            .track(slow.poll(cx), Op::Changed, this.meta, this.caller));
+        if r.is_ok() {
+            this.meta.on_recv(1);
         }
+        Poll::Ready(r)
     }
 }
 
@@ -216,19 +210,13 @@ impl<'a, T, F> Future for WaitFor<'a, T, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match this.slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Changed, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(r) => {
-                this.wait.ready();
-                if r.is_ok() {
-                    this.meta.on_recv(1);
-                }
-                Poll::Ready(r)
-            }
+        let r = ready!(this
+            .wait
+            .track(this.slow.poll(cx), Op::Changed, this.meta, this.caller));
+        if r.is_ok() {
+            this.meta.on_recv(1);
         }
+        Poll::Ready(r)
     }
 }
 
@@ -386,15 +374,9 @@ impl<T> Future for Closed<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        match this.slow.poll(cx) {
-            Poll::Pending => {
-                this.wait.pending(Op::Closed, this.meta, this.caller);
-                Poll::Pending
-            }
-            Poll::Ready(()) => {
-                this.wait.ready();
-                Poll::Ready(())
-            }
-        }
+        ready!(this
+            .wait
+            .track(this.slow.poll(cx), Op::Closed, this.meta, this.caller));
+        Poll::Ready(())
     }
 }

@@ -76,6 +76,49 @@ fn selection_follows_its_site_across_a_resort() {
     assert_eq!(app.sort.key, SortKey::Site);
 }
 
+/// Regression: the first site to appear kept the selection after the leak overtook it
+/// in the order, so the detail pane opened on a healthy site. Until the user picks a row
+/// the selection is the top row, the most suspicious site.
+#[test]
+fn selection_stays_on_the_top_row_until_the_user_picks_one() {
+    use crate::source::Event;
+    use leaktop_agent::wire::AgentMsg;
+    let mut events = stream::leaky();
+    // First a snapshot in which only the healthy pool has tasks, so it is the first
+    // site on screen and the leak overtakes it when the full snapshot comes.
+    let Some(Event::Msg(AgentMsg::Snapshot(full))) = events.last().cloned() else {
+        unreachable!("leaky() ends with a snapshot")
+    };
+    let mut early = full.clone();
+    early.seq -= 1;
+    early.sites.retain(|s| s.site == HEALTHY);
+    early.groups.clear();
+    early.channels.clear();
+    events.insert(events.len() - 1, Event::Msg(AgentMsg::Snapshot(early)));
+    let mut app = App::new(Duration::from_secs(1));
+    app.resize(120, 40);
+    let mut seen = Vec::new();
+    for ev in events {
+        app.on_event(&ev);
+        assert_eq!(app.selected, 0);
+        assert_eq!(selected(&app), app.rows.first().map(|r| r.site));
+        seen.extend(selected(&app));
+    }
+    assert!(
+        seen.contains(&HEALTHY),
+        "the healthy site was selected first"
+    );
+    assert_eq!(selected(&app), Some(LEAK_SEND));
+    type_keys(&mut app, "jj");
+    assert_eq!(selected(&app), Some(IDLE_GROWING));
+    app.on_event(&stream::leaky_next());
+    assert_eq!(
+        selected(&app),
+        Some(IDLE_GROWING),
+        "a picked row stays picked"
+    );
+}
+
 #[test]
 fn filter_narrows_rows_and_esc_clears_it() {
     let mut app = leaky();

@@ -86,6 +86,8 @@ fn loop_folds_draws_requests_and_quits() {
         record: None,
         replay: None,
         symbolize: false,
+        symbolizer: None,
+        thresholds: Default::default(),
     };
     let stats = run(
         &mut terminal,

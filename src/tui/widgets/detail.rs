@@ -226,7 +226,10 @@ fn symbol_lines(frames: &[Frame], folded: bool, out: &mut Vec<Line<'static>>) {
                 let style = if user { theme::value() } else { theme::dim() };
                 out.push(Line::from(vec![
                     Span::raw(format!("{INDENT}{:LABEL_W$}", "")),
-                    Span::styled(f.function.to_string(), style),
+                    Span::styled(
+                        crate::symbolize::display_name(&f.function).to_string(),
+                        style,
+                    ),
                     Span::styled(if f.inlined { "  (inlined)" } else { "" }, theme::dim()),
                 ]));
                 if let Some(loc) = f.location() {
