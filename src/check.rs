@@ -60,9 +60,9 @@ pub struct ThresholdArgs {
     #[arg(long, value_name = "TREND", default_value_t = Thresholds::default().min_trend)]
     pub min_trend: f64,
     /// A growing site's tasks are leaked once blocked without progress (or, if idle, alive)
-    /// this long.
-    #[arg(long, value_name = "DURATION", default_value = "45s", value_parser = duration::parse_arg)]
-    pub min_age: Duration,
+    /// this long [default: 45s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
+    pub min_age: Option<Duration>,
     /// Tasks blocked without progress this long are stuck even if their site does not grow.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration::parse_arg)]
     pub stuck_age: Duration,
@@ -86,7 +86,7 @@ impl ThresholdArgs {
             min_rate_per_min: self.min_rate,
             min_rise: self.min_rise,
             min_trend: self.min_trend,
-            min_age_ms: ms(self.min_age),
+            min_age_ms: self.min_age.map_or(default.min_age_ms, ms),
             stuck_age_ms: ms(self.stuck_age),
         }
     }

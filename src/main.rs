@@ -615,7 +615,7 @@ fn demo_thresholds(args: &check::ThresholdArgs) -> leaktop::model::Thresholds {
     let mut th = args.thresholds(None);
     if args.window.is_none() {
         th.window_ms = 20_000;
-        if th.min_age_ms == leaktop::model::Thresholds::default().min_age_ms {
+        if args.min_age.is_none() {
             th.min_age_ms = 8_000;
         }
     }
@@ -700,6 +700,9 @@ mod tests {
         assert_eq!((th.window_ms, th.min_age_ms), (20_000, 8_000));
         let th = demo_thresholds(&demo_args(&["--min-age", "3s"]));
         assert_eq!((th.window_ms, th.min_age_ms), (20_000, 3_000));
+        // Given explicitly, even at its production value, it stays.
+        let th = demo_thresholds(&demo_args(&["--min-age", "45s"]));
+        assert_eq!((th.window_ms, th.min_age_ms), (20_000, 45_000));
         let th = demo_thresholds(&demo_args(&["--window", "5m"]));
         let default = leaktop::model::Thresholds::default();
         assert_eq!((th.window_ms, th.min_age_ms), (300_000, default.min_age_ms));

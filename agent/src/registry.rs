@@ -430,14 +430,18 @@ impl Registry {
         site
     }
 
-    fn site_slow(&self, loc: &'static StdLocation<'static>) -> &'static Site {
-        let key = key_of(loc);
-        if let Some(site) = self
-            .sites
+    /// The site already made for `key`, if any.
+    fn known_site(&self, key: &LocKey) -> Option<&'static Site> {
+        self.sites
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+            .get(key)
+            .copied()
+    }
+
+    fn site_slow(&self, loc: &'static StdLocation<'static>) -> &'static Site {
+        let key = key_of(loc);
+        if let Some(site) = self.known_site(&key) {
             return site;
         }
         let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
@@ -475,16 +479,8 @@ impl Registry {
     /// sites" row for a location folded past the cap); never creates one.
     #[allow(dead_code)] // runtime hooks (feature `tokio-hooks`)
     pub fn existing_site(&self, loc: &'static StdLocation<'static>) -> Option<&'static Site> {
-        let key = key_of(loc);
-        if let Some(site) = self
-            .sites
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Some(*site);
-        }
-        self.other.get().cloned()
+        self.known_site(&key_of(loc))
+            .or_else(|| self.other.get().cloned())
     }
 
     /// Every site, in creation order.

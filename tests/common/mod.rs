@@ -44,6 +44,20 @@ pub fn fixture_bin(name: &str, profile: Profile) -> PathBuf {
         .join(name)
 }
 
+/// The lines a child prints, read on a thread of their own so a wait can time out.
+fn line_reader(out: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A child process that is killed and reaped when the guard drops, even on panic. Its
 /// stdout is read by a thread, so every read has a timeout and a silent child cannot hang
 /// a test.
@@ -78,18 +92,7 @@ impl ChildGuard {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let lines = child.stdout.take().map(|out| {
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        });
+        let lines = child.stdout.take().map(line_reader);
         let stdin = child.stdin.take();
         ChildGuard {
             child,
@@ -119,20 +122,12 @@ impl ChildGuard {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = child.stdout.take().map(line_reader);
+        assert!(lines.is_some(), "piped stdout");
         ChildGuard {
             child,
             socket_dir: PathBuf::new(),
-            lines: Some(rx),
+            lines,
             stdin: None,
         }
     }
