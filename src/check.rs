@@ -209,15 +209,12 @@ pub fn decide(session: &Session, th: &Thresholds, fail_on: FailOn, from: DataFro
     let reason = if session.hello.is_none() || session.seq == 0 {
         Some("no snapshot was received from the agent".to_string())
     } else if observed < th.min_span_ms() {
+        let enough = age(th.min_span_ms().max(1000));
         let advice = match from {
-            DataFrom::Live => format!(
-                "wait, or run with --for {}",
-                age(th.min_span_ms().max(1000))
-            ),
-            DataFrom::Recording => format!(
-                "pick a later --at, a shorter --window, or record for at least {}",
-                age(th.min_span_ms().max(1000))
-            ),
+            DataFrom::Live => format!("wait, or run with --for {enough}"),
+            DataFrom::Recording => {
+                format!("pick a later --at, a shorter --window, or record for at least {enough}")
+            }
         };
         Some(format!(
             "only {} of data, and growth needs {} (half the {} window): {advice}",

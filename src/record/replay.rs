@@ -202,22 +202,30 @@ impl RecordingSource {
         self.checkpoints.len()
     }
 
+    /// Back to the first frame, nothing folded.
+    fn rewind_reader(&mut self) {
+        self.reader = self.reader.rewound();
+        self.pending = None;
+        self.end_sent = false;
+        self.folded_ms = 0;
+    }
+
     fn checkpoint_every(&self) -> u64 {
         CHECKPOINT_EVERY_MS.max(self.summary.duration_ms / MAX_CHECKPOINTS)
     }
 
     /// Keeps the state before `next` (the frame about to be folded) when it is far enough
     /// from the last checkpoint.
-    fn maybe_checkpoint(&mut self, folded_ms: u64, next: &Entry, session: &Session) {
+    fn maybe_checkpoint(&mut self, next: &Entry, session: &Session) {
         let due = self
             .checkpoints
             .last()
             .map_or(next.t_ms >= self.checkpoint_every(), |c| {
                 next.t_ms >= c.from_ms + self.checkpoint_every()
             });
-        if self.checkpointing && due && next.t_ms > folded_ms {
+        if self.checkpointing && due && next.t_ms > self.folded_ms {
             self.checkpoints.push(Checkpoint {
-                from_ms: folded_ms,
+                from_ms: self.folded_ms,
                 session: session.clone(),
                 reader: self.reader.clone(),
                 pending: next.clone(),
@@ -232,7 +240,7 @@ impl RecordingSource {
             let entry = self.take_entry();
             if let Some(e) = &entry {
                 if e.t_ms <= t_ms {
-                    self.maybe_checkpoint(self.folded_ms, e, session);
+                    self.maybe_checkpoint(e, session);
                     self.folded_ms = e.t_ms;
                 }
             }
@@ -380,10 +388,7 @@ impl Timeline for RecordingSource {
         // Play at the end starts over.
         if playing && !self.playing && self.pos_ms >= self.summary.duration_ms as f64 {
             self.pos_ms = 0.0;
-            self.reader = self.reader.rewound();
-            self.pending = None;
-            self.end_sent = false;
-            self.folded_ms = 0;
+            self.rewind_reader();
         }
         self.playing = playing;
         self.last_tick = Instant::now();
@@ -428,10 +433,7 @@ impl Timeline for RecordingSource {
                 }
                 None => {
                     *session = Session::new();
-                    self.reader = self.reader.rewound();
-                    self.pending = None;
-                    self.end_sent = false;
-                    self.folded_ms = 0;
+                    self.rewind_reader();
                 }
             }
         }

@@ -178,7 +178,7 @@ impl TerminalInput {
 const MAX_PENDING: usize = 1024;
 
 /// The error that ends a live view whose terminal went away.
-pub fn terminal_gone() -> io::Error {
+fn terminal_gone() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the terminal hung up")
 }
 
