@@ -326,9 +326,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out!("{}", demo::list_text());
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut options = tui::Options::new(cli.interval);
-            options.thresholds = demo_thresholds(&thresholds);
-            run_demo(&scenarios, fixed, once, warmup, &options)
+            run_demo(&scenarios, fixed, once, warmup, cli.interval, &thresholds)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
         (None, Some(pid)) => {
@@ -608,26 +606,38 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The demo's leaks are minutes old at most: unless told otherwise it judges over a
-/// 20 s window with tasks stuck for 8 s, so the marks show within seconds instead of the
-/// minute a production view waits for.
-fn demo_thresholds(args: &check::ThresholdArgs) -> leaktop::model::Thresholds {
+/// The demo's leaks are seconds old: unless told otherwise it judges over `window` with
+/// tasks stuck for `min_age`, so the marks show within seconds instead of the minute a
+/// production view waits for.
+fn demo_thresholds(
+    args: &check::ThresholdArgs,
+    window: Duration,
+    min_age: Duration,
+) -> leaktop::model::Thresholds {
     let mut th = args.thresholds(None);
     if args.window.is_none() {
-        th.window_ms = 20_000;
+        th.window_ms = window.as_millis() as u64;
         if args.min_age.is_none() {
-            th.min_age_ms = 8_000;
+            th.min_age_ms = min_age.as_millis() as u64;
         }
     }
     th
 }
+
+/// The live demo's judging window and stuck age.
+const DEMO_WINDOW: Duration = Duration::from_secs(20);
+const DEMO_MIN_AGE: Duration = Duration::from_secs(8);
+/// How often the `--once` demo's agent samples, so a report after a 2 s warm-up has a
+/// growth curve to judge.
+const DEMO_ONCE_SAMPLE_MS: u64 = 100;
 
 fn run_demo(
     scenarios: &[String],
     fixed: bool,
     once: bool,
     warmup: f64,
-    options: &tui::Options,
+    interval: Duration,
+    thresholds: &check::ThresholdArgs,
 ) -> Result<ExitCode> {
     use std::io::IsTerminal;
     let interactive = !once && std::io::stdout().is_terminal();
@@ -639,14 +649,21 @@ fn run_demo(
     } else {
         std::process::Stdio::inherit()
     };
-    let child = demo::spawn_child_with(scenarios, fixed, None, stderr)
+    let extra = if interactive {
+        Vec::new()
+    } else {
+        vec![format!("--sample-ms={DEMO_ONCE_SAMPLE_MS}")]
+    };
+    let child = demo::spawn_child_with(scenarios, fixed, &extra, stderr)
         .context("cannot start the demo program")?;
     let child = demo::ChildGuard(child);
     let pid = child.0.id();
     demo::wait_for_agent(pid, Duration::from_secs(10))
         .with_context(|| format!("the demo program (pid {pid}) did not start its agent"))?;
     if interactive {
-        tui::run_live(pid, options)?;
+        let mut options = tui::Options::new(interval);
+        options.thresholds = demo_thresholds(thresholds, DEMO_WINDOW, DEMO_MIN_AGE);
+        tui::run_live(pid, &options)?;
         drop(child);
         return Ok(ExitCode::SUCCESS);
     }
@@ -655,10 +672,24 @@ fn run_demo(
     while start.elapsed() < warmup {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let session = util::snapshot_session(pid, false)?;
-    out!("{}", report::text(&session));
+    // The report `leaktop dump` gives, judged over the warm-up: a window of 1.5 times it
+    // (growth needs half a window of data, and the agent starts a moment after the
+    // child), tasks stuck for half of it.
+    let th = demo_thresholds(
+        thresholds,
+        (warmup * 3 / 2).max(Duration::from_millis(1500)),
+        (warmup / 2).max(Duration::from_millis(500)),
+    );
+    let code = dump(
+        Target::Pid(pid),
+        report::Format::Text,
+        None,
+        None,
+        false,
+        &th,
+    );
     drop(child);
-    Ok(ExitCode::SUCCESS)
+    code
 }
 
 /// Where the demo child's stderr goes while the live view owns the screen.
@@ -696,14 +727,14 @@ mod tests {
 
     #[test]
     fn the_demo_judges_on_a_short_window_unless_told_otherwise() {
-        let th = demo_thresholds(&demo_args(&[]));
+        let th = demo_thresholds(&demo_args(&[]), DEMO_WINDOW, DEMO_MIN_AGE);
         assert_eq!((th.window_ms, th.min_age_ms), (20_000, 8_000));
-        let th = demo_thresholds(&demo_args(&["--min-age", "3s"]));
+        let th = demo_thresholds(&demo_args(&["--min-age", "3s"]), DEMO_WINDOW, DEMO_MIN_AGE);
         assert_eq!((th.window_ms, th.min_age_ms), (20_000, 3_000));
         // Given explicitly, even at its production value, it stays.
-        let th = demo_thresholds(&demo_args(&["--min-age", "45s"]));
+        let th = demo_thresholds(&demo_args(&["--min-age", "45s"]), DEMO_WINDOW, DEMO_MIN_AGE);
         assert_eq!((th.window_ms, th.min_age_ms), (20_000, 45_000));
-        let th = demo_thresholds(&demo_args(&["--window", "5m"]));
+        let th = demo_thresholds(&demo_args(&["--window", "5m"]), DEMO_WINDOW, DEMO_MIN_AGE);
         let default = leaktop::model::Thresholds::default();
         assert_eq!((th.window_ms, th.min_age_ms), (300_000, default.min_age_ms));
     }

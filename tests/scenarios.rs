@@ -215,6 +215,15 @@ fn demo_once_names_all_seven_scenarios_sites() {
     let out = leaktop(&dir, &["demo", "--once", "--warmup", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
+    // Regression: `--once` printed raw addresses and no verdicts (a history-less snapshot
+    // judged over the 2-minute default window). It is `dump`'s report, judged over the
+    // warm-up.
+    assert!(!text.contains("not symbolized"), "{text}");
+    assert!(text.contains("[LEAK, +"), "{text}");
+    assert!(
+        text.contains("leaktop::demo::scenarios::forgotten_sender::report_event"),
+        "{text}"
+    );
     for e in SCENARIOS {
         let (file, line, col) =
             location_of(e.file, &format!("// leak-site: {}", e.name), e.spawn_call);

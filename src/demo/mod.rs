@@ -54,31 +54,20 @@ pub fn list_text() -> String {
     out
 }
 
-/// Starts the demo program as a child of this process.
-pub fn spawn_child(
-    names: &[String],
-    fixed: bool,
-    tick: Option<Duration>,
-) -> std::io::Result<Child> {
-    spawn_child_with(names, fixed, tick, Stdio::inherit())
-}
-
-/// Starts the demo program with its stderr sent to `stderr` (the live view sends it to
-/// its log file, so it cannot scribble over the screen).
+/// Starts the demo program as a child of this process, with `extra` child flags
+/// (`--tick-ms=`, `--sample-ms=`) and its stderr sent to `stderr` (the live view sends it
+/// to its log file, so it cannot scribble over the screen).
 pub fn spawn_child_with(
     names: &[String],
     fixed: bool,
-    tick: Option<Duration>,
+    extra: &[String],
     stderr: Stdio,
 ) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg(CHILD_COMMAND).args(names);
+    cmd.arg(CHILD_COMMAND).args(names).args(extra);
     if fixed {
         cmd.arg("--fixed");
-    }
-    if let Some(t) = tick {
-        cmd.arg(format!("--tick-ms={}", t.as_millis()));
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
