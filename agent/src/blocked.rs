@@ -287,6 +287,15 @@ fn op_code(op: Op) -> u8 {
         Op::Changed => 3,
         Op::Closed => 4,
         Op::Other => 5,
+        Op::Lock => 6,
+        Op::Read => 7,
+        Op::Write => 8,
+        Op::Acquire => 9,
+        Op::Notified => 10,
+        Op::BarrierWait => 11,
+        Op::Init => 12,
+        Op::Join => 13,
+        Op::Wait => 14,
     }
 }
 
@@ -297,6 +306,15 @@ fn op_of(code: u8) -> Op {
         2 => Op::Recv,
         3 => Op::Changed,
         4 => Op::Closed,
+        6 => Op::Lock,
+        7 => Op::Read,
+        8 => Op::Write,
+        9 => Op::Acquire,
+        10 => Op::Notified,
+        11 => Op::BarrierWait,
+        12 => Op::Init,
+        13 => Op::Join,
+        14 => Op::Wait,
         _ => Op::Other,
     }
 }

@@ -308,6 +308,8 @@ impl ChanMeta {
                 explicit || receivers == 0 || (senders == 0 && sent == 0),
             ),
             ChannelKind::Broadcast | ChannelKind::Watch => (None, senders == 0),
+            // Not channels: their state is in `LockState` (protocol 2).
+            _ => (None, explicit),
         };
         wire::ChannelStats {
             id: self.id,

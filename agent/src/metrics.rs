@@ -45,7 +45,7 @@ pub fn publish() {
 
 fn label(site: &Site) -> String {
     match site.kind {
-        SiteKind::Spawn => registry()
+        SiteKind::Spawn | SiteKind::Blocking => registry()
             .location(site.loc)
             .map_or_else(|| format!("<location {}>", site.loc), |l| l.to_string()),
         SiteKind::Uninstrumented => "<uninstrumented>".to_string(),
@@ -80,7 +80,7 @@ pub(crate) fn stalled_ms(g: &BlockedGroup, now: u64) -> u64 {
     let progress = g.channel.as_ref().and_then(|c| match g.key.op {
         Op::Send | Op::Reserve => c.last_recv_ms,
         Op::Recv | Op::Changed => c.last_send_ms,
-        Op::Closed | Op::Other => c.last_send_ms.max(c.last_recv_ms),
+        _ => c.last_send_ms.max(c.last_recv_ms),
     });
     now.saturating_sub(g.oldest_since_ms.max(progress.unwrap_or(0)))
 }

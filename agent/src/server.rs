@@ -463,6 +463,8 @@ impl Server {
                 }
             }
             ClientMsg::Ping => self.clients[i].queue(&AgentMsg::Pong),
+            ClientMsg::TasksV2 { .. } | ClientMsg::TaskDump { .. } => self.clients[i]
+                .queue_error("this agent does not serve protocol-2 requests yet".into()),
         }
     }
 

@@ -691,7 +691,7 @@ fn location_text(id: crate::wire::LocId) -> String {
 
 fn site_text(site: &Site) -> String {
     match site.kind {
-        SiteKind::Spawn => location_text(site.loc),
+        SiteKind::Spawn | SiteKind::Blocking => location_text(site.loc),
         SiteKind::Uninstrumented => "<uninstrumented task>".to_string(),
         SiteKind::Other => "<other sites, past the site cap>".to_string(),
     }

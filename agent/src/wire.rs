@@ -101,6 +101,18 @@ pub enum ClientMsg {
     ExeFd,
     /// Liveness check; answered by [`AgentMsg::Pong`].
     Ping,
+    // Protocol 2 (appended).
+    /// Like [`ClientMsg::Tasks`], answered by [`AgentMsg::TasksV2`]; `group` is a
+    /// [`WaitKey`] of a [`SnapshotV2`].
+    TasksV2 {
+        site: LocId,
+        group: Option<WaitKey>,
+        limit: u32,
+    },
+    /// Await chains of the tasks the runtime hooks count (plain `tokio::spawn`), from
+    /// tokio's task dump: answered by [`AgentMsg::TaskDump`] within `timeout_ms` (clamped
+    /// by the agent), with a note when the runtime did not answer in time.
+    TaskDump { timeout_ms: u32 },
 }
 
 /// What the agent sends.
@@ -137,6 +149,17 @@ pub enum AgentMsg {
         message: String,
     },
     Pong,
+    // Protocol 2 (appended). A protocol-2 agent sends these instead of `Snapshot`,
+    // `History` and `Tasks`.
+    SnapshotV2(SnapshotV2),
+    HistoryV2(HistoryV2),
+    TasksV2(TaskListV2),
+    /// Defines task name `id` (from `task::Builder::name`) for this connection.
+    Name {
+        id: NameId,
+        name: String,
+    },
+    TaskDump(TaskDump),
 }
 
 /// The agent's half of the handshake.
@@ -179,6 +202,9 @@ pub enum SiteKind {
     Uninstrumented,
     /// Sites beyond the site cap, folded together.
     Other,
+    // Protocol 2 (appended).
+    /// A `spawn_blocking` site: closures on tokio's blocking pool.
+    Blocking,
 }
 
 /// Counters of one spawn site, kept incrementally in the agent.
@@ -222,12 +248,45 @@ pub enum Op {
     /// Waiting for the other side to close (`Sender::closed`).
     Closed,
     Other,
+    // Protocol 2 (appended: postcard encodes variants by index).
+    /// `Mutex::lock` (and its owned variant).
+    Lock,
+    /// `RwLock::read` (and its owned variant).
+    Read,
+    /// `RwLock::write` (and its owned variant).
+    Write,
+    /// `Semaphore::acquire` / `acquire_many` (and their owned variants).
+    Acquire,
+    /// `Notify::notified`.
+    Notified,
+    /// `Barrier::wait`.
+    BarrierWait,
+    /// Waiting for another task to initialise a `OnceCell` / `SetOnce`.
+    Init,
+    /// Awaiting an instrumented task's `JoinHandle`, or `JoinSet::join_next`.
+    Join,
+    /// An uninstrumented wait (a socket, a timer, another library's channel, …): the agent
+    /// knows only the await chain; `leaktop` names the reason from its symbols.
+    Wait,
 }
 
 impl Op {
-    /// Send-like ops count as "blocked send", everything else as "blocked recv".
+    /// Send-like ops count as "blocked send", everything else as "blocked recv" (in
+    /// protocol 1; protocol 2 counts sync waits and uninstrumented waits apart, see
+    /// [`Op::is_sync`] and [`Op::Wait`]).
     pub fn is_send(self) -> bool {
         matches!(self, Op::Send | Op::Reserve)
+    }
+    /// Channel operations (protocol 1's ops).
+    pub fn is_channel(self) -> bool {
+        matches!(
+            self,
+            Op::Send | Op::Reserve | Op::Recv | Op::Changed | Op::Closed | Op::Other
+        )
+    }
+    /// Waits on an instrumented synchronisation primitive or task handle.
+    pub fn is_sync(self) -> bool {
+        !self.is_channel() && self != Op::Wait
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -237,6 +296,15 @@ impl Op {
             Op::Changed => "watch changed",
             Op::Closed => "chan closed",
             Op::Other => "chan wait",
+            Op::Lock => "mutex lock",
+            Op::Read => "rwlock read",
+            Op::Write => "rwlock write",
+            Op::Acquire => "semaphore acquire",
+            Op::Notified => "notify",
+            Op::BarrierWait => "barrier wait",
+            Op::Init => "once init",
+            Op::Join => "join",
+            Op::Wait => "wait",
         }
     }
 }
@@ -248,6 +316,17 @@ pub enum ChannelKind {
     Oneshot,
     Broadcast,
     Watch,
+    // Protocol 2 (appended): the other instrumented resources a task can wait on.
+    Mutex,
+    RwLock,
+    Semaphore,
+    Notify,
+    Barrier,
+    OnceCell,
+    SetOnce,
+    /// An instrumented task's `JoinHandle` (its "creation site" is the task's spawn site).
+    JoinHandle,
+    JoinSet,
 }
 
 impl ChannelKind {
@@ -258,7 +337,27 @@ impl ChannelKind {
             ChannelKind::Oneshot => "oneshot",
             ChannelKind::Broadcast => "broadcast",
             ChannelKind::Watch => "watch",
+            ChannelKind::Mutex => "Mutex",
+            ChannelKind::RwLock => "RwLock",
+            ChannelKind::Semaphore => "Semaphore",
+            ChannelKind::Notify => "Notify",
+            ChannelKind::Barrier => "Barrier",
+            ChannelKind::OnceCell => "OnceCell",
+            ChannelKind::SetOnce => "SetOnce",
+            ChannelKind::JoinHandle => "JoinHandle",
+            ChannelKind::JoinSet => "JoinSet",
         }
+    }
+    /// A channel (protocol 1's kinds), as opposed to a lock, a cell or a task handle.
+    pub fn is_channel(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Mpsc
+                | ChannelKind::UnboundedMpsc
+                | ChannelKind::Oneshot
+                | ChannelKind::Broadcast
+                | ChannelKind::Watch
+        )
     }
 }
 
@@ -361,6 +460,15 @@ pub enum TaskState {
     Running,
     Idle,
     Blocked,
+    // Protocol 2 (appended).
+    /// Pending in an uninstrumented wait whose await chain was captured.
+    Waiting,
+    /// Woke itself (`yield_now`) or was woken, and waits for a worker.
+    Runnable,
+    /// Pending, but no poll of it was sampled (its wait is not known).
+    Uncaptured,
+    /// Seen by the runtime hooks only (plain `tokio::spawn`): no state.
+    Unknown,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -389,6 +497,513 @@ pub struct Mapping {
     /// File offset of `start`.
     pub offset: u64,
     pub path: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Protocol 2: every wait (not only channels), sync primitives and their holders, the task
+// tree, lifetimes, task names, and task dumps of plain-spawned tasks.
+
+/// Id of an interned task name, stable for the life of the agent.
+pub type NameId = u32;
+
+/// The instrumented resource a wait is on: what it is and where it was created.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resource {
+    pub kind: ChannelKind,
+    /// Creation site (for [`ChannelKind::JoinHandle`]: the awaited task's spawn site).
+    pub site: LocId,
+}
+
+/// Identity of a wait group: tasks of one spawn site waiting in the same way at the same
+/// place. Instrumented waits (channels, locks, cells, handles) carry their resource and
+/// `#[track_caller]` call site; uninstrumented ones ([`Op::Wait`]) only their await chains.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaitKey {
+    pub site: LocId,
+    pub op: Op,
+    pub resource: Option<Resource>,
+    pub call_site: Option<LocId>,
+    /// Await chains, innermost frame first: one per leaf future that registered the
+    /// task's waker in the captured poll (several under `select!`/`join!`); empty when
+    /// none was captured.
+    pub stacks: Vec<StackId>,
+}
+
+impl WaitKey {
+    /// The protocol-1 key of a channel wait (None for other waits).
+    pub fn to_v1(&self) -> Option<GroupKey> {
+        let r = self.resource.filter(|r| r.kind.is_channel())?;
+        Some(GroupKey {
+            site: self.site,
+            op: self.op,
+            channel_site: r.site,
+            call_site: self.call_site?,
+            stack: self.stacks.first().copied(),
+        })
+    }
+
+    /// The protocol-2 key of a protocol-1 group.
+    pub fn from_v1(key: &GroupKey, kind: ChannelKind) -> WaitKey {
+        WaitKey {
+            site: key.site,
+            op: key.op,
+            resource: Some(Resource {
+                kind,
+                site: key.channel_site,
+            }),
+            call_site: Some(key.call_site),
+            stacks: key.stack.into_iter().collect(),
+        }
+    }
+}
+
+/// Tasks waiting in the same [`WaitKey`], with the age of the oldest wait.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WaitGroup {
+    pub key: WaitKey,
+    pub count: u64,
+    /// Agent ms since which the oldest task of the group has been waiting.
+    pub oldest_since_ms: u64,
+    /// The channel the oldest task waits on (channel waits).
+    pub channel: Option<ChannelStats>,
+    /// The lock the oldest task waits on ([`SnapshotV2::locks`] id; lock and semaphore
+    /// waits).
+    pub lock: Option<u64>,
+    /// Tasks of the group whose current wait was captured in their own poll; the others
+    /// were last captured here and have been pending since, unsampled (the chain is
+    /// sampled, not seen, for them).
+    pub captured: u64,
+}
+
+/// Who holds a lock (or semaphore permits).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The holding task's id (0: held outside any instrumented task).
+    pub task: u64,
+    /// The holding task's spawn site.
+    pub site: Option<LocId>,
+    /// Where it took the lock (`#[track_caller]` of `lock()`/`read()`/…).
+    pub acquired_at: LocId,
+    /// Agent ms since when it holds it.
+    pub since_ms: u64,
+    /// What the holder itself waits on now, if anything.
+    pub waits: Option<WaitKey>,
+    /// The lock the holder waits on, if it waits on one ([`LockState::id`]): the edge a
+    /// wait cycle (deadlock) is found through.
+    pub waits_on_lock: Option<u64>,
+}
+
+/// A lock, semaphore or other exclusive resource that tasks wait on, with its holders.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LockState {
+    pub id: u64,
+    pub kind: ChannelKind,
+    /// Creation site.
+    pub site: LocId,
+    /// The longest-held holders (at most a few; an `RwLock`'s readers, a semaphore's
+    /// permits).
+    pub holders: Vec<Holder>,
+    /// All current holders (readers, permits taken).
+    pub holders_total: u64,
+    /// Tasks waiting to take it.
+    pub waiters: u64,
+}
+
+/// A log2 histogram of durations in ms, sparse: `(bucket, count)` ascending by bucket.
+/// Bucket 0 counts durations under 1 ms, bucket `i > 0` those in `[2^(i-1), 2^i)` ms.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct LogHistogram {
+    pub buckets: Vec<(u8, u64)>,
+}
+
+impl LogHistogram {
+    /// Buckets of a dense histogram (0 ..= 64 cover every u64 of ms).
+    pub const BUCKETS: usize = 65;
+
+    /// The bucket of a duration of `ms`.
+    pub fn bucket(ms: u64) -> usize {
+        (u64::BITS - ms.leading_zeros()) as usize
+    }
+
+    /// Lower bound of bucket `b`, ms.
+    pub fn lower_ms(b: usize) -> u64 {
+        match b {
+            0 => 0,
+            b => 1u64 << (b - 1).min(63),
+        }
+    }
+
+    /// Upper bound (exclusive) of bucket `b`, ms.
+    pub fn upper_ms(b: usize) -> u64 {
+        1u64.checked_shl(b as u32).unwrap_or(u64::MAX)
+    }
+
+    /// From dense counts.
+    pub fn from_dense(counts: &[u64]) -> LogHistogram {
+        LogHistogram {
+            buckets: counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(b, c)| (b.min(255) as u8, *c))
+                .collect(),
+        }
+    }
+
+    /// Total count.
+    pub fn total(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0u64, |a, (_, c)| a.saturating_add(*c))
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), ms; None when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (b, c) in &self.buckets {
+            seen = seen.saturating_add(*c);
+            if seen >= rank {
+                return Some(Self::upper_ms(*b as usize));
+            }
+        }
+        self.buckets
+            .last()
+            .map(|(b, _)| Self::upper_ms(*b as usize))
+    }
+
+    /// Count of durations at least `ms` long (whole buckets at or above `ms`'s bucket
+    /// lower bound, so it never undercounts by more than one bucket).
+    pub fn at_least(&self, ms: u64) -> u64 {
+        let b = Self::bucket(ms);
+        self.buckets
+            .iter()
+            .filter(|(x, _)| *x as usize >= b)
+            .fold(0u64, |a, (_, c)| a.saturating_add(*c))
+    }
+}
+
+/// Live tasks of one site by the spawn site of their parent ("created by").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ParentEdge {
+    /// The parent's spawn site; None: spawned outside any instrumented task.
+    pub site: Option<LocId>,
+    pub live: u64,
+    /// Of those, orphans: the parent finished and the child's `JoinHandle` was dropped.
+    pub orphans: u64,
+}
+
+/// The task tree of one spawn site.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct TreeStats {
+    /// Live tasks whose `JoinHandle` was dropped (orphans included).
+    pub detached: u64,
+    /// Live tasks whose parent finished and whose `JoinHandle` was dropped.
+    pub orphans: u64,
+    /// Tasks that finished with their `JoinHandle` awaited, ever.
+    pub awaited: u64,
+    /// Tasks aborted (through their handle or a `JoinSet`), ever.
+    pub aborted: u64,
+    /// Live tasks by parent site, most first.
+    pub parents: Vec<ParentEdge>,
+}
+
+/// Counters of one spawn site, protocol 2.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SiteStatsV2 {
+    pub site: LocId,
+    pub kind: Option<SiteKind>,
+    /// The name of the site's most recent named task (`task::Builder::name`).
+    pub name: Option<NameId>,
+    /// Tasks alive now (spawned, future not yet dropped).
+    pub live: u64,
+    /// Tasks inside `poll` right now.
+    pub running: u64,
+    /// Tasks pending on an instrumented send-like channel operation.
+    pub blocked_send: u64,
+    /// Tasks pending on an instrumented receive-like channel operation.
+    pub blocked_recv: u64,
+    /// Tasks pending on an instrumented lock, semaphore, notify, barrier, cell or handle.
+    pub blocked_sync: u64,
+    /// Tasks pending in an uninstrumented wait whose await chain was captured.
+    pub waiting: u64,
+    /// Tasks that woke themselves (`yield_now`) in their last captured poll.
+    pub runnable: u64,
+    /// Pending tasks whose wait was never captured (or not yet polled).
+    pub uncaptured: u64,
+    pub spawned: u64,
+    pub completed: u64,
+    pub oldest_live_ms: Option<u64>,
+    pub tree: TreeStats,
+    /// Lifetimes of the site's completed tasks, since the agent started.
+    pub lifetimes: LogHistogram,
+    /// Ages of its live tasks (exact for the oldest; see the agent's docs for the bound).
+    pub live_ages: LogHistogram,
+}
+
+impl SiteStatsV2 {
+    /// Live tasks that are in none of the other states: neither polled now nor known to
+    /// wait anywhere (runnable, uncaptured, or seen only by the runtime hooks).
+    pub fn idle(&self) -> u64 {
+        self.live
+            .saturating_sub(self.running)
+            .saturating_sub(self.blocked_send)
+            .saturating_sub(self.blocked_recv)
+            .saturating_sub(self.blocked_sync)
+            .saturating_sub(self.waiting)
+    }
+
+    /// The protocol-1 counters.
+    pub fn to_v1(&self) -> SiteStats {
+        SiteStats {
+            site: self.site,
+            kind: self.kind.map(|k| match k {
+                SiteKind::Blocking => SiteKind::Spawn,
+                k => k,
+            }),
+            live: self.live,
+            running: self.running,
+            blocked_send: self.blocked_send,
+            blocked_recv: self.blocked_recv,
+            spawned: self.spawned,
+            completed: self.completed,
+            oldest_live_ms: self.oldest_live_ms,
+        }
+    }
+
+    /// Protocol-1 counters seen as protocol 2 (nothing of the new fields known).
+    pub fn from_v1(s: &SiteStats) -> SiteStatsV2 {
+        SiteStatsV2 {
+            site: s.site,
+            kind: s.kind,
+            live: s.live,
+            running: s.running,
+            blocked_send: s.blocked_send,
+            blocked_recv: s.blocked_recv,
+            spawned: s.spawned,
+            completed: s.completed,
+            oldest_live_ms: s.oldest_live_ms,
+            ..SiteStatsV2::default()
+        }
+    }
+}
+
+/// One snapshot, protocol 2: O(sites + groups + channel sites + contended locks).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SnapshotV2 {
+    pub seq: u64,
+    pub now_ms: u64,
+    pub sites: Vec<SiteStatsV2>,
+    pub groups: Vec<WaitGroup>,
+    pub channels: Vec<ChannelSiteStats>,
+    /// Locks and semaphores that have waiters, with their holders.
+    pub locks: Vec<LockState>,
+    pub sites_seen: u64,
+}
+
+impl SnapshotV2 {
+    /// What a protocol-1 client is sent: channel groups only, new counters dropped.
+    pub fn to_v1(&self) -> Snapshot {
+        Snapshot {
+            seq: self.seq,
+            now_ms: self.now_ms,
+            sites: self.sites.iter().map(SiteStatsV2::to_v1).collect(),
+            groups: self
+                .groups
+                .iter()
+                .filter_map(|g| {
+                    let key = g.key.to_v1()?;
+                    Some(BlockedGroup {
+                        key,
+                        kind: g.key.resource?.kind,
+                        count: g.count,
+                        oldest_since_ms: g.oldest_since_ms,
+                        channel: g.channel.clone(),
+                    })
+                })
+                .collect(),
+            channels: self.channels.clone(),
+            sites_seen: self.sites_seen,
+        }
+    }
+
+    /// A protocol-1 snapshot (an old agent, an old recording) as protocol 2.
+    pub fn from_v1(s: &Snapshot) -> SnapshotV2 {
+        SnapshotV2 {
+            seq: s.seq,
+            now_ms: s.now_ms,
+            sites: s.sites.iter().map(SiteStatsV2::from_v1).collect(),
+            groups: s
+                .groups
+                .iter()
+                .map(|g| WaitGroup {
+                    key: WaitKey::from_v1(&g.key, g.kind),
+                    count: g.count,
+                    oldest_since_ms: g.oldest_since_ms,
+                    channel: g.channel.clone(),
+                    lock: None,
+                    captured: g.count,
+                })
+                .collect(),
+            channels: s.channels.clone(),
+            locks: Vec::new(),
+            sites_seen: s.sites_seen,
+        }
+    }
+}
+
+/// One history sample of one site, protocol 2.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SampleV2 {
+    pub live: u32,
+    pub blocked_send: u32,
+    pub blocked_recv: u32,
+    pub blocked_sync: u32,
+    pub waiting: u32,
+    pub spawned: u64,
+    pub completed: u64,
+}
+
+impl SampleV2 {
+    pub fn to_v1(&self) -> Sample {
+        Sample {
+            live: self.live,
+            blocked_send: self.blocked_send,
+            blocked_recv: self.blocked_recv,
+            spawned: self.spawned,
+            completed: self.completed,
+        }
+    }
+    pub fn from_v1(s: &Sample) -> SampleV2 {
+        SampleV2 {
+            live: s.live,
+            blocked_send: s.blocked_send,
+            blocked_recv: s.blocked_recv,
+            spawned: s.spawned,
+            completed: s.completed,
+            ..SampleV2::default()
+        }
+    }
+}
+
+/// The samples of one site, protocol 2, with its completed tasks' lifetimes so far (so a
+/// client that attaches now knows how long this site's tasks normally live).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SiteHistoryV2 {
+    pub site: LocId,
+    pub samples: Vec<SampleV2>,
+    pub lifetimes: LogHistogram,
+}
+
+/// Per-site history rings, protocol 2 (parts as for [`History`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct HistoryV2 {
+    pub interval_ms: u32,
+    pub end_ms: u64,
+    pub sites: Vec<SiteHistoryV2>,
+}
+
+impl HistoryV2 {
+    pub fn to_v1(&self) -> History {
+        History {
+            interval_ms: self.interval_ms,
+            end_ms: self.end_ms,
+            sites: self
+                .sites
+                .iter()
+                .map(|s| SiteHistory {
+                    site: s.site,
+                    samples: s.samples.iter().map(SampleV2::to_v1).collect(),
+                })
+                .collect(),
+        }
+    }
+    pub fn from_v1(h: &History) -> HistoryV2 {
+        HistoryV2 {
+            interval_ms: h.interval_ms,
+            end_ms: h.end_ms,
+            sites: h
+                .sites
+                .iter()
+                .map(|s| SiteHistoryV2 {
+                    site: s.site,
+                    samples: s.samples.iter().map(SampleV2::from_v1).collect(),
+                    lifetimes: LogHistogram::default(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What became of a task's `JoinHandle`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HandleState {
+    /// Held by someone (or not known: a plain tokio handle).
+    #[default]
+    Held,
+    /// Dropped: the task is detached.
+    Dropped,
+    /// Being awaited.
+    Awaited,
+    /// Abort requested.
+    Aborted,
+}
+
+/// The parent of a task ("created by").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParentInfo {
+    pub id: u64,
+    pub site: LocId,
+    pub finished: bool,
+}
+
+/// One live task as listed on request, protocol 2.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfoV2 {
+    pub id: u64,
+    pub spawned_ms: u64,
+    pub state: TaskState,
+    /// Since when it waits (blocked, waiting, uncaptured).
+    pub since_ms: Option<u64>,
+    /// Where it waits, when known.
+    pub wait: Option<WaitKey>,
+    pub name: Option<NameId>,
+    pub parent: Option<ParentInfo>,
+    pub handle: HandleState,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TaskListV2 {
+    pub site: LocId,
+    pub group: Option<WaitKey>,
+    /// Oldest first.
+    pub tasks: Vec<TaskInfoV2>,
+}
+
+/// Tasks of one spawn site found waiting at the same place by a task dump.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DumpGroup {
+    pub site: LocId,
+    /// Raw return addresses, innermost first, including the task's root poll frame.
+    pub stack: StackId,
+    pub count: u64,
+}
+
+/// The answer to [`ClientMsg::TaskDump`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct TaskDump {
+    /// Agent ms when the dump was taken.
+    pub at_ms: u64,
+    pub groups: Vec<DumpGroup>,
+    /// Tasks the dump covered.
+    pub tasks: u64,
+    /// What could not be had and why (no runtime registered, not built with
+    /// `--cfg tokio_taskdump`, the runtime did not answer within the time limit, …).
+    pub notes: Vec<String>,
 }
 
 /// Errors of decoding or framing. Never a panic, whatever the bytes.
@@ -590,6 +1205,16 @@ mod tests {
         }
     }
 
+    fn wait_key() -> WaitKey {
+        WaitKey {
+            site: 1,
+            op: Op::Wait,
+            resource: None,
+            call_site: None,
+            stacks: vec![7, 8],
+        }
+    }
+
     fn chan() -> ChannelStats {
         ChannelStats {
             id: 9,
@@ -622,6 +1247,12 @@ mod tests {
             },
             ClientMsg::ExeFd,
             ClientMsg::Ping,
+            ClientMsg::TasksV2 {
+                site: 1,
+                group: Some(wait_key()),
+                limit: 10,
+            },
+            ClientMsg::TaskDump { timeout_ms: 2000 },
         ]
     }
 
@@ -725,7 +1356,142 @@ mod tests {
                 message: "bad".into(),
             },
             AgentMsg::Pong,
+            AgentMsg::SnapshotV2(SnapshotV2 {
+                seq: 4,
+                now_ms: 100,
+                sites: vec![SiteStatsV2 {
+                    site: 1,
+                    kind: Some(SiteKind::Blocking),
+                    name: Some(3),
+                    live: 9,
+                    waiting: 4,
+                    tree: TreeStats {
+                        detached: 2,
+                        orphans: 1,
+                        awaited: 5,
+                        aborted: 1,
+                        parents: vec![ParentEdge {
+                            site: Some(2),
+                            live: 9,
+                            orphans: 1,
+                        }],
+                    },
+                    lifetimes: LogHistogram::from_dense(&[0, 3, 0, 7]),
+                    ..SiteStatsV2::default()
+                }],
+                groups: vec![WaitGroup {
+                    key: wait_key(),
+                    count: 4,
+                    oldest_since_ms: 10,
+                    channel: None,
+                    lock: Some(5),
+                    captured: 1,
+                }],
+                channels: Vec::new(),
+                locks: vec![LockState {
+                    id: 5,
+                    kind: ChannelKind::Mutex,
+                    site: 2,
+                    holders: vec![Holder {
+                        task: 77,
+                        site: Some(1),
+                        acquired_at: 3,
+                        since_ms: 9,
+                        waits: Some(wait_key()),
+                        waits_on_lock: Some(6),
+                    }],
+                    holders_total: 1,
+                    waiters: 4,
+                }],
+                sites_seen: 1,
+            }),
+            AgentMsg::HistoryV2(HistoryV2 {
+                interval_ms: 1000,
+                end_ms: 5000,
+                sites: vec![SiteHistoryV2 {
+                    site: 1,
+                    samples: vec![SampleV2 {
+                        live: 3,
+                        waiting: 2,
+                        ..SampleV2::default()
+                    }],
+                    lifetimes: LogHistogram::from_dense(&[1]),
+                }],
+            }),
+            AgentMsg::TasksV2(TaskListV2 {
+                site: 1,
+                group: Some(wait_key()),
+                tasks: vec![TaskInfoV2 {
+                    id: 1,
+                    spawned_ms: 2,
+                    state: TaskState::Waiting,
+                    since_ms: Some(3),
+                    wait: Some(wait_key()),
+                    name: Some(3),
+                    parent: Some(ParentInfo {
+                        id: 9,
+                        site: 2,
+                        finished: true,
+                    }),
+                    handle: HandleState::Dropped,
+                }],
+            }),
+            AgentMsg::Name {
+                id: 3,
+                name: "conn-reader".into(),
+            },
+            AgentMsg::TaskDump(TaskDump {
+                at_ms: 5,
+                groups: vec![DumpGroup {
+                    site: 1,
+                    stack: 7,
+                    count: 300,
+                }],
+                tasks: 300,
+                notes: vec!["2 runtimes".into()],
+            }),
         ]
+    }
+
+    #[test]
+    fn log_histogram_buckets_and_quantiles() {
+        assert_eq!(LogHistogram::bucket(0), 0);
+        assert_eq!(LogHistogram::bucket(1), 1);
+        assert_eq!(LogHistogram::bucket(1023), 10);
+        assert_eq!(LogHistogram::bucket(1024), 11);
+        assert_eq!(LogHistogram::bucket(u64::MAX), 64);
+        for ms in [0, 1, 2, 3, 500, 1 << 40] {
+            let b = LogHistogram::bucket(ms);
+            assert!(LogHistogram::lower_ms(b) <= ms && ms < LogHistogram::upper_ms(b).max(1));
+        }
+        let mut dense = [0u64; LogHistogram::BUCKETS];
+        dense[LogHistogram::bucket(100)] = 98;
+        dense[LogHistogram::bucket(5_000)] = 2;
+        let h = LogHistogram::from_dense(&dense);
+        assert_eq!(h.total(), 100);
+        assert_eq!(h.quantile_ms(0.5), Some(128));
+        assert_eq!(h.quantile_ms(0.99), Some(8192));
+        assert_eq!(h.at_least(4096), 2);
+        assert_eq!(LogHistogram::default().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn protocol_1_messages_convert_to_protocol_2_and_back() {
+        let AgentMsg::Snapshot(v1) = every_agent_msg()[5].clone() else {
+            panic!("not a snapshot")
+        };
+        let v2 = SnapshotV2::from_v1(&v1);
+        assert_eq!(v2.to_v1(), v1);
+        let AgentMsg::History(h1) = every_agent_msg()[6].clone() else {
+            panic!("not a history")
+        };
+        assert_eq!(HistoryV2::from_v1(&h1).to_v1(), h1);
+        // Waits that protocol 1 cannot say are left out of its snapshot.
+        let AgentMsg::SnapshotV2(s) = every_agent_msg()[11].clone() else {
+            panic!("not a v2 snapshot")
+        };
+        assert!(s.to_v1().groups.is_empty());
+        assert_eq!(s.to_v1().sites[0].kind, Some(SiteKind::Spawn));
     }
 
     #[test]

@@ -103,7 +103,14 @@ impl Session {
                     self.errors.remove(0);
                 }
             }
-            AgentMsg::ExeFd { .. } | AgentMsg::Pong => {}
+            // Protocol 2, folded as protocol 1 until the model holds the new data.
+            AgentMsg::SnapshotV2(s) => self.apply_snapshot(&s.to_v1()),
+            AgentMsg::HistoryV2(h) => self.apply_history(&h.to_v1()),
+            AgentMsg::ExeFd { .. }
+            | AgentMsg::Pong
+            | AgentMsg::TasksV2(_)
+            | AgentMsg::Name { .. }
+            | AgentMsg::TaskDump(_) => {}
         }
     }
 

@@ -201,7 +201,7 @@ pub fn stall(group: &BlockedGroup, now_ms: u64) -> Stall {
             let (peers, peer_name, verb, progress) = match op {
                 Op::Send | Op::Reserve => (c.receivers, "receiver", "received", c.last_recv_ms),
                 Op::Recv | Op::Changed => (c.senders, "sender", "sent", c.last_send_ms),
-                Op::Closed | Op::Other => (
+                _ => (
                     c.receivers + c.senders,
                     "peer",
                     "sent or received",

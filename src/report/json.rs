@@ -279,6 +279,15 @@ fn op_key(op: Op) -> &'static str {
         Op::Changed => "changed",
         Op::Closed => "closed",
         Op::Other => "other",
+        Op::Lock => "lock",
+        Op::Read => "read",
+        Op::Write => "write",
+        Op::Acquire => "acquire",
+        Op::Notified => "notified",
+        Op::BarrierWait => "barrier_wait",
+        Op::Init => "init",
+        Op::Join => "join",
+        Op::Wait => "wait",
     }
 }
 

@@ -272,6 +272,10 @@ fn task_lines(app: &App, site: u32, g: Option<&BlockedGroup>, out: &mut Vec<Line
                 Some(since) => format!("blocked {}", age(s.now_ms.saturating_sub(since))),
                 None => "blocked".to_string(),
             },
+            TaskState::Waiting => "waiting".to_string(),
+            TaskState::Runnable => "runnable".to_string(),
+            TaskState::Uncaptured => "pending, not captured".to_string(),
+            TaskState::Unknown => "state unknown".to_string(),
         };
         out.push(Line::from(vec![
             Span::raw(format!("{INDENT}{:>LABEL_W$}", format!("task {}", t.id))),
