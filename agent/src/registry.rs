@@ -419,13 +419,23 @@ impl Registry {
     /// The spawn site for `loc`, created on first use; past the site cap, the shared
     /// "other sites" row.
     pub fn site(&self, loc: &'static StdLocation<'static>) -> &'static Site {
+        self.site_of_kind(loc, SiteKind::Spawn)
+    }
+
+    /// [`Registry::site`] for a site of `kind` (`Spawn` or `Blocking`; a location has one
+    /// kind, the one it was first used with).
+    pub fn site_of_kind(
+        &self,
+        loc: &'static StdLocation<'static>,
+        kind: SiteKind,
+    ) -> &'static Site {
         let ptr = loc as *const _ as usize;
         if let (p, Some(site)) = LAST_SITE.with(|c| c.get()) {
             if p == ptr {
                 return site;
             }
         }
-        let site = self.site_slow(loc);
+        let site = self.site_slow(loc, kind);
         LAST_SITE.with(|c| c.set((ptr, Some(site))));
         site
     }
@@ -439,7 +449,7 @@ impl Registry {
             .copied()
     }
 
-    fn site_slow(&self, loc: &'static StdLocation<'static>) -> &'static Site {
+    fn site_slow(&self, loc: &'static StdLocation<'static>, kind: SiteKind) -> &'static Site {
         let key = key_of(loc);
         if let Some(site) = self.known_site(&key) {
             return site;
@@ -465,7 +475,7 @@ impl Registry {
             drop(locs);
             return self.pseudo_site(&self.other, "<other sites>", SiteKind::Other);
         }
-        let site: &'static Site = Box::leak(Box::new(Site::new(self.intern(loc), SiteKind::Spawn)));
+        let site: &'static Site = Box::leak(Box::new(Site::new(self.intern(loc), kind)));
         sites.insert(key, site);
         self.sites_seen.fetch_add(1, Relaxed);
         self.site_list

@@ -211,6 +211,64 @@ impl<F: Future> Future for Instrumented<F> {
     }
 }
 
+/// How an instrumented task is counted, beyond its spawn site (`task::Builder`,
+/// `spawn_blocking`).
+#[derive(Clone, Debug, Default)]
+#[allow(dead_code)] // used by `task` (issue 17)
+pub(crate) struct TaskOptions {
+    /// The task's name (`task::Builder::name`).
+    // Kept for the task table's names (protocol 2); not shown yet.
+    #[allow(dead_code)]
+    pub name: Option<String>,
+    /// A `spawn_blocking` closure: its site is counted as a blocking site.
+    pub blocking: bool,
+}
+
+/// What a task's `JoinHandle` tells the task table: awaited, aborted, or dropped while the
+/// task runs (detached). Held by the agent's `JoinHandle` wrapper; every method is cheap
+/// and never blocks.
+#[derive(Debug)]
+pub(crate) struct HandleLink {
+    _private: (),
+}
+
+#[allow(dead_code)] // the task tree (protocol 2) fills these in
+impl HandleLink {
+    /// The handle is being polled (its owner awaits the task).
+    #[inline]
+    pub fn awaited(&self) {}
+    /// The handle returned the task's output (or error): the task is over.
+    #[inline]
+    pub fn finished(&mut self) {}
+    /// `abort()` was called on the handle (or on an `AbortHandle` made from it).
+    #[inline]
+    pub fn aborted(&self) {}
+}
+
+/// [`instrument`] with the location given and options, and the link its `JoinHandle`
+/// keeps to the task table. For the agent's own spawn functions (`task::Builder`,
+/// `JoinSet`, `spawn_blocking`, spawning on a `Handle`).
+#[allow(dead_code)] // used by `task` (issue 17)
+pub(crate) fn instrument_with<F: Future>(
+    fut: F,
+    loc: &'static std::panic::Location<'static>,
+    opts: TaskOptions,
+) -> (Instrumented<F>, HandleLink) {
+    let kind = if opts.blocking {
+        crate::wire::SiteKind::Blocking
+    } else {
+        crate::wire::SiteKind::Spawn
+    };
+    let site = registry().site_of_kind(loc, kind);
+    (
+        Instrumented {
+            inner: fut,
+            cell: Some(registry().new_task(site)),
+        },
+        HandleLink { _private: () },
+    )
+}
+
 /// Wraps `fut` so that it is counted in the task table under the caller's location, for
 /// runtimes or spawn functions the agent does not wrap itself (`JoinSet::spawn`,
 /// `Runtime::block_on`, `tokio::task::spawn_blocking` futures, …).
