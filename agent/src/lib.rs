@@ -28,11 +28,15 @@ pub mod wire;
 #[cfg(feature = "runtime")]
 mod blocked;
 #[cfg(feature = "runtime")]
+mod capture;
+#[cfg(feature = "runtime")]
 mod chan;
 #[cfg(feature = "runtime")]
 mod clock;
 #[cfg(feature = "runtime")]
 mod history;
+#[cfg(feature = "runtime")]
+mod instrumented;
 #[cfg(feature = "runtime")]
 pub mod procinfo;
 #[cfg(feature = "runtime")]
@@ -40,13 +44,15 @@ mod registry;
 #[cfg(feature = "runtime")]
 mod server;
 #[cfg(feature = "runtime")]
+mod shard;
+#[cfg(feature = "runtime")]
 mod stack;
 #[cfg(feature = "runtime")]
 pub mod sync;
 #[cfg(feature = "runtime")]
-mod instrumented;
-#[cfg(feature = "runtime")]
 pub mod testing;
+#[cfg(feature = "runtime")]
+mod tree;
 
 #[cfg(all(feature = "tokio-hooks", feature = "runtime"))]
 pub mod hooks;

@@ -25,11 +25,10 @@
 //! `deriv(leaktop_site_live[10m]) * 60 > 1`, a stuck site is
 //! `leaktop_site_stalled_seconds > 300`, and together with growth a leak.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use crate::clock;
 use crate::registry::{registry, Site};
-use crate::wire::{BlockedGroup, Op, SiteKind};
+use crate::shard::{self, Shard};
+use crate::wire::{Op, SiteKind, WaitGroup};
 
 /// Publishes every site's current counts to the current `metrics` recorder.
 /// O(sites + blocked groups).
@@ -37,8 +36,10 @@ pub fn publish() {
     let reg = registry();
     let now = clock::now_ms();
     reg.promote_all();
+    let shards = shard::all();
+    let polling = shard::polling_sites();
     for site in reg.sites() {
-        publish_site(site, now);
+        publish_site(site, &shards, &polling, now);
     }
     metrics::gauge!("leaktop_sites_seen").set(reg.sites_seen() as f64);
 }
@@ -53,30 +54,34 @@ fn label(site: &Site) -> String {
     }
 }
 
-fn publish_site(site: &Site, now: u64) {
-    let (st, groups) = site.stats_and_groups();
+fn publish_site(site: &Site, shards: &[&'static Shard], polling: &[usize], now: u64) {
+    let (st, groups) = site.stats_v2(shards, polling, now);
     let name = label(site);
     metrics::gauge!("leaktop_site_live", "site" => name.clone()).set(st.live as f64);
     metrics::gauge!("leaktop_site_blocked", "site" => name.clone(), "op" => "send")
         .set(st.blocked_send as f64);
     metrics::gauge!("leaktop_site_blocked", "site" => name.clone(), "op" => "recv")
         .set(st.blocked_recv as f64);
-    metrics::counter!("leaktop_site_spawned_total", "site" => name.clone())
-        .absolute(site.spawned.load(Relaxed));
+    metrics::counter!("leaktop_site_spawned_total", "site" => name.clone()).absolute(st.spawned);
     metrics::counter!("leaktop_site_completed_total", "site" => name.clone())
-        .absolute(site.completed.load(Relaxed));
+        .absolute(st.completed);
     let oldest = st
         .oldest_live_ms
         .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
     metrics::gauge!("leaktop_site_oldest_live_seconds", "site" => name.clone()).set(oldest);
-    let stalled = groups.iter().map(|g| stalled_ms(g, now)).max().unwrap_or(0);
+    let stalled = groups
+        .iter()
+        .filter(|g| g.key.op.is_channel())
+        .map(|g| stalled_ms(g, now))
+        .max()
+        .unwrap_or(0);
     metrics::gauge!("leaktop_site_stalled_seconds", "site" => name).set(stalled as f64 / 1000.0);
 }
 
 /// How long the group's oldest waiter has waited without progress on its channel that
 /// could wake it (a receive for a sender, a send for a receiver): the agent-side twin of
 /// `leaktop`'s stall measure.
-pub(crate) fn stalled_ms(g: &BlockedGroup, now: u64) -> u64 {
+pub(crate) fn stalled_ms(g: &WaitGroup, now: u64) -> u64 {
     let progress = g.channel.as_ref().and_then(|c| match g.key.op {
         Op::Send | Op::Reserve => c.last_recv_ms,
         Op::Recv | Op::Changed => c.last_send_ms,

@@ -73,6 +73,10 @@ struct Client {
     defined_locs: usize,
     /// Stacks `0..defined_stacks` have been sent to this client.
     defined_stacks: usize,
+    /// Task names `0..defined_names` have been sent to this client.
+    defined_names: usize,
+    /// The protocol version agreed in the handshake.
+    protocol: u32,
     /// Ancillary descriptor to send with the next write.
     pending_fd: Option<std::fs::File>,
     /// A history transfer in progress (sent in parts as the client reads).
@@ -134,6 +138,17 @@ impl Client {
             }
             self.defined_stacks += 1;
         }
+        if self.protocol < 2 {
+            return;
+        }
+        let count = reg.name_count();
+        while self.defined_names < count {
+            let id = self.defined_names as wire::NameId;
+            if let Some(name) = reg.name(id) {
+                self.queue(&AgentMsg::Name { id, name });
+            }
+            self.defined_names += 1;
+        }
     }
 }
 
@@ -190,8 +205,11 @@ impl Server {
                 // Waits that began since the last look become blocked-group members now.
                 registry().promote_all();
                 let sites = registry().sites();
-                self.rings
-                    .record(clock::now_ms(), sites.iter().map(|s| (s.loc, s.sample())));
+                let shards = crate::shard::all();
+                self.rings.record(
+                    clock::now_ms(),
+                    sites.iter().map(|s| (s.loc, s.sample(&shards))),
+                );
                 #[cfg(feature = "metrics")]
                 crate::metrics::publish();
                 next_sample = now + self.config.sample_interval;
@@ -273,6 +291,8 @@ impl Server {
             subscription: None,
             defined_locs: 0,
             defined_stacks: 0,
+            defined_names: 0,
+            protocol: 1,
             pending_fd: None,
             history: None,
             snapshot_after_history: false,
@@ -398,6 +418,7 @@ impl Server {
             let reply = match msg {
                 ClientMsg::Hello { protocol, .. } if protocol >= wire::MIN_PROTOCOL_VERSION => {
                     self.clients[i].greeted = true;
+                    self.clients[i].protocol = protocol.min(wire::PROTOCOL_VERSION);
                     self.hello(protocol)
                 }
                 ClientMsg::Hello { protocol, .. } => AgentMsg::Refused {
@@ -463,21 +484,51 @@ impl Server {
                 }
             }
             ClientMsg::Ping => self.clients[i].queue(&AgentMsg::Pong),
-            ClientMsg::TasksV2 { .. } | ClientMsg::TaskDump { .. } => self.clients[i]
-                .queue_error("this agent does not serve protocol-2 requests yet".into()),
+            ClientMsg::TasksV2 { site, group, limit } => {
+                let limit = (limit as usize).min(MAX_TASKS_PER_REQUEST);
+                let tasks = registry().tasks_v2(site, group.as_ref(), limit);
+                let c = &mut self.clients[i];
+                c.define_new_locations();
+                c.queue(&AgentMsg::TasksV2(wire::TaskListV2 { site, group, tasks }));
+            }
+            ClientMsg::TaskDump { .. } => {
+                self.clients[i].queue(&AgentMsg::TaskDump(wire::TaskDump {
+                    at_ms: clock::now_ms(),
+                    notes: vec![
+                        "task dumps need the `tokio-hooks` feature and a hooked runtime".into(),
+                    ],
+                    ..wire::TaskDump::default()
+                }))
+            }
         }
     }
 
     fn send_snapshot(&mut self, i: usize) {
         self.seq += 1;
-        let snap = registry().snapshot(self.seq);
+        let snap = registry().snapshot_v2(self.seq);
         let c = &mut self.clients[i];
         c.define_new_locations();
-        c.queue(&AgentMsg::Snapshot(snap));
+        if c.protocol >= 2 {
+            c.queue(&AgentMsg::SnapshotV2(snap));
+        } else {
+            c.queue(&AgentMsg::Snapshot(snap.to_v1()));
+        }
     }
 
     /// Queues the next parts of history transfers for clients that have read the last.
     fn serve_history(&mut self) {
+        if self.clients.iter().all(|c| c.history.is_none()) {
+            return;
+        }
+        let shards = crate::shard::all();
+        let by_loc: std::collections::HashMap<wire::LocId, &crate::registry::Site> =
+            registry().sites().into_iter().map(|s| (s.loc, s)).collect();
+        let lifetimes = |loc: wire::LocId| {
+            by_loc
+                .get(&loc)
+                .map(|s| s.lifetimes(&shards))
+                .unwrap_or_default()
+        };
         for i in 0..self.clients.len() {
             loop {
                 let c = &mut self.clients[i];
@@ -487,10 +538,14 @@ impl Server {
                 let Some(cursor) = c.history.as_mut() else {
                     break;
                 };
-                match self.rings.next_chunk(cursor) {
+                match self.rings.next_chunk(cursor, lifetimes) {
                     Some(part) => {
                         c.define_new_locations();
-                        c.queue(&AgentMsg::History(part));
+                        if c.protocol >= 2 {
+                            c.queue(&AgentMsg::HistoryV2(part));
+                        } else {
+                            c.queue(&AgentMsg::History(part.to_v1()));
+                        }
                     }
                     None => {
                         c.history = None;
