@@ -14,6 +14,7 @@ pub mod model;
 pub mod record;
 pub mod report;
 pub mod resolve;
+pub mod shell;
 pub mod source;
 pub mod symbolize;
 pub mod tui;
