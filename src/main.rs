@@ -163,7 +163,7 @@ enum Cmd {
     },
     /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
     #[command(
-        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\n\nExamples:\n  leaktop export 1234 > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
+        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\nnode_exporter's textfile collector and the Pushgateway read --format prometheus.\n\nExamples:\n  leaktop export 1234 --format prometheus > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 --format prometheus | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
     )]
     Export {
         /// Process id of a program running the leaktop agent.
@@ -541,9 +541,7 @@ fn run_export(
     th: &leaktop::model::Thresholds,
 ) -> Result<ExitCode> {
     let session = util::snapshot_session(pid, true)?;
-    match format {
-        export::Format::Openmetrics => out!("{}", export::openmetrics(&session, th)),
-    }
+    out!("{}", export::render(&session, th, format));
     Ok(ExitCode::SUCCESS)
 }
 
