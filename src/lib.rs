@@ -11,6 +11,7 @@ pub mod demo;
 pub mod duration;
 pub mod export;
 pub mod model;
+pub mod plural;
 pub mod record;
 pub mod report;
 pub mod resolve;
