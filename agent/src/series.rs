@@ -1,5 +1,5 @@
 //! The names of the metric series leaktop publishes: one list for the agent's `metrics`
-//! feature ([`crate::metrics`] publishes exactly [`AGENT`]) and for `leaktop export`
+//! feature (its `metrics` module publishes exactly [`AGENT`]) and for `leaktop export`
 //! (which writes the same series, with the same `site` labels, plus what only the
 //! attaching side knows: verdicts, growth, the target's identity). Dashboards and alerting
 //! rules (the leaktop repository's `docs/fleet/`) name these.
