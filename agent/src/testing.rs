@@ -46,7 +46,7 @@
 //! # With the `tokio-hooks` feature
 //!
 //! Tasks spawned with plain `tokio::spawn` on a runtime built with
-//! [`crate::hooks::BuilderExt::leaktop_hooks`] are checked too (scoped the same way when
+//! `hooks::BuilderExt::leaktop_hooks` are checked too (scoped the same way when
 //! spawned from the test thread or from a task of the scope); their state is unknown.
 
 use std::cell::Cell;
@@ -57,9 +57,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::blocked;
+use crate::instrumented as task;
 use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED};
 use crate::stack::{self, MAX_FRAMES};
-use crate::instrumented as task;
 use crate::wire::{SiteKind, StackId};
 
 /// How long a check waits for tasks to finish by default: goleak's retries add up to about
