@@ -245,8 +245,6 @@ pub struct Connection {
     stream: UnixStream,
     pub hello: AgentHello,
     pub path: PathBuf,
-    /// Messages that arrived with the hello and have not been taken yet.
-    early: std::collections::VecDeque<AgentMsg>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -344,7 +342,6 @@ impl Connection {
                 site_cap: 0,
             },
             path: path.to_path_buf(),
-            early: Default::default(),
         };
         // An agent that refuses us (another uid, too many clients) says why at once and
         // closes: our hello may then meet a closed socket, but the reason is still there
@@ -437,9 +434,6 @@ impl Connection {
 
     /// Receives the next message, waiting at most `timeout` (None: forever).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<AgentMsg, RecvError> {
-        if let Some(msg) = self.early.pop_front() {
-            return Ok(msg);
-        }
         let _ = self.stream.set_read_timeout(timeout);
         self.recv_raw()
     }

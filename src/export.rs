@@ -18,26 +18,17 @@
 //! `site="<other>"` row; channel waits outside instrumented tasks are
 //! `site="<uninstrumented>"`.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 
 use leaktop_agent::wire::{LocId, SiteKind, SiteStats};
 
 use crate::model::{verdict, Session, SiteVerdict, Thresholds, Verdict};
 
-/// Output format of `export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// The OpenMetrics text format (also read by Prometheus).
-    Openmetrics,
-}
-
-/// The `site` label of a row.
+/// The `site` label of a row (the same the agent's `metrics` feature uses).
 pub fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
-    match kind {
-        Some(SiteKind::Uninstrumented) => "<uninstrumented>".to_string(),
-        Some(SiteKind::Other) => "<other>".to_string(),
-        _ => session.location(id),
+    match kind.and_then(SiteKind::metric_label) {
+        Some(label) => label.to_string(),
+        None => session.location(id),
     }
 }
 
@@ -120,10 +111,7 @@ struct Row<'a> {
 /// The OpenMetrics text exposition of the session's latest snapshot, verdicts under
 /// `th`. Ends with `# EOF`.
 pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
-    let verdicts: HashMap<LocId, SiteVerdict> = verdict::assess(session, th)
-        .into_iter()
-        .map(|v| (v.site, v))
-        .collect();
+    let verdicts = verdict::by_site(session, th);
     let mut rows: Vec<Row> = session
         .sites_by_live()
         .into_iter()
@@ -147,7 +135,7 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             "The process leaktop attached to.",
         );
         let pid = h.pid.to_string();
-        let build_id = crate::report::hex(&h.build_id);
+        let build_id = crate::text::hex(&h.build_id);
         f.sample(
             "leaktop_target_info",
             &[
@@ -288,7 +276,7 @@ mod tests {
 
     fn session() -> Session {
         let mut s = Session::new();
-        s.apply(&AgentMsg::Hello(AgentHello {
+        s.apply_msg(&AgentMsg::Hello(AgentHello {
             pid: 42,
             exe: "/srv/app \"v2\"\n".into(),
             agent_version: "0.1.0".into(),
@@ -302,7 +290,7 @@ mod tests {
             history_len: 600,
             site_cap: 10_000,
         }));
-        s.apply(&AgentMsg::Location {
+        s.apply_msg(&AgentMsg::Location {
             id: 1,
             loc: Location {
                 file: "src/a\\b.rs".into(),
@@ -310,7 +298,7 @@ mod tests {
                 column: 5,
             },
         });
-        s.apply(&AgentMsg::Snapshot(Snapshot {
+        s.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 1,
             now_ms: 61_500,
             sites: vec![

@@ -439,18 +439,17 @@ fn a_recording_replays_with_symbols_after_the_recorded_binary_is_deleted() {
         "rx.await",
     )
     .1;
-    let found = stacks.values().flatten().find(|f| {
-        f.function
-            .as_deref()
-            .is_some_and(|n| n.contains("handle_request_chan"))
-    });
+    let found = stacks
+        .values()
+        .flatten()
+        .find(|f| f.function.contains("handle_request_chan"));
     let f = found.unwrap_or_else(|| panic!("no handle_request_chan frame in {stacks:#?}"));
     assert!(
         f.file.as_deref().is_some_and(|p| p.ends_with("growth.rs")),
         "{f:?}"
     );
     assert_eq!(f.line, Some(line), "{f:?}");
-    assert_eq!(f.class.as_deref(), Some("user"));
+    assert_eq!(f.class, leaktop::frame::FrameClass::User);
 
     // And dump reads it like any recording.
     let d = leaktop(&child.socket_dir, &["dump", file_s]);

@@ -41,7 +41,7 @@ fn hello(pid: u32, start_time_ticks: u64, now_ms: u64) -> AgentMsg {
 impl Sim {
     fn new() -> Sim {
         let mut session = Session::new();
-        session.apply(&hello(42, 1000, 0));
+        session.apply_msg(&hello(42, 1000, 0));
         Sim {
             session,
             sites: Vec::new(),
@@ -50,7 +50,7 @@ impl Sim {
     }
 
     fn site(&mut self, id: LocId, gen: impl Fn(u64) -> (SiteStats, Vec<BlockedGroup>) + 'static) {
-        self.session.apply(&AgentMsg::Location {
+        self.session.apply_msg(&AgentMsg::Location {
             id,
             loc: Location {
                 file: format!("src/site{id}.rs"),
@@ -82,7 +82,7 @@ impl Sim {
         let mut t = from;
         while t <= to {
             let msg = self.snapshot_at(t);
-            self.session.apply(&msg);
+            self.session.apply_msg(&msg);
             t += step;
         }
     }
@@ -97,13 +97,13 @@ impl Sim {
                 .collect();
             sites.push(SiteHistory { site: *id, samples });
         }
-        self.session.apply(&AgentMsg::History(History {
+        self.session.apply_msg(&AgentMsg::History(History {
             interval_ms: 1000,
             end_ms: end,
             sites,
         }));
         let msg = self.snapshot_at(end);
-        self.session.apply(&msg);
+        self.session.apply_msg(&msg);
     }
 
     fn verdict(&self, id: LocId, th: &Thresholds) -> SiteVerdict {
@@ -518,11 +518,11 @@ fn agent_restart_under_a_reused_pid_starts_a_new_session() {
     assert_eq!(sim.flagged(&th), vec![(1, Verdict::Leak)]);
     sim.session.mark_baseline();
     // The same process again (a reconnect): nothing is lost.
-    sim.session.apply(&hello(42, 1000, 3 * MIN));
+    sim.session.apply_msg(&hello(42, 1000, 3 * MIN));
     assert_eq!(sim.flagged(&th), vec![(1, Verdict::Leak)]);
     assert!(sim.session.baseline.is_some());
     // Same pid, another start time: another process; its clock starts again at 0.
-    sim.session.apply(&hello(42, 5000, 100));
+    sim.session.apply_msg(&hello(42, 5000, 100));
     assert!(sim.session.sites.is_empty());
     assert!(sim.session.baseline.is_none());
     sim.sites.clear();

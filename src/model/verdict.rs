@@ -41,7 +41,7 @@ pub struct Thresholds {
 }
 
 impl Default for Thresholds {
-    /// Flags a leak that has grown for 90 s with its oldest tasks stuck for 60 s; does not
+    /// Flags a leak that has grown for 90 s with its oldest tasks stuck for 45 s; does not
     /// flag waiters that get a message every 30 s, nor a busy channel with many waiters.
     fn default() -> Self {
         Thresholds {
@@ -290,6 +290,17 @@ pub fn assess(session: &Session, th: &Thresholds) -> Vec<SiteVerdict> {
             .then(a.site.cmp(&b.site))
     });
     out
+}
+
+/// The verdicts of every site, by site.
+pub fn by_site(
+    session: &Session,
+    th: &Thresholds,
+) -> std::collections::HashMap<LocId, SiteVerdict> {
+    assess(session, th)
+        .into_iter()
+        .map(|v| (v.site, v))
+        .collect()
 }
 
 /// The verdict of one site; `None` when the latest snapshot does not name it.

@@ -6,14 +6,15 @@
 
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::wire::{AgentHello, ClientMsg, StackId};
+use leaktop_agent::wire::{AgentHello, AgentMsg, ClientMsg, StackId};
 
-use super::format::{Meta, SymFrame};
+use super::format::Meta;
 use super::reader::{summarize, Entry, Item, OpenError, Reader, Summary};
+use crate::frame::{Frame, FrameClass};
 use crate::model::Session;
 use crate::source::{Event, Source, Timeline};
 
@@ -37,7 +38,8 @@ struct Checkpoint {
     end_sent: bool,
 }
 
-/// A recording as a source.
+/// A recording as a source. It yields the recorded messages and, right after each
+/// `Stack`, the [`Event::Symbols`] of that stack from the file's symbol table.
 pub struct RecordingSource {
     path: PathBuf,
     hello: AgentHello,
@@ -45,6 +47,8 @@ pub struct RecordingSource {
     reader: Reader,
     /// Read but not yet due.
     pending: Option<Entry>,
+    /// Due and not yet handed out (the symbols that follow a stack).
+    queued: VecDeque<Event>,
     pos_ms: f64,
     playing: bool,
     speed: f64,
@@ -94,6 +98,7 @@ impl RecordingSource {
             summary,
             reader,
             pending: None,
+            queued: VecDeque::new(),
             pos_ms: 0.0,
             playing: false,
             speed: 1.0,
@@ -109,6 +114,37 @@ impl RecordingSource {
         &self.path
     }
 
+    /// Where and how playback starts: everything up to `at_ms` is due at once (the first
+    /// view shows the state then), then it plays on at `speed` when `playing`.
+    pub fn start_at(&mut self, at_ms: u64, speed: f64, playing: bool) {
+        self.pos_ms = at_ms.min(self.summary.duration_ms) as f64;
+        self.set_speed(speed);
+        self.playing = playing;
+        self.last_tick = Instant::now();
+    }
+
+    /// The snapshot interval it was recorded at, or else the typical gap between its
+    /// snapshots.
+    pub fn interval(&self) -> Duration {
+        let ms = match self.meta().map_or(0, |m| m.interval_ms) {
+            0 => {
+                let mut gaps: Vec<u64> = self
+                    .summary
+                    .snapshot_times
+                    .windows(2)
+                    .filter_map(|w| match w {
+                        [a, b] => Some(b.saturating_sub(*a)),
+                        _ => None,
+                    })
+                    .collect();
+                gaps.sort_unstable();
+                gaps.get(gaps.len() / 2).copied().unwrap_or(1000).max(1)
+            }
+            ms => ms as u64,
+        };
+        Duration::from_millis(ms)
+    }
+
     pub fn summary(&self) -> &Summary {
         &self.summary
     }
@@ -118,32 +154,17 @@ impl RecordingSource {
     }
 
     /// Resolved frames of every raw address the recording has symbols for.
-    pub fn symbols(&self) -> &HashMap<u64, Vec<SymFrame>> {
+    pub fn symbols(&self) -> &HashMap<u64, Vec<Frame>> {
         &self.summary.symbols
     }
 
-    /// The resolved frames of every stack in the recording, innermost first (an address
-    /// without symbols becomes a frame named by its address). Stacks none of whose
-    /// addresses were resolved are left out.
-    pub fn stack_symbols(&self) -> HashMap<StackId, Vec<SymFrame>> {
-        let table = &self.summary.symbols;
+    /// The resolved frames of every stack in the recording (see [`expand`]); stacks none
+    /// of whose addresses were resolved are left out.
+    pub fn stack_symbols(&self) -> HashMap<StackId, Vec<Frame>> {
         self.summary
             .stacks
             .iter()
-            .filter(|(_, addrs)| addrs.iter().any(|a| table.contains_key(a)))
-            .map(|(id, addrs)| {
-                let frames = addrs
-                    .iter()
-                    .flat_map(|a| match table.get(a) {
-                        Some(f) => f.clone(),
-                        None => vec![SymFrame {
-                            function: Some(format!("{a:#x}")),
-                            ..Default::default()
-                        }],
-                    })
-                    .collect();
-                (*id, frames)
-            })
+            .filter_map(|(id, addrs)| Some((*id, expand(&self.summary.symbols, addrs)?)))
             .collect()
     }
 
@@ -168,7 +189,7 @@ impl RecordingSource {
             "{}: {what}; replaying the {} whole frames before it ({})",
             self.path.display(),
             s.frames,
-            crate::report::age(s.duration_ms)
+            crate::duration::age(s.duration_ms)
         ))
     }
 
@@ -185,14 +206,24 @@ impl RecordingSource {
         self.pending.take().or_else(|| self.reader.next())
     }
 
-    fn event_of(&mut self, item: Item) -> Option<Event> {
+    /// Queues what a due frame yields: its message (and the symbols of a stack), or its
+    /// end.
+    fn queue(&mut self, item: Item) {
         match item {
-            Item::Msg(m) => Some(Event::Msg(m)),
+            Item::Msg(m) => {
+                let symbols = match &m {
+                    AgentMsg::Stack { id, frames } => expand(&self.summary.symbols, frames)
+                        .map(|frames| Event::Symbols { stack: *id, frames }),
+                    _ => None,
+                };
+                self.queued.push_back(Event::Msg(m));
+                self.queued.extend(symbols);
+            }
             Item::End(reason) => {
                 self.end_sent = true;
-                Some(Event::End(reason))
+                self.queued.push_back(Event::End(reason));
             }
-            Item::Meta(_) | Item::Symbols(_) | Item::Stop(_) => None,
+            Item::Meta(_) | Item::Symbols(_) | Item::Stop(_) => {}
         }
     }
 
@@ -206,6 +237,7 @@ impl RecordingSource {
     fn rewind_reader(&mut self) {
         self.reader = self.reader.rewound();
         self.pending = None;
+        self.queued.clear();
         self.end_sent = false;
         self.folded_ms = 0;
     }
@@ -245,14 +277,12 @@ impl RecordingSource {
                 }
             }
             match entry {
-                Some(e) if e.t_ms <= t_ms => match e.item {
-                    Item::Msg(m) => session.apply(&m),
-                    Item::End(reason) => {
-                        self.end_sent = true;
-                        session.end(&reason);
+                Some(e) if e.t_ms <= t_ms => {
+                    self.queue(e.item);
+                    for ev in self.queued.drain(..) {
+                        session.apply(&ev);
                     }
-                    _ => {}
-                },
+                }
                 Some(e) => {
                     self.pending = Some(e);
                     return;
@@ -276,6 +306,9 @@ impl Source for RecordingSource {
     fn next(&mut self, timeout: Duration) -> Option<Event> {
         self.tick();
         loop {
+            if let Some(ev) = self.queued.pop_front() {
+                return Some(ev);
+            }
             match self.take_entry() {
                 None => {
                     self.pos_ms = self.summary.duration_ms as f64;
@@ -289,9 +322,7 @@ impl Source for RecordingSource {
                 }
                 Some(e) if e.t_ms as f64 <= self.pos_ms => {
                     self.folded_ms = e.t_ms;
-                    if let Some(ev) = self.event_of(e.item) {
-                        return Some(ev);
-                    }
+                    self.queue(e.item);
                 }
                 Some(e) => {
                     let due = e.t_ms as f64;
@@ -320,54 +351,26 @@ impl Source for RecordingSource {
     fn timeline(&mut self) -> Option<&mut dyn Timeline> {
         Some(self)
     }
-
-    fn fill_symbols(&mut self, session: &mut Session) -> bool {
-        let table = &self.summary.symbols;
-        for (id, addrs) in &session.stacks {
-            if session.symbols.contains_key(id) || !addrs.iter().any(|a| table.contains_key(a)) {
-                continue;
-            }
-            let frames = addrs
-                .iter()
-                .flat_map(|a| match table.get(a) {
-                    Some(frames) => frames.iter().map(|f| frame_of(*a, f)).collect(),
-                    None => vec![raw_frame(*a)],
-                })
-                .collect();
-            session.symbols.insert(*id, frames);
-        }
-        true
-    }
 }
 
-/// A resolved frame as the symbolizer would have given it live.
-fn frame_of(addr: u64, f: &SymFrame) -> crate::symbolize::Frame {
-    use crate::symbolize::FrameClass;
-    crate::symbolize::Frame {
-        function: f.function.as_deref().unwrap_or("??").into(),
-        file: f.file.as_deref().map(Into::into),
-        line: f.line,
-        column: f.column,
-        inlined: f.inlined,
-        class: match f.class.as_deref() {
-            Some("runtime") => FrameClass::Runtime,
-            Some("std") => FrameClass::Std,
-            Some("agent") => FrameClass::Agent,
-            _ => FrameClass::User,
-        },
-        module: f.module.as_deref().unwrap_or("").into(),
-        addr,
-    }
-}
-
-/// An address the recording has no symbols for (folded away like runtime frames).
-fn raw_frame(addr: u64) -> crate::symbolize::Frame {
-    crate::symbolize::unknown_frame(
-        format!("{addr:#x}"),
-        crate::symbolize::FrameClass::Runtime,
-        "",
-        addr,
-    )
+/// The frames of a recorded stack from the file's symbol table, innermost first: each
+/// address's resolved frames in place, an address without symbols as a frame named by it
+/// (folded away like runtime frames). `None` when no address of the stack was resolved.
+fn expand(table: &HashMap<u64, Vec<Frame>>, addrs: &[u64]) -> Option<Vec<Frame>> {
+    addrs.iter().any(|a| table.contains_key(a)).then(|| {
+        addrs
+            .iter()
+            .flat_map(|a| match table.get(a) {
+                Some(frames) => frames.clone(),
+                None => vec![Frame::unknown(
+                    format!("{a:#x}"),
+                    FrameClass::Runtime,
+                    "",
+                    *a,
+                )],
+            })
+            .collect()
+    })
 }
 
 impl Timeline for RecordingSource {
@@ -428,6 +431,7 @@ impl Timeline for RecordingSource {
                     *session = c.session;
                     self.reader = c.reader;
                     self.pending = Some(c.pending);
+                    self.queued.clear();
                     self.end_sent = c.end_sent;
                     self.folded_ms = c.from_ms;
                 }
@@ -438,28 +442,16 @@ impl Timeline for RecordingSource {
             }
         }
         self.fold_until(t, session);
-        self.fill_symbols(session);
         self.pos_ms = t as f64;
         self.last_tick = Instant::now();
     }
 }
 
-/// Opens `path` and folds it up to `at_ms` (the end when `None`): what `leaktop dump` and
+/// Folds an opened recording up to `at_ms` (the end when `None`): what `leaktop dump` and
 /// `leaktop check` show of a recording.
-pub fn session_at(
-    path: &Path,
-    at_ms: Option<u64>,
-) -> Result<(Session, RecordingSource), OpenError> {
-    session_of(RecordingSource::open(path)?, at_ms)
-}
-
-/// [`session_at`] of an opened recording.
-pub fn session_of(
-    mut src: RecordingSource,
-    at_ms: Option<u64>,
-) -> Result<(Session, RecordingSource), OpenError> {
+pub fn session_of(mut src: RecordingSource, at_ms: Option<u64>) -> (Session, RecordingSource) {
     let mut session = Session::new();
     let t = at_ms.unwrap_or(u64::MAX);
     src.seek(t, &mut session);
-    Ok((session, src))
+    (session, src)
 }

@@ -289,6 +289,12 @@ impl Recorder {
                     reason: reason.clone(),
                 },
             ),
+            Event::Symbols { frames, .. } => {
+                let entries: Vec<SymbolEntry> = SymbolEntry::of_frames(frames).collect();
+                self.write_record_at(t_ms, &Record::Symbols(entries))
+            }
+            // What the symbolizer said is about this machine, not the recording.
+            Event::SymbolNote(_) => Ok(()),
         }
     }
 

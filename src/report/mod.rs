@@ -4,30 +4,23 @@
 
 use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, SiteKind, StackId};
 
-use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
-use crate::symbolize::{fold, FoldMode, Folded};
+use crate::frame::{display_name, fold, FoldMode, Folded};
+use crate::model::{Session, Thresholds, Verdict};
 
+pub mod check;
 mod json;
 pub use json::{json, json_with};
-pub(crate) use json::{json_group, JsonGroup};
-
-/// Output format of `dump`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 /// `5m12s`-style age (see [`crate::duration::age`]).
 pub fn age(ms: u64) -> String {
     crate::duration::age(ms)
 }
 
+/// The name of a site's row: its location, or what the synthetic rows stand for.
 pub(crate) fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
-    match kind {
-        Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
-        Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
-        _ => session.location(id),
+    match kind.and_then(SiteKind::row_label) {
+        Some(label) => label.into(),
+        None => session.location(id),
     }
 }
 
@@ -36,20 +29,10 @@ pub fn text(session: &Session) -> String {
     text_with(session, &Thresholds::default(), FoldMode::UserOnly)
 }
 
-pub(crate) fn verdict_map(
-    session: &Session,
-    th: &Thresholds,
-) -> std::collections::HashMap<LocId, SiteVerdict> {
-    crate::model::assess(session, th)
-        .into_iter()
-        .map(|v| (v.site, v))
-        .collect()
-}
-
 /// The text report with each site's verdict (under `th`), Δ/min and evidence.
 /// Await chains show the user's own frames unless `mode` is [`FoldMode::All`].
 pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
-    let verdicts = verdict_map(session, th);
+    let verdicts = crate::model::verdict::by_site(session, th);
     use std::fmt::Write;
     let mut out = String::new();
     if let Some(h) = &session.hello {
@@ -233,7 +216,7 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
             .into_iter()
             .map(|f| match f {
                 Folded::Frame(f) => {
-                    let name = crate::symbolize::display_name(&f.function);
+                    let name = display_name(&f.function);
                     match f.location() {
                         Some(loc) => format!("{name}\n            at {loc}"),
                         None => name.to_string(),
@@ -256,11 +239,6 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
     }
 }
 
-/// Hex of a build id.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +249,7 @@ mod tests {
     fn stuck_session() -> Session {
         let mut s = Session::new();
         for (id, line) in [(1, 3), (2, 8), (3, 22)] {
-            s.apply(&AgentMsg::Location {
+            s.apply_msg(&AgentMsg::Location {
                 id,
                 loc: Location {
                     file: "src/a.rs".into(),
@@ -280,7 +258,7 @@ mod tests {
                 },
             });
         }
-        s.apply(&AgentMsg::Stack {
+        s.apply_msg(&AgentMsg::Stack {
             id: 0,
             frames: vec![0x1000, 0x2abc],
         });
@@ -291,7 +269,7 @@ mod tests {
             call_site: 3,
             stack: Some(0),
         };
-        s.apply(&AgentMsg::Snapshot(Snapshot {
+        s.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 1,
             now_ms: 400_000,
             sites: vec![SiteStats {

@@ -11,7 +11,6 @@
 mod classify;
 mod elf;
 mod error;
-mod fold;
 mod maps;
 mod module;
 mod open;
@@ -26,47 +25,14 @@ use std::sync::Arc;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-pub use classify::{crate_of, Classifier, FrameClass};
+pub use crate::frame::{display_name, fold, FoldMode, Folded, Frame, FrameClass};
+pub use classify::{crate_of, Classifier};
 pub use error::SymbolizeError;
-pub use fold::{display_name, fold, FoldMode, Folded};
 pub use maps::{ProcessMaps, Region};
 pub use module::{DebugSource, ModuleInfo};
 
 use module::{Module, RawFrame};
 use open::hex;
-
-/// One function frame of a resolved address. An address inside inlined code yields several
-/// frames, innermost first; all but the last of them have `inlined == true`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    /// Demangled Rust path without hash (`app::worker::{{closure}}`), a C name, or, when
-    /// nothing is known, `<module file name>+0x<offset>` (the ELF virtual address when the
-    /// module could be read, else the file offset), or the raw `0x<addr>` outside any module.
-    /// Strings are shared with the symbolizer's cache: cloning a frame allocates nothing.
-    pub function: Arc<str>,
-    pub file: Option<Arc<str>>,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-    /// This frame was inlined into the next one (same machine frame).
-    pub inlined: bool,
-    pub class: FrameClass,
-    /// Path of the module as the process maps it; empty outside any module.
-    pub module: Arc<str>,
-    /// The raw address this frame was resolved from, as given.
-    pub addr: u64,
-}
-
-impl Frame {
-    /// `file:line[:column]`, or `None` without line information.
-    pub fn location(&self) -> Option<String> {
-        let file = self.file.as_deref()?;
-        Some(match (self.line, self.column) {
-            (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
-            (Some(l), None) => format!("{file}:{l}"),
-            _ => file.to_owned(),
-        })
-    }
-}
 
 /// The frames of one raw address.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -306,7 +272,7 @@ impl Symbolizer {
         let Some(region) = maps.find(probe) else {
             // Outside every mapping: the end-of-stack 0, a corrupt unwind, JIT code. Not the
             // user's known code, so folded by default.
-            return vec![unknown_frame(
+            return vec![Frame::unknown(
                 format!("{addr:#x}"),
                 FrameClass::Std,
                 "",
@@ -315,7 +281,7 @@ impl Symbolizer {
         };
         if region.is_pseudo() {
             let class = self.opts.classifier.classify("", None, &region.path);
-            return vec![unknown_frame(
+            return vec![Frame::unknown(
                 region.path.clone(),
                 class,
                 &region.path,
@@ -325,7 +291,7 @@ impl Symbolizer {
         // The offset comes from outside (the agent's list): never let it overflow.
         let Some(file_off) = (probe - region.start).checked_add(region.offset) else {
             let class = self.opts.classifier.classify("", None, &region.path);
-            return vec![unknown_frame(
+            return vec![Frame::unknown(
                 format!("{addr:#x}"),
                 class,
                 &region.path,
@@ -337,12 +303,12 @@ impl Symbolizer {
         let RegionSlot::Module(mid, module) = slot else {
             let name = format!("{basename}+{file_off:#x}");
             let class = self.opts.classifier.classify(&name, None, &region.path);
-            return vec![unknown_frame(name, class, &region.path, addr)];
+            return vec![Frame::unknown(name, class, &region.path, addr)];
         };
         let Some(svma) = self.modules[mid].svma(file_off) else {
             let name = format!("{basename}+{file_off:#x}");
             let class = self.opts.classifier.classify(&name, None, &region.path);
-            return vec![unknown_frame(name, class, &region.path, addr)];
+            return vec![Frame::unknown(name, class, &region.path, addr)];
         };
         let syms = match self.addrs.get(&(mid, svma)) {
             Some(s) => s.clone(),
@@ -592,19 +558,6 @@ impl Symbolizer {
             debug,
         };
         Some(Module::new(info, opened.probe.loads, ctx, symbols))
-    }
-}
-
-pub(crate) fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
-    Frame {
-        function: function.into(),
-        file: None,
-        line: None,
-        column: None,
-        inlined: false,
-        class,
-        module: module.into(),
-        addr,
     }
 }
 

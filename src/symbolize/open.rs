@@ -1,5 +1,6 @@
 //! Finding the right file for a mapping (never a rebuilt one) and its separate debug file.
 
+pub(crate) use crate::text::hex;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -254,10 +255,6 @@ fn read_verified(
         }
     }
     Some(data)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hex_or_none(bytes: &[u8]) -> String {

@@ -211,15 +211,6 @@ impl App {
         self.refresh_rows();
     }
 
-    /// Runs `f` on the session and, while paused, on the frozen one too: for what the
-    /// loop adds beside the messages (resolved symbols).
-    pub fn update_sessions(&mut self, mut f: impl FnMut(&mut Session)) {
-        f(&mut self.session);
-        if let Some(frozen) = &mut self.frozen {
-            f(frozen);
-        }
-    }
-
     /// The baseline of the shown state (`b`).
     pub fn baseline(&self) -> Option<&Baseline> {
         self.view().baseline.as_ref()
@@ -264,9 +255,9 @@ impl App {
 
     /// Folds one source event.
     pub fn on_event(&mut self, ev: &Event) {
+        self.session.apply(ev);
         match ev {
             Event::Msg(msg) => {
-                self.session.apply(msg);
                 if self.session.errors.len() != self.errors_seen {
                     self.errors_seen = self.session.errors.len();
                     if let Some(e) = self.session.errors.last() {
@@ -281,12 +272,14 @@ impl App {
                     self.refresh_rows();
                 }
             }
-            Event::End(reason) => {
-                self.session.end(reason);
+            // Symbols and the end are facts about the shown state too.
+            Event::Symbols { .. } | Event::SymbolNote(_) | Event::End(_) => {
                 if let Some(f) = &mut self.frozen {
-                    f.end(reason);
+                    f.apply(ev);
                 }
-                self.refresh_rows();
+                if matches!(ev, Event::End(_)) {
+                    self.refresh_rows();
+                }
             }
         }
     }
