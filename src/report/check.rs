@@ -27,7 +27,7 @@
 use serde::Serialize;
 
 use super::json::{json_group, kind_name, JsonGroup, JsonLocation};
-use super::{age, chain_lines, group_line, site_label};
+use super::{age, chain_lines, evidence, group_line, site_label};
 use crate::frame::FoldMode;
 use crate::model::check::{FailOn, Outcome};
 use crate::model::{Session, SiteVerdict, Thresholds};
@@ -91,7 +91,7 @@ pub fn text(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
                 " (not failing the check)"
             }
         );
-        for e in &f.evidence {
+        for e in evidence::sentences(session, f) {
             let _ = writeln!(s, "    {e}");
         }
         for g in session.groups_of(f.site) {
@@ -202,7 +202,7 @@ pub fn json(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
                 stuck_tasks: f.stuck_tasks,
                 oldest_stuck_age_ms: f.oldest_stuck_age_ms,
                 oldest_live_age_ms: f.oldest_live_age_ms,
-                evidence: f.evidence.clone(),
+                evidence: evidence::sentences(session, f),
                 groups: session
                     .groups_of(f.site)
                     .into_iter()

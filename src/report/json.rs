@@ -180,7 +180,7 @@ fn json_site(
         oldest_live_age_ms: st.oldest_live_ms.map(|t| session.now_ms.saturating_sub(t)),
         verdict: verdict.map_or("none", |v| v.verdict.name()),
         rate_per_min: verdict.map_or(0.0, |v| (v.rate_per_min * 10.0).round() / 10.0),
-        evidence: verdict.map(|v| v.evidence.clone()).unwrap_or_default(),
+        evidence: verdict.map_or_else(Vec::new, |v| super::evidence::sentences(session, v)),
         delta: session.delta(id).map(|d| JsonDelta {
             live: d.live,
             blocked_send: d.blocked_send,

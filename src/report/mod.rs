@@ -8,6 +8,7 @@ use crate::frame::{display_name, fold, FoldMode, Folded};
 use crate::model::{Session, Thresholds, Verdict};
 
 pub mod check;
+pub mod evidence;
 mod json;
 pub use json::{json, json_with};
 
@@ -138,8 +139,8 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
                 d.completed
             );
         }
-        for e in v.map(|v| v.evidence.as_slice()).unwrap_or(&[]) {
-            let _ = writeln!(out, "    {e}");
+        for e in v.iter().flat_map(|v| &v.evidence) {
+            let _ = writeln!(out, "    {}", evidence::sentence(session, e));
         }
         for g in session.groups_of(id) {
             let _ = writeln!(out, "    {}", group_line(session, g));

@@ -66,10 +66,11 @@ pub fn group_title(g: &BlockedGroup, now_ms: u64) -> String {
 fn channel_lines(s: &Session, g: &BlockedGroup, width: usize, out: &mut Vec<Line<'static>>) {
     let room = width.saturating_sub(INDENT.len() + LABEL_W + 12);
     let st = stall(g, s.now_ms);
+    let why = crate::report::evidence::why(&st);
     let text = if st.stalled_ms + 1000 >= st.waiting_ms {
-        format!("{} without progress: {}", age(st.stalled_ms), st.why)
+        format!("{} without progress: {why}", age(st.stalled_ms))
     } else {
-        format!("{}: {}", age(st.waiting_ms), st.why)
+        format!("{}: {why}", age(st.waiting_ms))
     };
     let wrap_room = width.saturating_sub(INDENT.len() + LABEL_W).max(20);
     for (i, piece) in wrap(&text, wrap_room).into_iter().enumerate() {
@@ -289,7 +290,7 @@ fn task_lines(app: &App, site: u32, g: Option<&BlockedGroup>, out: &mut Vec<Line
 }
 
 /// The verdict and the sentences it rests on.
-fn verdict_lines(v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'static>>) {
+fn verdict_lines(s: &Session, v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'static>>) {
     let Some(v) = v.filter(|v| v.verdict != Verdict::None) else {
         out.push(kv(
             "verdict",
@@ -308,8 +309,8 @@ fn verdict_lines(v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'stat
         ],
     ));
     let room = width.saturating_sub(INDENT.len() + LABEL_W + 2).max(20);
-    for sentence in &v.evidence {
-        for (i, piece) in wrap(sentence, room).into_iter().enumerate() {
+    for sentence in crate::report::evidence::sentences(s, v) {
+        for (i, piece) in wrap(&sentence, room).into_iter().enumerate() {
             let bullet = if i == 0 { "· " } else { "  " };
             out.push(cont(vec![Span::styled(
                 format!("{bullet}{piece}"),
@@ -375,7 +376,7 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     }
     out.push(cont(vec![Span::styled(more.join(" · "), theme::dim())]));
     let verdict = assess_site(s, row.site, &app.thresholds);
-    verdict_lines(verdict.as_ref(), w, &mut out);
+    verdict_lines(s, verdict.as_ref(), w, &mut out);
     out.push(Line::default());
 
     let groups = app.site_groups(row.site);
