@@ -223,7 +223,7 @@ fn target_session(
                 .map(|a| record::parse_at(a, duration))
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let (session, src) = record::session_of(src, at_ms);
+            let (session, src) = driver::session_of(src, at_ms);
             if let Some(w) = src.warning() {
                 eprintln!("leaktop: warning: {w}");
             }

@@ -34,6 +34,8 @@ mod clock;
 #[cfg(feature = "runtime")]
 mod history;
 #[cfg(feature = "runtime")]
+mod instrumented;
+#[cfg(feature = "runtime")]
 pub mod procinfo;
 #[cfg(feature = "runtime")]
 mod registry;
@@ -43,8 +45,6 @@ mod server;
 mod stack;
 #[cfg(feature = "runtime")]
 pub mod sync;
-#[cfg(feature = "runtime")]
-mod instrumented;
 #[cfg(feature = "runtime")]
 pub mod testing;
 

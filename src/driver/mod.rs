@@ -23,8 +23,8 @@ use leaktop_agent::wire::{AgentMsg, ClientMsg};
 
 use crate::attach::{AttachError, Connection};
 use crate::model::Session;
-use crate::record::Tee;
-use crate::source::{Event, LiveSource, Source, Symbolize};
+use crate::record::{RecordingSource, Tee};
+use crate::source::{Event, LiveSource, Refold, Saved, Source, Symbolize, Timeline};
 
 /// Where drained events go: the model's session, or a view's state around it.
 pub trait Fold {
@@ -41,6 +41,32 @@ impl Fold for Session {
     fn session(&self) -> &Session {
         self
     }
+}
+
+impl Refold for Session {
+    fn fold(&mut self, ev: &Event) {
+        self.apply(ev);
+    }
+
+    fn save(&self) -> Saved {
+        std::sync::Arc::new(self.clone())
+    }
+
+    fn restore(&mut self, saved: Option<&Saved>) {
+        *self = saved
+            .and_then(|s| s.downcast_ref::<Session>())
+            .cloned()
+            .unwrap_or_default();
+    }
+}
+
+/// Folds an opened recording up to `at_ms` (the end when `None`): what `leaktop dump` and
+/// `leaktop check` show of a recording.
+pub fn session_of(mut src: RecordingSource, at_ms: Option<u64>) -> (Session, RecordingSource) {
+    let mut session = Session::new();
+    let t = at_ms.unwrap_or(u64::MAX);
+    src.seek(t, &mut session);
+    (session, src)
 }
 
 /// When a [`drain`] stops (besides the source ending).

@@ -23,7 +23,7 @@
 //!   `r` key).
 //! - [`Reader`] reads frames back, never panicking on any bytes; [`RecordingSource`] is
 //!   the replay [`Source`](crate::source::Source) with a
-//!   [`Timeline`](crate::source::Timeline); [`session_of`] folds a file up to a time
+//!   [`Timeline`](crate::source::Timeline); `driver::session_of` folds a file up to a time
 //!   (`leaktop dump s.ltrec --at 5m`).
 
 // Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
@@ -40,7 +40,7 @@ use std::path::PathBuf;
 
 pub use format::{Meta, SymbolEntry, FORMAT_VERSION};
 pub use reader::{Entry, Item, OpenError, Reader, Summary, Tail};
-pub use replay::{session_of, RecordingSource};
+pub use replay::RecordingSource;
 pub use tee::{RecordState, Tee};
 pub use writer::{RecordOptions, RecordStats, Recorder, WriteError};
 

@@ -15,8 +15,7 @@ use leaktop_agent::wire::{AgentHello, AgentMsg, ClientMsg, StackId};
 use super::format::Meta;
 use super::reader::{summarize, Entry, Item, OpenError, Reader, Summary};
 use crate::frame::{Frame, FrameClass};
-use crate::model::Session;
-use crate::source::{Event, Source, Timeline};
+use crate::source::{Event, Refold, Saved, Source, Timeline};
 
 /// Slowest and fastest playback.
 pub const MIN_SPEED: f64 = 1.0 / 64.0;
@@ -28,11 +27,11 @@ const CHECKPOINT_EVERY_MS: u64 = 10_000;
 const MAX_CHECKPOINTS: u64 = 128;
 
 /// The replay's state just before the frame `pending`: every frame up to `from_ms` is
-/// folded into `session`. Good for any seek to `from_ms` or later.
+/// folded into `saved`. Good for any seek to `from_ms` or later.
 #[derive(Debug, Clone)]
 struct Checkpoint {
     from_ms: u64,
-    session: Session,
+    saved: Saved,
     reader: Reader,
     pending: Entry,
     end_sent: bool,
@@ -248,7 +247,7 @@ impl RecordingSource {
 
     /// Keeps the state before `next` (the frame about to be folded) when it is far enough
     /// from the last checkpoint.
-    fn maybe_checkpoint(&mut self, next: &Entry, session: &Session) {
+    fn maybe_checkpoint(&mut self, next: &Entry, into: &dyn Refold) {
         let due = self
             .checkpoints
             .last()
@@ -258,7 +257,7 @@ impl RecordingSource {
         if self.checkpointing && due && next.t_ms > self.folded_ms {
             self.checkpoints.push(Checkpoint {
                 from_ms: self.folded_ms,
-                session: session.clone(),
+                saved: into.save(),
                 reader: self.reader.clone(),
                 pending: next.clone(),
                 end_sent: self.end_sent,
@@ -266,13 +265,13 @@ impl RecordingSource {
         }
     }
 
-    /// Folds every frame up to `t_ms` into `session`.
-    fn fold_until(&mut self, t_ms: u64, session: &mut Session) {
+    /// Folds every frame up to `t_ms` into `into`.
+    fn fold_until(&mut self, t_ms: u64, into: &mut dyn Refold) {
         loop {
             let entry = self.take_entry();
             if let Some(e) = &entry {
                 if e.t_ms <= t_ms {
-                    self.maybe_checkpoint(e, session);
+                    self.maybe_checkpoint(e, into);
                     self.folded_ms = e.t_ms;
                 }
             }
@@ -280,7 +279,7 @@ impl RecordingSource {
                 Some(e) if e.t_ms <= t_ms => {
                     self.queue(e.item);
                     for ev in self.queued.drain(..) {
-                        session.apply(&ev);
+                        into.fold(&ev);
                     }
                 }
                 Some(e) => {
@@ -288,8 +287,7 @@ impl RecordingSource {
                     return;
                 }
                 None => {
-                    let reason = self.end_reason();
-                    session.end(&reason);
+                    into.fold(&Event::End(self.end_reason()));
                     self.end_sent = true;
                     return;
                 }
@@ -418,7 +416,7 @@ impl Timeline for RecordingSource {
         &self.summary.snapshot_times
     }
 
-    fn seek(&mut self, t_ms: u64, session: &mut Session) {
+    fn seek(&mut self, t_ms: u64, into: &mut dyn Refold) {
         self.tick();
         self.checkpointing = true;
         let t = t_ms.min(self.summary.duration_ms);
@@ -428,7 +426,7 @@ impl Timeline for RecordingSource {
             match self.checkpoints.iter().rev().find(|c| c.from_ms <= t) {
                 Some(c) => {
                     let c = c.clone();
-                    *session = c.session;
+                    into.restore(Some(&c.saved));
                     self.reader = c.reader;
                     self.pending = Some(c.pending);
                     self.queued.clear();
@@ -436,22 +434,13 @@ impl Timeline for RecordingSource {
                     self.folded_ms = c.from_ms;
                 }
                 None => {
-                    *session = Session::new();
+                    into.restore(None);
                     self.rewind_reader();
                 }
             }
         }
-        self.fold_until(t, session);
+        self.fold_until(t, into);
         self.pos_ms = t as f64;
         self.last_tick = Instant::now();
     }
-}
-
-/// Folds an opened recording up to `at_ms` (the end when `None`): what `leaktop dump` and
-/// `leaktop check` show of a recording.
-pub fn session_of(mut src: RecordingSource, at_ms: Option<u64>) -> (Session, RecordingSource) {
-    let mut session = Session::new();
-    let t = at_ms.unwrap_or(u64::MAX);
-    src.seek(t, &mut session);
-    (session, src)
 }

@@ -13,9 +13,10 @@ use leaktop_agent::wire::{
 
 use super::format::{self, SymbolEntry, FILE_HEADER_LEN, FORMAT_VERSION};
 use super::reader::{summarize, Damage, Entry, Item, OpenError, Reader, Tail};
-use super::replay::{session_of, RecordingSource};
+use super::replay::RecordingSource;
 use super::tee::Tee;
 use super::writer::{RecordOptions, Recorder, WriteError};
+use crate::driver::session_of;
 use crate::frame::{Frame, FrameClass};
 use crate::model::Session;
 use crate::source::{Event, Source};

@@ -16,7 +16,6 @@ use std::time::Duration;
 use leaktop_agent::wire::{AgentHello, AgentMsg, ClientMsg, StackId};
 
 use crate::frame::Frame;
-use crate::model::Session;
 
 pub use live::LiveSource;
 pub use symbols::{Resolver, Symbolize, SYMBOLS_WAIT};
@@ -82,6 +81,20 @@ pub trait Recorder {
     fn recording_status(&self) -> Option<String>;
 }
 
+/// A saved copy of a folded state (a replay's checkpoint).
+pub type Saved = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// What a [`Timeline`] folds into when it moves: the model's session, seen from here
+/// only through this, so the source depends on nothing above it.
+pub trait Refold {
+    /// Folds one event.
+    fn fold(&mut self, ev: &Event);
+    /// A copy of the state, kept as a checkpoint.
+    fn save(&self) -> Saved;
+    /// Back to a saved state; `None`: the state before any event.
+    fn restore(&mut self, saved: Option<&Saved>);
+}
+
 /// Playback controls of a recorded source. Times are ms of recording time (receive time
 /// since the recording started). A source with a timeline yields events only up to its
 /// playback position, which moves while playing.
@@ -100,12 +113,12 @@ pub trait Timeline {
     /// Receive times of the recorded snapshots, ascending: the steps of ←/→.
     fn snapshot_times(&self) -> &[u64];
     /// Moves the playback position to `t_ms` (clamped to the recording) and brings
-    /// `session` to the state at that time. `session` must be the fold of exactly what this
+    /// `into` to the state at that time. `into` must be the fold of exactly what this
     /// source yielded so far: going forward folds the frames in between into it, going
-    /// back refolds it from the start.
-    fn seek(&mut self, t_ms: u64, session: &mut Session);
+    /// back restores it to a checkpoint (or the start) and folds on from there.
+    fn seek(&mut self, t_ms: u64, into: &mut dyn Refold);
     /// Moves to the next (or previous) snapshot and pauses there.
-    fn step(&mut self, forward: bool, session: &mut Session) {
+    fn step(&mut self, forward: bool, into: &mut dyn Refold) {
         let pos = self.position_ms();
         let times = self.snapshot_times();
         let target = if forward {
@@ -115,12 +128,12 @@ pub trait Timeline {
         };
         self.set_playing(false);
         match target {
-            Some(t) => self.seek(t, session),
+            Some(t) => self.seek(t, into),
             None if forward => {
                 let end = self.duration_ms();
-                self.seek(end, session)
+                self.seek(end, into)
             }
-            None => self.seek(0, session),
+            None => self.seek(0, into),
         }
     }
 }
