@@ -299,29 +299,7 @@ impl Connection {
             path: path.to_path_buf(),
             source,
         };
-        let stream = match UnixStream::connect(path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let pid_alive = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                return Err(AttachError::Stale {
-                    path: path.to_path_buf(),
-                    pid_alive,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
-                return Err(AttachError::PermissionDenied {
-                    path: path.to_path_buf(),
-                    owner,
-                    me: our_uid(),
-                });
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let stream = connect(path)?;
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(io)?;
@@ -343,16 +321,24 @@ impl Connection {
             },
             path: path.to_path_buf(),
         };
+        conn.hello = conn.handshake()?;
+        conn.stream.set_read_timeout(None).map_err(io)?;
+        Ok(conn)
+    }
+
+    /// Says hello and reads the agent's.
+    fn handshake(&mut self) -> Result<AgentHello, AttachError> {
+        let path = self.path.clone();
         // An agent that refuses us (another uid, too many clients) says why at once and
         // closes: our hello may then meet a closed socket, but the reason is still there
         // to read, so a failed send is reported only if no answer follows.
-        let sent = conn.send(&ClientMsg::Hello {
+        let sent = self.send(&ClientMsg::Hello {
             protocol: wire::PROTOCOL_VERSION,
             client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
         });
         // One deadline for the whole hello: a peer that dribbles bytes cannot hold us.
         let mut until = Deadline {
-            stream: &conn.stream,
+            stream: &self.stream,
             until: Instant::now() + HANDSHAKE_TIMEOUT,
         };
         let first = recv_from(&mut until, wire::MAX_CLIENT_FRAME);
@@ -361,59 +347,9 @@ impl Connection {
                 return Err(e);
             }
         }
-        let first = first.map_err(|e| match e {
-            RecvError::Timeout => AttachError::Timeout {
-                path: path.to_path_buf(),
-            },
-            RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
-                Some(pid) => AttachError::Exited {
-                    pid,
-                    path: path.to_path_buf(),
-                },
-                None => AttachError::NotAnAgent {
-                    path: path.to_path_buf(),
-                    detail: "it closed the connection without a hello".into(),
-                },
-            },
-            RecvError::Wire(e) => AttachError::NotAnAgent {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
-        })?;
-        match first {
-            AgentMsg::Hello(hello) => {
-                if hello.protocol < wire::MIN_PROTOCOL_VERSION
-                    || hello.protocol > wire::PROTOCOL_VERSION
-                {
-                    return Err(AttachError::VersionMismatch {
-                        pid: hello.pid,
-                        ours_min: wire::MIN_PROTOCOL_VERSION,
-                        ours_max: wire::PROTOCOL_VERSION,
-                        theirs: hello.protocol,
-                        agent_version: hello.agent_version,
-                    });
-                }
-                conn.hello = hello;
-            }
-            AgentMsg::Refused { reason } => {
-                let pid = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .unwrap_or(0);
-                return Err(AttachError::Refused { pid, reason });
-            }
-            other => {
-                return Err(AttachError::NotAnAgent {
-                    path: path.to_path_buf(),
-                    detail: format!("it answered {other:?} instead of a hello"),
-                })
-            }
-        }
-        conn.stream.set_read_timeout(None).map_err(io)?;
-        Ok(conn)
+        let first = first.map_err(|e| handshake_error(&path, e))?;
+        accept_hello(&path, first)
     }
-
     /// Sends one request.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), AttachError> {
         let frame = wire::encode_frame(msg).map_err(|e| AttachError::Io {
@@ -442,6 +378,84 @@ impl Connection {
     pub fn split(self) -> std::io::Result<(UnixStream, UnixStream)> {
         let reader = self.stream.try_clone()?;
         Ok((reader, self.stream))
+    }
+}
+
+/// Connects to the socket at `path`; a refused connection or a denied path says why.
+fn connect(path: &Path) -> Result<UnixStream, AttachError> {
+    match UnixStream::connect(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let pid_alive =
+                pid_of_path(path).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            Err(AttachError::Stale {
+                path: path.to_path_buf(),
+                pid_alive,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
+            Err(AttachError::PermissionDenied {
+                path: path.to_path_buf(),
+                owner,
+                me: our_uid(),
+            })
+        }
+        Err(source) => Err(AttachError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Why no hello came.
+fn handshake_error(path: &Path, e: RecvError) -> AttachError {
+    match e {
+        RecvError::Timeout => AttachError::Timeout {
+            path: path.to_path_buf(),
+        },
+        RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
+            Some(pid) => AttachError::Exited {
+                pid,
+                path: path.to_path_buf(),
+            },
+            None => AttachError::NotAnAgent {
+                path: path.to_path_buf(),
+                detail: "it closed the connection without a hello".into(),
+            },
+        },
+        RecvError::Wire(e) => AttachError::NotAnAgent {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// The agent's first message: a hello of a protocol we speak, or why not.
+fn accept_hello(path: &Path, first: AgentMsg) -> Result<AgentHello, AttachError> {
+    match first {
+        AgentMsg::Hello(hello) => {
+            if hello.protocol < wire::MIN_PROTOCOL_VERSION
+                || hello.protocol > wire::PROTOCOL_VERSION
+            {
+                return Err(AttachError::VersionMismatch {
+                    pid: hello.pid,
+                    ours_min: wire::MIN_PROTOCOL_VERSION,
+                    ours_max: wire::PROTOCOL_VERSION,
+                    theirs: hello.protocol,
+                    agent_version: hello.agent_version,
+                });
+            }
+            Ok(hello)
+        }
+        AgentMsg::Refused { reason } => Err(AttachError::Refused {
+            pid: pid_of_path(path).unwrap_or(0),
+            reason,
+        }),
+        other => Err(AttachError::NotAnAgent {
+            path: path.to_path_buf(),
+            detail: format!("it answered {other:?} instead of a hello"),
+        }),
     }
 }
 

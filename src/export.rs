@@ -123,12 +123,20 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         .collect();
     // Stable order for diffs and for the reader: by label.
     rows.sort_by(|a, b| a.site.cmp(&b.site));
-    let now = session.now_ms;
     let mut out = String::new();
+    process_families(&mut out, session);
+    gauge_families(&mut out, &rows, session.now_ms);
+    counter_families(&mut out, &rows);
+    verdict_family(&mut out, &rows);
+    out.push_str("# EOF\n");
+    out
+}
 
+/// What the exposition is of: the target, its uptime, the sites it has seen.
+fn process_families(out: &mut String, session: &Session) {
     if let Some(h) = &session.hello {
         let mut f = family(
-            &mut out,
+            out,
             "leaktop_target",
             "info",
             None,
@@ -148,22 +156,29 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "leaktop_uptime_seconds",
         "gauge",
         Some("seconds"),
         "Time since the agent started.",
     )
-    .sample("leaktop_uptime_seconds", &[], now as f64 / 1000.0);
+    .sample(
+        "leaktop_uptime_seconds",
+        &[],
+        session.now_ms as f64 / 1000.0,
+    );
     family(
-        &mut out,
+        out,
         "leaktop_sites_seen",
         "gauge",
         None,
         "Distinct spawn sites seen, including those folded into site=\"<other>\" past the agent's site cap.",
     )
     .sample("leaktop_sites_seen", &[], session.sites_seen as f64);
+}
 
+/// The per-site gauges: counts, ages, growth, blocked tasks by operation.
+fn gauge_families(out: &mut String, rows: &[Row], now: u64) {
     type Value = fn(&Row, u64) -> f64;
     let gauges: [(&str, Option<&str>, &str, Value); 6] = [
         ("leaktop_site_live", None, "Live tasks per spawn site.", |r, _| {
@@ -209,15 +224,15 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         ),
     ];
     for (name, unit, help, value) in gauges {
-        let mut f = family(&mut out, name, "gauge", unit, help);
-        for r in &rows {
+        let mut f = family(out, name, "gauge", unit, help);
+        for r in rows {
             f.sample(name, &[("site", &r.site)], value(r, now));
         }
     }
     let name = "leaktop_site_blocked";
     let help = "Tasks blocked on instrumented channels, by operation.";
-    let mut f = family(&mut out, name, "gauge", None, help);
-    for r in &rows {
+    let mut f = family(out, name, "gauge", None, help);
+    for r in rows {
         for (op, n) in [
             ("send", r.stats.blocked_send),
             ("recv", r.stats.blocked_recv),
@@ -225,6 +240,10 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             f.sample(name, &[("site", &r.site), ("op", op)], n as f64);
         }
     }
+}
+
+/// The per-site counters: spawned and completed tasks.
+fn counter_families(out: &mut String, rows: &[Row]) {
     for (name, help, get) in [
         (
             "leaktop_site_spawned",
@@ -237,20 +256,24 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             |s: &SiteStats| s.completed,
         ),
     ] {
-        let mut f = family(&mut out, name, "counter", None, help);
+        let mut f = family(out, name, "counter", None, help);
         let sample = format!("{name}_total");
-        for r in &rows {
+        for r in rows {
             f.sample(&sample, &[("site", &r.site)], get(r.stats) as f64);
         }
     }
+}
+
+/// leaktop's verdict on each site, as a stateset.
+fn verdict_family(out: &mut String, rows: &[Row]) {
     let mut f = family(
-        &mut out,
+        out,
         "leaktop_site_verdict",
         "stateset",
         None,
         "leaktop's verdict on the site (see `leaktop check`): leak, stuck, growing or none.",
     );
-    for r in &rows {
+    for r in rows {
         let current = r.verdict.map_or(Verdict::None, |v| v.verdict);
         for state in [
             Verdict::Leak,
@@ -265,8 +288,6 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             );
         }
     }
-    out.push_str("# EOF\n");
-    out
 }
 
 #[cfg(test)]

@@ -271,7 +271,8 @@ fn dump(
 }
 
 fn run_export(pid: u32, format: ExportFormat, th: &Thresholds) -> Result<ExitCode> {
-    let session = driver::snapshot_of(pid)?;
+    // The exposition has no await chains: no symbols to wait for.
+    let session = driver::snapshot(Connection::attach(pid)?, true, false)?;
     match format {
         ExportFormat::Openmetrics => out!("{}", export::openmetrics(&session, th)),
     }

@@ -2,10 +2,13 @@
 //! `goroutine?debug=1`, with `debug=2`-style blocked groups and await chains under each
 //! site) and its JSON form ([`json`], schema documented there).
 
-use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, SiteKind, StackId};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, SiteKind, SiteStats, StackId};
 
 use crate::frame::{display_name, fold, FoldMode, Folded};
-use crate::model::{Session, Thresholds, Verdict};
+use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
 
 pub mod check;
 pub mod evidence;
@@ -34,8 +37,25 @@ pub fn text(session: &Session) -> String {
 /// Await chains show the user's own frames unless `mode` is [`FoldMode::All`].
 pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
     let verdicts = crate::model::verdict::by_site(session, th);
-    use std::fmt::Write;
     let mut out = String::new();
+    dump_header(&mut out, session, th, &verdicts);
+    for (id, st) in session.sites_by_live() {
+        let _ = writeln!(out);
+        site_paragraph(&mut out, session, id, st, verdicts.get(&id), mode);
+    }
+    for note in &session.symbol_notes {
+        let _ = writeln!(out, "\nnote: {note}");
+    }
+    out
+}
+
+/// The lines above the sites: the process, the totals, notes, the verdicts' tally.
+fn dump_header(
+    out: &mut String,
+    session: &Session,
+    th: &Thresholds,
+    verdicts: &HashMap<LocId, SiteVerdict>,
+) {
     if let Some(h) = &session.hello {
         let _ = writeln!(
             out,
@@ -47,23 +67,24 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
         );
     }
     let (live, blocked) = session.totals();
-    let sites = session.sites_by_live();
     let _ = writeln!(
         out,
         "{live} live tasks in {} spawn sites, {blocked} blocked on channels",
-        sites.len()
+        session.sites_by_live().len()
     );
     if let Some(reason) = &session.ended {
         let _ = writeln!(out, "note: {reason}; showing the last state received");
     }
-    if let Some(h) = &session.hello {
-        if session.sites_seen > h.site_cap as u64 {
-            let _ = writeln!(
-                out,
-                "note: {} spawn sites seen, past the agent's cap of {}: the rest are counted together as <other sites>",
-                session.sites_seen, h.site_cap
-            );
-        }
+    if let Some(h) = session
+        .hello
+        .as_ref()
+        .filter(|h| session.sites_seen > h.site_cap as u64)
+    {
+        let _ = writeln!(
+            out,
+            "note: {} spawn sites seen, past the agent's cap of {}: the rest are counted together as <other sites>",
+            session.sites_seen, h.site_cap
+        );
     }
     let count = |v: Verdict| verdicts.values().filter(|x| x.verdict == v).count();
     let _ = writeln!(
@@ -82,77 +103,85 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
             age(session.now_ms.saturating_sub(b.t_ms))
         );
     }
-    for (id, st) in sites {
-        let _ = writeln!(out);
-        let v = verdicts.get(&id);
-        let mut tags = Vec::new();
-        if let Some(v) = v {
-            if v.verdict != Verdict::None {
-                tags.push(v.verdict.name().to_uppercase());
-            }
-            if v.growth.enough_data {
-                tags.push(format!("{:+.1}/min", v.rate_per_min));
-            }
+}
+
+/// One site: its counts and verdict, its tasks' states, the change since the baseline,
+/// the evidence, then its blocked groups with their await chains.
+fn site_paragraph(
+    out: &mut String,
+    session: &Session,
+    id: LocId,
+    st: &SiteStats,
+    v: Option<&SiteVerdict>,
+    mode: FoldMode,
+) {
+    let mut tags = Vec::new();
+    if let Some(v) = v {
+        if v.verdict != Verdict::None {
+            tags.push(v.verdict.name().to_uppercase());
         }
+        if v.growth.enough_data {
+            tags.push(format!("{:+.1}/min", v.rate_per_min));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} live ({} spawned, {} done) @ {}{}",
+        st.live,
+        st.spawned,
+        st.completed,
+        site_label(session, id, st.kind),
+        if tags.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", tags.join(", "))
+        }
+    );
+    let states = task_states(session, st);
+    if !states.is_empty() {
+        let _ = writeln!(out, "    {}", states.join(", "));
+    }
+    if let Some(d) = session.delta(id) {
         let _ = writeln!(
             out,
-            "{} live ({} spawned, {} done) @ {}{}",
-            st.live,
-            st.spawned,
-            st.completed,
-            site_label(session, id, st.kind),
-            if tags.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", tags.join(", "))
-            }
+            "    Δ {:+} live ({:+.1}/min), {} spawned, {} done",
+            d.live,
+            d.live_per_min(),
+            d.spawned,
+            d.completed
         );
-        let mut states = Vec::new();
-        if st.running > 0 {
-            states.push(format!("{} running", st.running));
-        }
-        if st.idle() > 0 {
-            states.push(format!("{} idle", st.idle()));
-        }
-        if st.blocked_send > 0 {
-            states.push(format!("{} blocked on send", st.blocked_send));
-        }
-        if st.blocked_recv > 0 {
-            states.push(format!("{} blocked on recv", st.blocked_recv));
-        }
-        if let Some(oldest) = st.oldest_live_ms {
-            states.push(format!(
-                "oldest {}",
-                age(session.now_ms.saturating_sub(oldest))
-            ));
-        }
-        if !states.is_empty() {
-            let _ = writeln!(out, "    {}", states.join(", "));
-        }
-        if let Some(d) = session.delta(id) {
-            let _ = writeln!(
-                out,
-                "    Δ {:+} live ({:+.1}/min), {} spawned, {} done",
-                d.live,
-                d.live_per_min(),
-                d.spawned,
-                d.completed
-            );
-        }
-        for e in v.iter().flat_map(|v| &v.evidence) {
-            let _ = writeln!(out, "    {}", evidence::sentence(session, e));
-        }
-        for g in session.groups_of(id) {
-            let _ = writeln!(out, "    {}", group_line(session, g));
-            for line in chain_lines(session, g.key.stack, mode) {
-                let _ = writeln!(out, "        {line}");
-            }
+    }
+    for e in v.iter().flat_map(|v| &v.evidence) {
+        let _ = writeln!(out, "    {}", evidence::sentence(session, e));
+    }
+    for g in session.groups_of(id) {
+        let _ = writeln!(out, "    {}", group_line(session, g));
+        for line in chain_lines(session, g.key.stack, mode) {
+            let _ = writeln!(out, "        {line}");
         }
     }
-    for note in &session.symbol_notes {
-        let _ = writeln!(out, "\nnote: {note}");
+}
+
+/// `1 idle, 53 blocked on send, oldest 4.0s`.
+fn task_states(session: &Session, st: &SiteStats) -> Vec<String> {
+    let mut states = Vec::new();
+    for (n, what) in [
+        (st.running, "running"),
+        (st.idle(), "idle"),
+        (st.blocked_send, "blocked on send"),
+        (st.blocked_recv, "blocked on recv"),
+    ] {
+        if n > 0 {
+            states.push(format!("{n} {what}"));
+        }
     }
-    out
+    if let Some(oldest) = st.oldest_live_ms {
+        states.push(format!(
+            "oldest {}",
+            age(session.now_ms.saturating_sub(oldest))
+        ));
+    }
+    states
 }
 
 /// `4211 tasks [chan send, 5m12s] at src/a.rs:22:18 on mpsc(cap 1, len 1, 1 sender,

@@ -140,7 +140,7 @@ fn filter_active() {
     check("filter_active", |w, h| {
         let mut app = app_with(&stream::leaky(), w, h);
         type_keys(&mut app, "/ws/");
-        assert!(app.filter_editing);
+        assert_eq!(app.mode, crate::tui::app::Mode::Filter);
         app
     });
 }
