@@ -378,36 +378,15 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
     } else {
         Verdict::None
     };
-
-    let mut evidence = Vec::new();
-    if verdict != Verdict::None {
-        if g.growing {
-            evidence.push(Evidence::Growth(g));
-        }
-        let limit = if verdict == Verdict::Leak {
-            th.min_age_ms
-        } else {
-            th.stuck_age_ms
-        };
-        evidence.extend(over(limit).take(3).cloned().map(Evidence::Stalled));
-        if verdict == Verdict::Leak && stuck_tasks == 0 {
-            evidence.extend(
-                piling_up
-                    .iter()
-                    .take(3)
-                    .map(|s| Evidence::PilingUp((*s).clone())),
-            );
-        }
-        if verdict == Verdict::Leak && stuck_tasks == 0 && piling_up.is_empty() && idle_old {
-            evidence.push(Evidence::Idle {
-                tasks: idle,
-                oldest_live_ms: oldest_live_age_ms.unwrap_or(0),
-            });
-        }
-        if verdict == Verdict::Growing {
-            evidence.push(Evidence::NotStuckYet);
-        }
-    }
+    let found = Found {
+        verdict,
+        growth: g,
+        stalls: &stalls,
+        piling_up: &piling_up,
+        stuck_tasks,
+        idle_old: idle_old.then(|| (idle, oldest_live_age_ms.unwrap_or(0))),
+    };
+    let evidence = found.evidence(th);
     Some(SiteVerdict {
         site,
         kind: stats.kind,
@@ -422,4 +401,49 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
         oldest_live_age_ms,
         evidence,
     })
+}
+
+/// What a site's verdict was decided on, for [`Found::evidence`].
+struct Found<'a> {
+    verdict: Verdict,
+    growth: Growth,
+    /// Longest stalled first.
+    stalls: &'a [Stall],
+    piling_up: &'a [&'a Stall],
+    stuck_tasks: u64,
+    /// Idle tasks and the oldest live age, when they explain the growth.
+    idle_old: Option<(u64, u64)>,
+}
+
+impl Found<'_> {
+    /// The evidence of the verdict, strongest first (at most three groups of a kind).
+    fn evidence(&self, th: &Thresholds) -> Vec<Evidence> {
+        let mut evidence = Vec::new();
+        if self.verdict == Verdict::None {
+            return evidence;
+        }
+        let leak = self.verdict == Verdict::Leak;
+        if self.growth.growing {
+            evidence.push(Evidence::Growth(self.growth));
+        }
+        let limit = if leak { th.min_age_ms } else { th.stuck_age_ms };
+        let stalled = self.stalls.iter().filter(|s| s.stalled_ms >= limit).take(3);
+        evidence.extend(stalled.cloned().map(Evidence::Stalled));
+        if leak && self.stuck_tasks == 0 {
+            let piling = self.piling_up.iter().take(3);
+            evidence.extend(piling.map(|s| Evidence::PilingUp((*s).clone())));
+            if let (true, Some((tasks, oldest_live_ms))) =
+                (self.piling_up.is_empty(), self.idle_old)
+            {
+                evidence.push(Evidence::Idle {
+                    tasks,
+                    oldest_live_ms,
+                });
+            }
+        }
+        if self.verdict == Verdict::Growing {
+            evidence.push(Evidence::NotStuckYet);
+        }
+        evidence
+    }
 }

@@ -452,73 +452,16 @@ impl Symbolizer {
         opened: open::OpenedModule,
     ) -> Option<Module> {
         let name = region.path.clone();
-        let data = match elf::read_all(&opened.file) {
-            Ok(d) => d,
-            Err(e) => {
-                self.note(Note::ModuleUnavailable {
-                    module: name,
-                    reason: format!("{}: {e}", opened.via),
-                });
-                return None;
-            }
-        };
-        let own = match elf::load(&data) {
-            Ok(l) => l,
-            Err(e) => {
-                self.note(Note::ModuleUnavailable {
-                    module: name,
-                    reason: format!("{}: {e}", opened.via),
-                });
-                return None;
-            }
-        };
-        drop(data);
+        let own = self.load_own(&name, &opened)?;
         let mut bad_dwarf = None;
-        let own_dwarf = match own.dwarf {
-            Ok(d) => d,
-            Err(e) => {
-                bad_dwarf = Some(e);
-                None
-            }
-        };
+        let own_dwarf = own.dwarf.unwrap_or_else(|e| {
+            bad_dwarf = Some(e);
+            None
+        });
         let (dwarf, mut symbols, debug) = if own_dwarf.is_some() {
             (own_dwarf, own.symbols, DebugSource::Embedded)
         } else {
-            let mut search = open::DebugSearchNotes::default();
-            let found = open::find_debug_file(
-                &region.path,
-                maps.pid(),
-                &opened.probe,
-                &self.opts.debug_dirs,
-                &mut search,
-            );
-            for path in search.crc_mismatch {
-                self.note(Note::DebugLinkCrcMismatch {
-                    module: name.clone(),
-                    debug_file: path.display().to_string(),
-                });
-            }
-            match found.map(|d| (elf::load(&d.data), d.source)) {
-                Some((Ok(dbg), source)) => {
-                    let symbols = if dbg.symbols.is_empty() {
-                        own.symbols
-                    } else {
-                        dbg.symbols
-                    };
-                    match dbg.dwarf {
-                        Ok(dwarf) => (dwarf, symbols, source),
-                        Err(e) => {
-                            bad_dwarf = Some(e);
-                            (None, symbols, DebugSource::SymbolsOnly)
-                        }
-                    }
-                }
-                Some((Err(e), _)) => {
-                    bad_dwarf = Some(e);
-                    (None, own.symbols, DebugSource::SymbolsOnly)
-                }
-                None => (None, own.symbols, DebugSource::SymbolsOnly),
-            }
+            self.separate_debug(maps, region, &opened, own.symbols, &mut bad_dwarf)
         };
         let ctx = match dwarf.map(addr2line::Context::from_dwarf) {
             Some(Ok(ctx)) => Some(ctx),
@@ -528,12 +471,6 @@ impl Symbolizer {
             }
             None => None,
         };
-        if let Some(message) = bad_dwarf {
-            self.note(Note::BadDebugInfo {
-                module: name.clone(),
-                message,
-            });
-        }
         let debug = if ctx.is_some() {
             debug
         } else if symbols.is_empty() {
@@ -541,15 +478,7 @@ impl Symbolizer {
         } else {
             DebugSource::SymbolsOnly
         };
-        match debug {
-            DebugSource::Nothing => self.note(Note::NoSymbols {
-                module: name.clone(),
-            }),
-            DebugSource::SymbolsOnly => self.note(Note::NoDebugInfo {
-                module: name.clone(),
-            }),
-            _ => {}
-        }
+        self.note_quality(&name, &debug, bad_dwarf);
         symbols.shrink_to_fit();
         let info = ModuleInfo {
             path: name,
@@ -558,6 +487,91 @@ impl Symbolizer {
             debug,
         };
         Some(Module::new(info, opened.probe.loads, ctx, symbols))
+    }
+
+    /// The module file itself, read and parsed; `None` (with a note) when it cannot be.
+    fn load_own(&mut self, name: &str, opened: &open::OpenedModule) -> Option<elf::Loaded> {
+        let loaded = elf::read_all(&opened.file)
+            .map_err(|e| e.to_string())
+            .and_then(|data| elf::load(&data));
+        loaded
+            .map_err(|e| {
+                self.note(Note::ModuleUnavailable {
+                    module: name.to_string(),
+                    reason: format!("{}: {e}", opened.via),
+                })
+            })
+            .ok()
+    }
+
+    /// DWARF (and better symbols) from a separate debug file, when the module has none
+    /// of its own: `.gnu_debuglink` and build-id files.
+    fn separate_debug(
+        &mut self,
+        maps: &ProcessMaps,
+        region: &Region,
+        opened: &open::OpenedModule,
+        own_symbols: Vec<elf::Symbol>,
+        bad_dwarf: &mut Option<String>,
+    ) -> (
+        Option<gimli::Dwarf<elf::Reader>>,
+        Vec<elf::Symbol>,
+        DebugSource,
+    ) {
+        let mut search = open::DebugSearchNotes::default();
+        let found = open::find_debug_file(
+            &region.path,
+            maps.pid(),
+            &opened.probe,
+            &self.opts.debug_dirs,
+            &mut search,
+        );
+        for path in search.crc_mismatch {
+            self.note(Note::DebugLinkCrcMismatch {
+                module: region.path.clone(),
+                debug_file: path.display().to_string(),
+            });
+        }
+        match found.map(|d| (elf::load(&d.data), d.source)) {
+            Some((Ok(dbg), source)) => {
+                let symbols = if dbg.symbols.is_empty() {
+                    own_symbols
+                } else {
+                    dbg.symbols
+                };
+                match dbg.dwarf {
+                    Ok(dwarf) => (dwarf, symbols, source),
+                    Err(e) => {
+                        *bad_dwarf = Some(e);
+                        (None, symbols, DebugSource::SymbolsOnly)
+                    }
+                }
+            }
+            Some((Err(e), _)) => {
+                *bad_dwarf = Some(e);
+                (None, own_symbols, DebugSource::SymbolsOnly)
+            }
+            None => (None, own_symbols, DebugSource::SymbolsOnly),
+        }
+    }
+
+    /// Notes what the user should know about a module's debug info.
+    fn note_quality(&mut self, name: &str, debug: &DebugSource, bad_dwarf: Option<String>) {
+        if let Some(message) = bad_dwarf {
+            self.note(Note::BadDebugInfo {
+                module: name.to_string(),
+                message,
+            });
+        }
+        match debug {
+            DebugSource::Nothing => self.note(Note::NoSymbols {
+                module: name.to_string(),
+            }),
+            DebugSource::SymbolsOnly => self.note(Note::NoDebugInfo {
+                module: name.to_string(),
+            }),
+            _ => {}
+        }
     }
 }
 
