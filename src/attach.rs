@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use leaktop_agent::paths;
+
+use crate::proc;
 use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
 
 /// How long the handshake may take before the agent counts as not answering.
@@ -70,9 +72,7 @@ fn our_uid() -> u32 {
 
 /// The effective uid of `pid`, from `/proc/<pid>/status`.
 pub fn process_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+    proc::uid(pid)
 }
 
 /// The pid a socket path is named for.
@@ -82,17 +82,6 @@ fn pid_of_path(path: &Path) -> Option<u32> {
         .and_then(paths::pid_of_socket_name)
 }
 
-/// True when `pid` has exited (gone, or a zombie not yet reaped).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 /// True when `pid` is gone or goes within a moment. A dying process closes its sockets
 /// before /proc shows it as a zombie, so a connection closed without a word is given a
 /// short grace to be explained by the exit (regression: "not a leaktop agent socket" for a
@@ -100,7 +89,7 @@ fn process_gone(pid: u32) -> bool {
 fn gone_soon(pid: u32) -> bool {
     let until = Instant::now() + Duration::from_millis(250);
     loop {
-        if process_gone(pid) {
+        if proc::gone(pid) {
             return true;
         }
         if Instant::now() >= until {
@@ -110,23 +99,13 @@ fn gone_soon(pid: u32) -> bool {
     }
 }
 
-/// Reads one variable of `pid`'s environment (same uid or root only).
-fn process_env(pid: u32, key: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0).find_map(|kv| {
-        let kv = std::str::from_utf8(kv).ok()?;
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.to_string())
-    })
-}
-
 /// Directories where `pid`'s socket may be, most specific first: the target's own
 /// environment (it decided where to bind), ours, and the per-uid fallback.
 pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let target_uid = process_uid(pid);
     if let Some(uid) = target_uid {
-        dirs.push(paths::socket_dir_with(|k| process_env(pid, k), uid));
+        dirs.push(paths::socket_dir_with(|k| proc::env(pid, k), uid));
     }
     dirs.push(paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid()));
     if let Some(uid) = target_uid {
@@ -142,14 +121,9 @@ pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
 /// Directories of bound Unix sockets named `<digits>.sock` under a `leaktop` directory,
 /// from `/proc/net/unix`: finds agents whose directory was set in code.
 fn bound_socket_dirs() -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(7))
-        .filter(|p| p.starts_with('/') && p.contains("leaktop"))
+    proc::bound_unix_sockets()
+        .iter()
+        .filter(|p| p.contains("leaktop"))
         .filter_map(|p| {
             let path = Path::new(p);
             let name = path.file_name()?.to_str()?;
@@ -193,7 +167,7 @@ pub fn discover() -> Vec<Found> {
             found.push(Found {
                 pid,
                 path: entry.path(),
-                alive: Path::new(&format!("/proc/{pid}")).exists(),
+                alive: proc::exists(pid),
             });
         }
     }
@@ -203,7 +177,7 @@ pub fn discover() -> Vec<Found> {
 
 /// Finds the socket of `pid`.
 pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+    if !proc::exists(pid) {
         return Err(AttachError::NoProcess { pid });
     }
     let dirs = candidate_dirs(pid);
@@ -386,8 +360,7 @@ fn connect(path: &Path) -> Result<UnixStream, AttachError> {
     match UnixStream::connect(path) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            let pid_alive =
-                pid_of_path(path).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            let pid_alive = pid_of_path(path).is_some_and(proc::exists);
             Err(AttachError::Stale {
                 path: path.to_path_buf(),
                 pid_alive,

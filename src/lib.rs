@@ -15,6 +15,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod model;
+pub mod proc;
 pub mod record;
 pub mod report;
 pub mod source;

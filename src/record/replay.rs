@@ -17,6 +17,26 @@ use super::reader::{summarize, Entry, Item, OpenError, Reader, Summary};
 use crate::frame::{Frame, FrameClass};
 use crate::source::{Event, Refold, Saved, Source, Timeline};
 
+/// Where a replay's time comes from: the wall clock, or (in tests) one they move.
+pub trait Clock: Send {
+    fn now(&self) -> Instant;
+    /// Waits `d` of this clock's time.
+    fn sleep(&self, d: Duration);
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d)
+    }
+}
+
 /// Slowest and fastest playback.
 pub const MIN_SPEED: f64 = 1.0 / 64.0;
 pub const MAX_SPEED: f64 = 1024.0;
@@ -52,6 +72,7 @@ pub struct RecordingSource {
     playing: bool,
     speed: f64,
     last_tick: Instant,
+    clock: Box<dyn Clock>,
     /// Folded states along the recording, so going back starts from the nearest one
     /// instead of the start. Kept once the timeline is used (a seek), not for one-off
     /// folds like `dump --at`.
@@ -102,6 +123,7 @@ impl RecordingSource {
             playing: false,
             speed: 1.0,
             last_tick: Instant::now(),
+            clock: Box::new(SystemClock),
             end_sent: false,
             checkpoints: Vec::new(),
             checkpointing: false,
@@ -119,7 +141,14 @@ impl RecordingSource {
         self.pos_ms = at_ms.min(self.summary.duration_ms) as f64;
         self.set_speed(speed);
         self.playing = playing;
-        self.last_tick = Instant::now();
+        self.last_tick = self.clock.now();
+    }
+
+    /// Plays by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Box<dyn Clock>) -> RecordingSource {
+        self.last_tick = clock.now();
+        self.clock = clock;
+        self
     }
 
     /// The snapshot interval it was recorded at, or else the typical gap between its
@@ -193,7 +222,7 @@ impl RecordingSource {
     }
 
     fn tick(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         if self.playing {
             let dt = now.duration_since(self.last_tick).as_secs_f64() * 1000.0 * self.speed;
             self.pos_ms = (self.pos_ms + dt).min(self.summary.duration_ms as f64);
@@ -315,7 +344,7 @@ impl Source for RecordingSource {
                         self.end_sent = true;
                         return Some(Event::End(self.end_reason()));
                     }
-                    std::thread::sleep(timeout);
+                    self.clock.sleep(timeout);
                     return None;
                 }
                 Some(e) if e.t_ms as f64 <= self.pos_ms => {
@@ -333,7 +362,7 @@ impl Source for RecordingSource {
                     } else {
                         timeout
                     };
-                    std::thread::sleep(wait);
+                    self.clock.sleep(wait);
                     self.tick();
                     if due > self.pos_ms {
                         return None;
@@ -392,7 +421,7 @@ impl Timeline for RecordingSource {
             self.rewind_reader();
         }
         self.playing = playing;
-        self.last_tick = Instant::now();
+        self.last_tick = self.clock.now();
     }
 
     fn speed(&self) -> f64 {
@@ -441,6 +470,6 @@ impl Timeline for RecordingSource {
         }
         self.fold_until(t, into);
         self.pos_ms = t as f64;
-        self.last_tick = Instant::now();
+        self.last_tick = self.clock.now();
     }
 }
