@@ -61,126 +61,150 @@ pub enum Cmd {
     #[command(
         after_help = "Examples:\n  leaktop dump 1234\n  leaktop dump 1234 --format json | jq '.sites[] | select(.live > 100)'\n  leaktop dump session.ltrec --at 5m    the state 5 minutes into a recording"
     )]
-    Dump {
-        /// Process id of a program running the leaktop agent, or the path of a recording
-        /// (`./1234` for a file named like a pid).
-        #[arg(value_name = "PID|FILE")]
-        target: Target,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-        /// For a recording: the time to report (5m, 1m30s, 50%, -30s from the end, end).
-        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-        at: Option<String>,
-        /// Also show each site's change over the last DURATION (from the agent's history).
-        #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
-        baseline: Option<Duration>,
-        /// Show every frame of the await chains (runtime, std and agent frames too).
-        #[arg(long)]
-        all_frames: bool,
-        #[command(flatten)]
-        thresholds: ThresholdArgs,
-    },
+    Dump(DumpArgs),
     /// Decide whether a process leaks tasks: exit 0 no leak, 1 leak found, 2 could not check.
     #[command(
         after_help = "Without --for, decides at once from the agent's history (its last minutes of\nper-site samples); with --for, watches the process that long first.\n\nExamples:\n  leaktop check 1234\n  leaktop check 1234 --for 5m --format json\n  leaktop check 1234 --fail-on stuck     also fail on deadlocked tasks"
     )]
-    Check {
-        /// Process id of a program running the leaktop agent, or the path of a recording.
-        #[arg(value_name = "PID|FILE")]
-        target: Target,
-        /// For a recording: decide at this time (5m, 50%, -30s from the end; default: end).
-        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-        at: Option<String>,
-        /// Watch the process this long (30s, 5m, …) before deciding.
-        #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse_arg)]
-        watch: Option<Duration>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-        /// Which findings make the check fail (exit 1).
-        #[arg(long, value_enum, default_value = "leak")]
-        fail_on: FailOn,
-        #[command(flatten)]
-        thresholds: ThresholdArgs,
-    },
+    Check(CheckArgs),
     /// Record a process's session to a file without a screen, for `leaktop replay`.
     #[command(
         after_help = "Snapshots come every --interval (default 1s). Stops after --duration, when the process\nexits, or on Ctrl-C; the file is readable at every moment (a recording cut off by a\ncrash or a full disk replays up to its last whole frame).\n\nExamples:\n  leaktop record 1234 -o session.ltrec --duration 10m\n  leaktop record 1234 -o session.ltrec --interval 250ms"
     )]
-    Record {
-        /// Process id of a program running the leaktop agent.
-        pid: u32,
-        /// File to write (refused if it exists, unless --force).
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
-        /// Stop after this long (30s, 5m, 1h).
-        #[arg(long, value_name = "D", value_parser = duration::parse_arg)]
-        duration: Option<Duration>,
-        /// No progress line and no summary.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Replace FILE if it exists (never while another recorder writes it).
-        #[arg(long)]
-        force: bool,
-    },
+    Record(RecordArgs),
     /// Replay a recording in the live view: space plays/pauses, ←/→ step, [ ] speed.
     #[command(
         after_help = "Keys (besides every key of the live view; ? lists them all):\n  space        play / pause\n  ← →          previous / next snapshot\n  [ ]          slower / faster (1/64x .. 1024x)\n  { }          back / forward 10s\n  g G          start / end of the recording\n  :            jump to a time (5m, 1m30s, 50%, -30s)\n\nExamples:\n  leaktop replay session.ltrec\n  leaktop replay session.ltrec --at 5m --speed 10"
     )]
-    Replay {
-        /// A recording made by `leaktop record`, `--record` or the live view's `r` key.
-        file: PathBuf,
-        /// Start at this time (5m, 1m30s, 50%, -30s from the end, end).
-        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-        at: Option<String>,
-        /// Playback speed (1 = real time).
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
-        /// Start paused.
-        #[arg(long)]
-        paused: bool,
-        #[command(flatten)]
-        thresholds: ThresholdArgs,
-    },
+    Replay(ReplayArgs),
     /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
     #[command(
         after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\n\nExamples:\n  leaktop export 1234 > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
     )]
-    Export {
-        /// Process id of a program running the leaktop agent.
-        pid: u32,
-        #[arg(long, value_enum, default_value = "openmetrics")]
-        format: ExportFormat,
-        #[command(flatten)]
-        thresholds: ThresholdArgs,
-    },
+    Export(ExportArgs),
     /// Run a bundled leaky program as a child and show what leaktop finds in it.
     #[command(
         after_help = "The live demo judges over a 20s window with tasks stuck for 8s (unless --window is\ngiven), so its leaks are marked within seconds; a production view waits for 1 minute\nof data.\n\nExamples:\n  leaktop demo                   all seven leaks at once, live\n  leaktop demo --list            the scenarios and the seed each comes from\n  leaktop demo fan-out --fixed   the fixed twin of one scenario"
     )]
-    Demo {
-        /// Scenarios to run (default: all seven leaks at once). See --list.
-        scenarios: Vec<String>,
-        /// Run the fixed twins instead of the leaks.
-        #[arg(long)]
-        fixed: bool,
-        /// Name the scenarios, each with its story and seed, and exit.
-        #[arg(long)]
-        list: bool,
-        /// Print one report and exit instead of the live view (default when stdout is
-        /// not a terminal).
-        #[arg(long)]
-        once: bool,
-        /// Seconds to let the demo run before reporting.
-        #[arg(long, default_value_t = 2.0)]
-        warmup: f64,
-        #[command(flatten)]
-        thresholds: ThresholdArgs,
-    },
+    Demo(DemoArgs),
     #[command(name = "__demo-child", hide = true)]
     DemoChild {
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
+}
+
+/// The arguments of `leaktop dump`.
+#[derive(clap::Args, Debug)]
+pub struct DumpArgs {
+    /// Process id of a program running the leaktop agent, or the path of a recording
+    /// (`./1234` for a file named like a pid).
+    #[arg(value_name = "PID|FILE")]
+    pub target: Target,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// For a recording: the time to report (5m, 1m30s, 50%, -30s from the end, end).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub at: Option<String>,
+    /// Also show each site's change over the last DURATION (from the agent's history).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_arg)]
+    pub baseline: Option<Duration>,
+    /// Show every frame of the await chains (runtime, std and agent frames too).
+    #[arg(long)]
+    pub all_frames: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+/// The arguments of `leaktop check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Process id of a program running the leaktop agent, or the path of a recording.
+    #[arg(value_name = "PID|FILE")]
+    pub target: Target,
+    /// For a recording: decide at this time (5m, 50%, -30s from the end; default: end).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub at: Option<String>,
+    /// Watch the process this long (30s, 5m, …) before deciding.
+    #[arg(long = "for", value_name = "DURATION", value_parser = duration::parse_arg)]
+    pub watch: Option<Duration>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Which findings make the check fail (exit 1).
+    #[arg(long, value_enum, default_value = "leak")]
+    pub fail_on: FailOn,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+/// The arguments of `leaktop record`.
+#[derive(clap::Args, Debug)]
+pub struct RecordArgs {
+    /// Process id of a program running the leaktop agent.
+    pub pid: u32,
+    /// File to write (refused if it exists, unless --force).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this long (30s, 5m, 1h).
+    #[arg(long, value_name = "D", value_parser = duration::parse_arg)]
+    pub duration: Option<Duration>,
+    /// No progress line and no summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace FILE if it exists (never while another recorder writes it).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The arguments of `leaktop replay`.
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// A recording made by `leaktop record`, `--record` or the live view's `r` key.
+    pub file: PathBuf,
+    /// Start at this time (5m, 1m30s, 50%, -30s from the end, end).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub at: Option<String>,
+    /// Playback speed (1 = real time).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Start paused.
+    #[arg(long)]
+    pub paused: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+/// The arguments of `leaktop export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Process id of a program running the leaktop agent.
+    pub pid: u32,
+    #[arg(long, value_enum, default_value = "openmetrics")]
+    pub format: ExportFormat,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+}
+
+/// The arguments of `leaktop demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Scenarios to run (default: all seven leaks at once). See --list.
+    pub scenarios: Vec<String>,
+    /// Run the fixed twins instead of the leaks.
+    #[arg(long)]
+    pub fixed: bool,
+    /// Name the scenarios, each with its story and seed, and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Print one report and exit instead of the live view (default when stdout is
+    /// not a terminal).
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds to let the demo run before reporting.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 /// Output format of `dump` and `check`.
@@ -317,7 +341,7 @@ mod tests {
     fn demo_args(args: &[&str]) -> ThresholdArgs {
         let cli = Cli::try_parse_from([&["leaktop", "demo"], args].concat()).expect("parses");
         match cli.command {
-            Some(Cmd::Demo { thresholds, .. }) => thresholds,
+            Some(Cmd::Demo(d)) => d.thresholds,
             other => panic!("not the demo: {other:?}"),
         }
     }

@@ -2,7 +2,6 @@
 //! [`leaktop::driver`], print what [`leaktop::report`] words. Library errors are typed
 //! (thiserror); here they become a one-line message and exit code 2.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -12,10 +11,13 @@ use anyhow::Result;
 use clap::Parser;
 
 use leaktop::attach::{self, Connection};
-use leaktop::cli::{self, Cli, Cmd, ExportFormat, Format, Target, ThresholdArgs};
+use leaktop::cli::{
+    self, CheckArgs, Cli, Cmd, DemoArgs, DumpArgs, ExportFormat, Format, RecordArgs, ReplayArgs,
+    Target,
+};
 use leaktop::driver::{self, record::Options as RecordOptions, view};
 use leaktop::frame::FoldMode;
-use leaktop::model::check::{self, DataFrom, FailOn};
+use leaktop::model::check::{self, DataFrom};
 use leaktop::model::{Session, Thresholds};
 use leaktop::{demo, export, record, report};
 
@@ -79,72 +81,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     match command {
         Cmd::List { verbose } => list(verbose),
-        Cmd::Dump {
-            target,
-            format,
-            at,
-            baseline,
-            all_frames,
-            thresholds,
-        } => {
-            let mode = if all_frames {
-                FoldMode::All
-            } else {
-                FoldMode::UserOnly
-            };
-            dump(&target, format, at.as_deref(), baseline, mode, &thresholds)
+        Cmd::Dump(a) => dump(&a),
+        Cmd::Export(a) => run_export(a.pid, a.format, &a.thresholds.thresholds(None)),
+        Cmd::Check(a) => run_check(&a),
+        Cmd::Record(a) => record_cmd(&a, cli.interval),
+        Cmd::Replay(a) => replay(&a),
+        Cmd::Demo(a) if a.list => {
+            out!("{}", demo::list_text());
+            Ok(ExitCode::SUCCESS)
         }
-        Cmd::Export {
-            pid,
-            format,
-            thresholds,
-        } => run_export(pid, format, &thresholds.thresholds(None)),
-        Cmd::Check {
-            target,
-            at,
-            watch,
-            format,
-            fail_on,
-            thresholds,
-        } => run_check(&target, at.as_deref(), watch, format, fail_on, &thresholds),
-        Cmd::Record {
-            pid,
-            output,
-            duration,
-            quiet,
-            force,
-        } => record_cmd(
-            pid,
-            &output,
-            &RecordOptions {
-                interval: cli.interval,
-                duration,
-                force,
-                progress: !quiet,
-            },
-            quiet,
-        ),
-        Cmd::Replay {
-            file,
-            at,
-            speed,
-            paused,
-            thresholds,
-        } => replay(&file, at.as_deref(), speed, paused, &thresholds),
-        Cmd::Demo {
-            scenarios,
-            fixed,
-            list,
-            once,
-            warmup,
-            thresholds,
-        } => {
-            if list {
-                out!("{}", demo::list_text());
-                return Ok(ExitCode::SUCCESS);
-            }
-            run_demo(&scenarios, fixed, once, warmup, cli.interval, &thresholds)
-        }
+        Cmd::Demo(a) => run_demo(&a, cli.interval),
         Cmd::DemoChild { args } => demo::run_child(&args),
     }
 }
@@ -165,14 +111,9 @@ fn live(pid: u32, options: view::Options) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(
-    file: &Path,
-    at: Option<&str>,
-    speed: f64,
-    paused: bool,
-    thresholds: &ThresholdArgs,
-) -> Result<ExitCode> {
+fn replay(a: &ReplayArgs) -> Result<ExitCode> {
     use std::io::IsTerminal;
+    let (file, at) = (&a.file, a.at.as_deref());
     let mut source = record::RecordingSource::open(file)?;
     if let Some(w) = source.warning() {
         eprintln!("leaktop: warning: {w}");
@@ -190,9 +131,9 @@ fn replay(
             file.display()
         );
     }
-    source.start_at(start_at.unwrap_or(0), speed, !paused);
+    source.start_at(start_at.unwrap_or(0), a.speed, !a.paused);
     let mut options = view::Options::new(source.interval());
-    options.thresholds = thresholds.thresholds(None);
+    options.thresholds = a.thresholds.thresholds(None);
     view::run_replay(source, &options)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -235,25 +176,23 @@ fn target_session(
     }
 }
 
-fn dump(
-    target: &Target,
-    format: Format,
-    at: Option<&str>,
-    baseline: Option<Duration>,
-    mode: FoldMode,
-    thresholds: &ThresholdArgs,
-) -> Result<ExitCode> {
+fn dump(a: &DumpArgs) -> Result<ExitCode> {
+    let mode = if a.all_frames {
+        FoldMode::All
+    } else {
+        FoldMode::UserOnly
+    };
     let (mut session, recording) = target_session(
-        target,
-        at,
+        &a.target,
+        a.at.as_deref(),
         "record it with `leaktop record PID -o FILE`, then dump FILE --at TIME",
     )?;
-    if let Some(back) = baseline {
+    if let Some(back) = a.baseline {
         let back = back.as_millis().min(u64::MAX as u128) as u64;
         session.mark_baseline_at(session.now_ms.saturating_sub(back));
     }
-    let th = thresholds.thresholds(None);
-    match format {
+    let th = a.thresholds.thresholds(None);
+    match a.format {
         Format::Text => {
             if let Some((path, at, duration)) = recording {
                 outln!(
@@ -279,14 +218,8 @@ fn run_export(pid: u32, format: ExportFormat, th: &Thresholds) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_check(
-    target: &Target,
-    at: Option<&str>,
-    watch: Option<Duration>,
-    format: Format,
-    fail_on: FailOn,
-    thresholds: &ThresholdArgs,
-) -> Result<ExitCode> {
+fn run_check(a: &CheckArgs) -> Result<ExitCode> {
+    let (target, at, watch, fail_on) = (&a.target, a.at.as_deref(), a.watch, a.fail_on);
     let session = match (target, watch) {
         (Target::Pid(pid), _) if at.is_some() => anyhow::bail!(
             "--at picks a time in a recording; pid {pid} is a live process (use --for to watch it)"
@@ -303,9 +236,9 @@ fn run_check(
         Target::Pid(_) => DataFrom::Live,
         Target::Recording(_) => DataFrom::Recording,
     };
-    let th = thresholds.thresholds(watch);
+    let th = a.thresholds.thresholds(watch);
     let outcome = check::decide(&session, &th, fail_on, from);
-    match format {
+    match a.format {
         Format::Text => out!("{}", report::check::text(&session, &th, fail_on, &outcome)),
         Format::Json => outln!("{}", report::check::json(&session, &th, fail_on, &outcome)),
     }
@@ -322,10 +255,16 @@ fn stop_on_signals() -> Arc<AtomicBool> {
     stop
 }
 
-fn record_cmd(pid: u32, output: &Path, opts: &RecordOptions, quiet: bool) -> Result<ExitCode> {
+fn record_cmd(a: &RecordArgs, interval: Duration) -> Result<ExitCode> {
+    let opts = RecordOptions {
+        interval,
+        duration: a.duration,
+        force: a.force,
+        progress: !a.quiet,
+    };
     let stop = stop_on_signals();
-    let outcome = driver::record::record_pid(pid, output, opts, &stop)?;
-    if !quiet {
+    let outcome = driver::record::record_pid(a.pid, &a.output, &opts, &stop)?;
+    if !a.quiet {
         eprintln!("{}", outcome.summary());
     }
     Ok(ExitCode::SUCCESS)
@@ -370,24 +309,18 @@ fn list(verbose: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo(
-    scenarios: &[String],
-    fixed: bool,
-    once: bool,
-    warmup: f64,
-    interval: Duration,
-    thresholds: &ThresholdArgs,
-) -> Result<ExitCode> {
+fn run_demo(a: &DemoArgs, interval: Duration) -> Result<ExitCode> {
     use std::io::IsTerminal;
-    let screen = !once && std::io::stdout().is_terminal();
-    let demo = driver::demo::start(scenarios, fixed, screen)?;
+    let thresholds = &a.thresholds;
+    let screen = !a.once && std::io::stdout().is_terminal();
+    let demo = driver::demo::start(&a.scenarios, a.fixed, screen)?;
     if screen {
         let mut options = view::Options::new(interval);
         options.thresholds = cli::demo_thresholds(thresholds, cli::DEMO_WINDOW, cli::DEMO_MIN_AGE);
         view::run_live(demo.pid, &options)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let warmup = Duration::from_secs_f64(warmup.clamp(0.0, 600.0));
+    let warmup = Duration::from_secs_f64(a.warmup.clamp(0.0, 600.0));
     let session = driver::demo::warm_up(&demo, warmup)?;
     // The report `leaktop dump` gives, judged over the warm-up: a window of 1.5 times it
     // (growth needs half a window of data, and the agent starts a moment after the
