@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use leaktop_agent::paths;
+
+use crate::proc;
 use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
 
 /// How long the handshake may take before the agent counts as not answering.
@@ -76,9 +78,7 @@ fn our_uid() -> u32 {
 
 /// The effective uid of `pid`, from `/proc/<pid>/status`.
 pub fn process_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+    proc::uid(pid)
 }
 
 /// The pid a socket path is named for.
@@ -88,17 +88,6 @@ fn pid_of_path(path: &Path) -> Option<u32> {
         .and_then(paths::pid_of_socket_name)
 }
 
-/// True when `pid` has exited (gone, or a zombie not yet reaped).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 /// True when `pid` is gone or goes within a moment. A dying process closes its sockets
 /// before /proc shows it as a zombie, so a connection closed without a word is given a
 /// short grace to be explained by the exit (regression: "not a leaktop agent socket" for a
@@ -106,7 +95,7 @@ fn process_gone(pid: u32) -> bool {
 fn gone_soon(pid: u32) -> bool {
     let until = Instant::now() + Duration::from_millis(250);
     loop {
-        if process_gone(pid) {
+        if proc::gone(pid) {
             return true;
         }
         if Instant::now() >= until {
@@ -116,23 +105,13 @@ fn gone_soon(pid: u32) -> bool {
     }
 }
 
-/// Reads one variable of `pid`'s environment (same uid or root only).
-fn process_env(pid: u32, key: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0).find_map(|kv| {
-        let kv = std::str::from_utf8(kv).ok()?;
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.to_string())
-    })
-}
-
 /// Directories where `pid`'s socket may be, most specific first: the target's own
 /// environment (it decided where to bind), ours, and the per-uid fallback.
 pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let target_uid = process_uid(pid);
     if let Some(uid) = target_uid {
-        dirs.push(paths::socket_dir_with(|k| process_env(pid, k), uid));
+        dirs.push(paths::socket_dir_with(|k| proc::env(pid, k), uid));
     }
     dirs.push(paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid()));
     if let Some(uid) = target_uid {
@@ -148,14 +127,9 @@ pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
 /// Directories of bound Unix sockets named `<digits>.sock` under a `leaktop` directory,
 /// from `/proc/net/unix`: finds agents whose directory was set in code.
 fn bound_socket_dirs() -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(7))
-        .filter(|p| p.starts_with('/') && p.contains("leaktop"))
+    proc::bound_unix_sockets()
+        .iter()
+        .filter(|p| p.contains("leaktop"))
         .filter_map(|p| {
             let path = Path::new(p);
             let name = path.file_name()?.to_str()?;
@@ -199,7 +173,7 @@ pub fn discover() -> Vec<Found> {
             found.push(Found {
                 pid,
                 path: entry.path(),
-                alive: Path::new(&format!("/proc/{pid}")).exists(),
+                alive: proc::exists(pid),
             });
         }
     }
@@ -209,7 +183,7 @@ pub fn discover() -> Vec<Found> {
 
 /// Finds the socket of `pid`.
 pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+    if !proc::exists(pid) {
         return Err(AttachError::NoProcess { pid });
     }
     let dirs = candidate_dirs(pid);
@@ -251,8 +225,6 @@ pub struct Connection {
     stream: UnixStream,
     pub hello: AgentHello,
     pub path: PathBuf,
-    /// Messages that arrived with the hello and have not been taken yet.
-    early: std::collections::VecDeque<AgentMsg>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -307,29 +279,7 @@ impl Connection {
             path: path.to_path_buf(),
             source,
         };
-        let stream = match UnixStream::connect(path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let pid_alive = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                return Err(AttachError::Stale {
-                    path: path.to_path_buf(),
-                    pid_alive,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
-                return Err(AttachError::PermissionDenied {
-                    path: path.to_path_buf(),
-                    owner,
-                    me: our_uid(),
-                });
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let stream = connect(path)?;
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(io)?;
@@ -350,18 +300,25 @@ impl Connection {
                 site_cap: 0,
             },
             path: path.to_path_buf(),
-            early: Default::default(),
         };
+        conn.hello = conn.handshake()?;
+        conn.stream.set_read_timeout(None).map_err(io)?;
+        Ok(conn)
+    }
+
+    /// Says hello and reads the agent's.
+    fn handshake(&mut self) -> Result<AgentHello, AttachError> {
+        let path = self.path.clone();
         // An agent that refuses us (another uid, too many clients) says why at once and
         // closes: our hello may then meet a closed socket, but the reason is still there
         // to read, so a failed send is reported only if no answer follows.
-        let sent = conn.send(&ClientMsg::Hello {
+        let sent = self.send(&ClientMsg::Hello {
             protocol: CLIENT_PROTOCOL,
             client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
         });
         // One deadline for the whole hello: a peer that dribbles bytes cannot hold us.
         let mut until = Deadline {
-            stream: &conn.stream,
+            stream: &self.stream,
             until: Instant::now() + HANDSHAKE_TIMEOUT,
         };
         let first = recv_from(&mut until, wire::MAX_CLIENT_FRAME);
@@ -370,57 +327,9 @@ impl Connection {
                 return Err(e);
             }
         }
-        let first = first.map_err(|e| match e {
-            RecvError::Timeout => AttachError::Timeout {
-                path: path.to_path_buf(),
-            },
-            RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
-                Some(pid) => AttachError::Exited {
-                    pid,
-                    path: path.to_path_buf(),
-                },
-                None => AttachError::NotAnAgent {
-                    path: path.to_path_buf(),
-                    detail: "it closed the connection without a hello".into(),
-                },
-            },
-            RecvError::Wire(e) => AttachError::NotAnAgent {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
-        })?;
-        match first {
-            AgentMsg::Hello(hello) => {
-                if hello.protocol < wire::MIN_PROTOCOL_VERSION || hello.protocol > CLIENT_PROTOCOL {
-                    return Err(AttachError::VersionMismatch {
-                        pid: hello.pid,
-                        ours_min: wire::MIN_PROTOCOL_VERSION,
-                        ours_max: CLIENT_PROTOCOL,
-                        theirs: hello.protocol,
-                        agent_version: hello.agent_version,
-                    });
-                }
-                conn.hello = hello;
-            }
-            AgentMsg::Refused { reason } => {
-                let pid = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .unwrap_or(0);
-                return Err(AttachError::Refused { pid, reason });
-            }
-            other => {
-                return Err(AttachError::NotAnAgent {
-                    path: path.to_path_buf(),
-                    detail: format!("it answered {other:?} instead of a hello"),
-                })
-            }
-        }
-        conn.stream.set_read_timeout(None).map_err(io)?;
-        Ok(conn)
+        let first = first.map_err(|e| handshake_error(&path, e))?;
+        accept_hello(&path, first)
     }
-
     /// Sends one request.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), AttachError> {
         let frame = wire::encode_frame(msg).map_err(|e| AttachError::Io {
@@ -441,9 +350,6 @@ impl Connection {
 
     /// Receives the next message, waiting at most `timeout` (None: forever).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<AgentMsg, RecvError> {
-        if let Some(msg) = self.early.pop_front() {
-            return Ok(msg);
-        }
         let _ = self.stream.set_read_timeout(timeout);
         self.recv_raw()
     }
@@ -452,6 +358,83 @@ impl Connection {
     pub fn split(self) -> std::io::Result<(UnixStream, UnixStream)> {
         let reader = self.stream.try_clone()?;
         Ok((reader, self.stream))
+    }
+}
+
+/// Connects to the socket at `path`; a refused connection or a denied path says why.
+fn connect(path: &Path) -> Result<UnixStream, AttachError> {
+    match UnixStream::connect(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let pid_alive = pid_of_path(path).is_some_and(proc::exists);
+            Err(AttachError::Stale {
+                path: path.to_path_buf(),
+                pid_alive,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
+            Err(AttachError::PermissionDenied {
+                path: path.to_path_buf(),
+                owner,
+                me: our_uid(),
+            })
+        }
+        Err(source) => Err(AttachError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Why no hello came.
+fn handshake_error(path: &Path, e: RecvError) -> AttachError {
+    match e {
+        RecvError::Timeout => AttachError::Timeout {
+            path: path.to_path_buf(),
+        },
+        RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
+            Some(pid) => AttachError::Exited {
+                pid,
+                path: path.to_path_buf(),
+            },
+            None => AttachError::NotAnAgent {
+                path: path.to_path_buf(),
+                detail: "it closed the connection without a hello".into(),
+            },
+        },
+        RecvError::Wire(e) => AttachError::NotAnAgent {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// The agent's first message: a hello of a protocol we speak, or why not.
+fn accept_hello(path: &Path, first: AgentMsg) -> Result<AgentHello, AttachError> {
+    match first {
+        AgentMsg::Hello(hello) => {
+            if hello.protocol < wire::MIN_PROTOCOL_VERSION
+                || hello.protocol > CLIENT_PROTOCOL
+            {
+                return Err(AttachError::VersionMismatch {
+                    pid: hello.pid,
+                    ours_min: wire::MIN_PROTOCOL_VERSION,
+                    ours_max: CLIENT_PROTOCOL,
+                    theirs: hello.protocol,
+                    agent_version: hello.agent_version,
+                });
+            }
+            Ok(hello)
+        }
+        AgentMsg::Refused { reason } => Err(AttachError::Refused {
+            pid: pid_of_path(path).unwrap_or(0),
+            reason,
+        }),
+        other => Err(AttachError::NotAnAgent {
+            path: path.to_path_buf(),
+            detail: format!("it answered {other:?} instead of a hello"),
+        }),
     }
 }
 

@@ -18,26 +18,64 @@
 //! `site="<other>"` row; channel waits outside instrumented tasks are
 //! `site="<uninstrumented>"`.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 
 use leaktop_agent::wire::{LocId, SiteKind, SiteStats};
 
+use crate::cli::ExportFormat;
 use crate::model::{verdict, Session, SiteVerdict, Thresholds, Verdict};
 
-/// Output format of `export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// The OpenMetrics text format (also read by Prometheus).
-    Openmetrics,
+/// The exposition of the session's latest snapshot in `format`, verdicts under `th`.
+pub fn render(session: &Session, th: &Thresholds, format: ExportFormat) -> String {
+    let text = openmetrics(session, th);
+    match format {
+        ExportFormat::Openmetrics => text,
+        ExportFormat::Prometheus => prometheus_text(&text),
+    }
 }
 
-/// The `site` label of a row.
+/// An exposition [`openmetrics`] wrote, in the Prometheus text format 0.0.4. The sample
+/// lines are the same, so queries, dashboards and alerts work on either; the metadata
+/// differs: a counter's family is named with its `_total` (`# TYPE x_total counter`), an
+/// info family with its `_info`, info and stateset families are gauges, and there is no
+/// `# UNIT` and no `# EOF`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // The family of the last TYPE line, and its name in the text format.
+    let mut family: (String, String) = Default::default();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (renamed, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "stateset" => (name.to_string(), "gauge"),
+                "unknown" => (name.to_string(), "untyped"),
+                other => (name.to_string(), other),
+            };
+            let _ = writeln!(out, "# TYPE {renamed} {kind}");
+            family = (name.to_string(), renamed);
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = if name == family.0 { &family.1 } else { name };
+            // The text format escapes only backslash and line feed in HELP.
+            let _ = writeln!(out, "# HELP {name} {}", help.replace("\\\"", "\""));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The `site` label of a row (the same the agent's `metrics` feature uses).
 pub fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
-    match kind {
-        Some(SiteKind::Uninstrumented) => "<uninstrumented>".to_string(),
-        Some(SiteKind::Other) => "<other>".to_string(),
-        _ => session.location(id),
+    match kind.and_then(SiteKind::metric_label) {
+        Some(label) => label.to_string(),
+        None => session.location(id),
     }
 }
 
@@ -120,10 +158,7 @@ struct Row<'a> {
 /// The OpenMetrics text exposition of the session's latest snapshot, verdicts under
 /// `th`. Ends with `# EOF`.
 pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
-    let verdicts: HashMap<LocId, SiteVerdict> = verdict::assess(session, th)
-        .into_iter()
-        .map(|v| (v.site, v))
-        .collect();
+    let verdicts = verdict::by_site(session, th);
     let mut rows: Vec<Row> = session
         .sites_by_live()
         .into_iter()
@@ -135,19 +170,27 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         .collect();
     // Stable order for diffs and for the reader: by label.
     rows.sort_by(|a, b| a.site.cmp(&b.site));
-    let now = session.now_ms;
     let mut out = String::new();
+    process_families(&mut out, session);
+    gauge_families(&mut out, &rows, session.now_ms);
+    counter_families(&mut out, &rows);
+    verdict_family(&mut out, &rows);
+    out.push_str("# EOF\n");
+    out
+}
 
+/// What the exposition is of: the target, its uptime, the sites it has seen.
+fn process_families(out: &mut String, session: &Session) {
     if let Some(h) = &session.hello {
         let mut f = family(
-            &mut out,
+            out,
             "leaktop_target",
             "info",
             None,
             "The process leaktop attached to.",
         );
         let pid = h.pid.to_string();
-        let build_id = crate::report::hex(&h.build_id);
+        let build_id = crate::text::hex(&h.build_id);
         f.sample(
             "leaktop_target_info",
             &[
@@ -160,22 +203,29 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "leaktop_uptime_seconds",
         "gauge",
         Some("seconds"),
         "Time since the agent started.",
     )
-    .sample("leaktop_uptime_seconds", &[], now as f64 / 1000.0);
+    .sample(
+        "leaktop_uptime_seconds",
+        &[],
+        session.now_ms as f64 / 1000.0,
+    );
     family(
-        &mut out,
+        out,
         "leaktop_sites_seen",
         "gauge",
         None,
         "Distinct spawn sites seen, including those folded into site=\"<other>\" past the agent's site cap.",
     )
     .sample("leaktop_sites_seen", &[], session.sites_seen as f64);
+}
 
+/// The per-site gauges: counts, ages, growth, blocked tasks by operation.
+fn gauge_families(out: &mut String, rows: &[Row], now: u64) {
     type Value = fn(&Row, u64) -> f64;
     let gauges: [(&str, Option<&str>, &str, Value); 6] = [
         ("leaktop_site_live", None, "Live tasks per spawn site.", |r, _| {
@@ -221,15 +271,15 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         ),
     ];
     for (name, unit, help, value) in gauges {
-        let mut f = family(&mut out, name, "gauge", unit, help);
-        for r in &rows {
+        let mut f = family(out, name, "gauge", unit, help);
+        for r in rows {
             f.sample(name, &[("site", &r.site)], value(r, now));
         }
     }
     let name = "leaktop_site_blocked";
     let help = "Tasks blocked on instrumented channels, by operation.";
-    let mut f = family(&mut out, name, "gauge", None, help);
-    for r in &rows {
+    let mut f = family(out, name, "gauge", None, help);
+    for r in rows {
         for (op, n) in [
             ("send", r.stats.blocked_send),
             ("recv", r.stats.blocked_recv),
@@ -237,6 +287,10 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             f.sample(name, &[("site", &r.site), ("op", op)], n as f64);
         }
     }
+}
+
+/// The per-site counters: spawned and completed tasks.
+fn counter_families(out: &mut String, rows: &[Row]) {
     for (name, help, get) in [
         (
             "leaktop_site_spawned",
@@ -249,20 +303,24 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             |s: &SiteStats| s.completed,
         ),
     ] {
-        let mut f = family(&mut out, name, "counter", None, help);
+        let mut f = family(out, name, "counter", None, help);
         let sample = format!("{name}_total");
-        for r in &rows {
+        for r in rows {
             f.sample(&sample, &[("site", &r.site)], get(r.stats) as f64);
         }
     }
+}
+
+/// leaktop's verdict on each site, as a stateset.
+fn verdict_family(out: &mut String, rows: &[Row]) {
     let mut f = family(
-        &mut out,
+        out,
         "leaktop_site_verdict",
         "stateset",
         None,
         "leaktop's verdict on the site (see `leaktop check`): leak, stuck, growing or none.",
     );
-    for r in &rows {
+    for r in rows {
         let current = r.verdict.map_or(Verdict::None, |v| v.verdict);
         for state in [
             Verdict::Leak,
@@ -277,8 +335,6 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             );
         }
     }
-    out.push_str("# EOF\n");
-    out
 }
 
 #[cfg(test)]
@@ -288,7 +344,7 @@ mod tests {
 
     fn session() -> Session {
         let mut s = Session::new();
-        s.apply(&AgentMsg::Hello(AgentHello {
+        s.apply_msg(&AgentMsg::Hello(AgentHello {
             pid: 42,
             exe: "/srv/app \"v2\"\n".into(),
             agent_version: "0.1.0".into(),
@@ -302,7 +358,7 @@ mod tests {
             history_len: 600,
             site_cap: 10_000,
         }));
-        s.apply(&AgentMsg::Location {
+        s.apply_msg(&AgentMsg::Location {
             id: 1,
             loc: Location {
                 file: "src/a\\b.rs".into(),
@@ -310,7 +366,7 @@ mod tests {
                 column: 5,
             },
         });
-        s.apply(&AgentMsg::Snapshot(Snapshot {
+        s.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 1,
             now_ms: 61_500,
             sites: vec![
@@ -365,6 +421,42 @@ mod tests {
         }
         assert!(text.ends_with("\n# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn the_prometheus_text_format_has_the_same_samples_and_only_its_own_types() {
+        let om = openmetrics(&session(), &Thresholds::default());
+        let text = prometheus_text(&om);
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&om));
+        for line in [
+            "# TYPE leaktop_site_spawned_total counter",
+            "# HELP leaktop_site_spawned_total Tasks ever spawned at the site.",
+            "# TYPE leaktop_site_verdict gauge",
+            "# TYPE leaktop_target_info gauge",
+            "# TYPE leaktop_site_oldest_live_seconds gauge",
+            "# HELP leaktop_sites_seen Distinct spawn sites seen, including those folded into site=\"<other>\" past the agent's site cap.",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        for gone in ["# EOF", "# UNIT", "stateset", " info"] {
+            assert!(!text.contains(gone), "{gone} in:\n{text}");
+        }
+        // Every TYPE names the samples that follow it.
+        let mut typed = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, typed, "{line}");
+            }
+        }
     }
 
     #[test]

@@ -207,6 +207,27 @@ pub enum SiteKind {
     Blocking,
 }
 
+impl SiteKind {
+    /// The `site` label of a synthetic row in metrics (`site="<other>"`); `None` for a
+    /// real site, which is labelled by its location.
+    pub fn metric_label(self) -> Option<&'static str> {
+        match self {
+            SiteKind::Uninstrumented => Some("<uninstrumented>"),
+            SiteKind::Other => Some("<other>"),
+            SiteKind::Spawn | SiteKind::Blocking => None,
+        }
+    }
+
+    /// The name of a synthetic row in reports and the live view; `None` for a real site.
+    pub fn row_label(self) -> Option<&'static str> {
+        match self {
+            SiteKind::Uninstrumented => Some("<uninstrumented tasks>"),
+            SiteKind::Other => Some("<other sites, past the site cap>"),
+            SiteKind::Spawn | SiteKind::Blocking => None,
+        }
+    }
+}
+
 /// Counters of one spawn site, kept incrementally in the agent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct SiteStats {

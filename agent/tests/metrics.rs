@@ -181,16 +181,58 @@ fn publish_sends_per_site_series_to_the_current_recorder() {
     assert_eq!(g("leaktop_site_completed_total", &done), 1.0);
     assert_eq!(g("leaktop_site_oldest_live_seconds", &done), 0.0);
     assert!(g("leaktop_site_oldest_live_seconds", &idle) >= 0.0);
-    // Nobody receives: the senders' channel has made no progress since they blocked.
-    std::thread::sleep(Duration::from_millis(1100));
-    metrics::with_local_recorder(&store, leaktop_agent::metrics::publish);
+    // Nobody receives: the senders' channel has made no progress since they blocked,
+    // and the stall the agent reports grows past a second.
     assert!(
-        g("leaktop_site_stalled_seconds", &blocked_site) >= 1.0,
+        eventually(|| {
+            metrics::with_local_recorder(&store, leaktop_agent::metrics::publish);
+            g("leaktop_site_stalled_seconds", &blocked_site) >= 1.0
+        }),
         "{}",
         store.dump()
     );
     assert_eq!(g("leaktop_site_stalled_seconds", &idle), 0.0);
     assert!(store.get("leaktop_sites_seen").unwrap_or(0.0) >= 3.0);
+    drop(rx);
+}
+
+/// `series::AGENT` is the list dashboards and alerting rules are checked against
+/// (tests/export.rs): it must be exactly what `publish` sends, names and label keys.
+#[test]
+fn publish_sends_exactly_the_series_listed_in_series_agent() {
+    let rt = rt();
+    let _enter = rt.enter();
+    let (tx, rx) = mpsc::channel::<u32>(1);
+    spawn_sender(tx);
+    let store = Store::default();
+    metrics::with_local_recorder(&store, leaktop_agent::metrics::publish);
+    let mut published: Vec<(String, Vec<String>)> = store
+        .0
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|key| {
+            let (name, labels) = key.split_once('{').unwrap_or((key, "}"));
+            let labels = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split('=').next().unwrap_or(l).to_string())
+                .collect();
+            (name.to_string(), labels)
+        })
+        .collect();
+    published.sort();
+    published.dedup();
+    let mut listed: Vec<(String, Vec<String>)> = leaktop_agent::series::AGENT
+        .iter()
+        .map(|s| {
+            let labels = s.labels.iter().map(|l| l.to_string()).collect();
+            (s.name.to_string(), labels)
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(published, listed, "{}", store.dump());
     drop(rx);
 }
 

@@ -251,6 +251,23 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// Waits until the agent of `pid` has been up `up` (its uptime, as `leaktop export`
+/// reports it): the history a check decides on covers that long.
+pub fn wait_for_uptime(socket_dir: &Path, pid: u32, up: Duration) {
+    let pid = pid.to_string();
+    let uptime = || {
+        let out = leaktop(socket_dir, &["export", &pid]);
+        stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("leaktop_uptime_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    eventually(Duration::from_secs(60), || {
+        uptime().filter(|s| *s >= up.as_secs_f64()).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("the agent of {pid} was not up {up:?} within 60 s"));
+}
+
 /// `file:line:column` of the call that starts with `call` on the line of `src` that
 /// carries `marker` (column 1-based, as `std::panic::Location` reports it).
 pub fn location_of(src_rel: &str, marker: &str, call: &str) -> (String, u32, u32) {
