@@ -5,7 +5,10 @@
 //! ```no_run
 //! #[tokio::main]
 //! async fn main() {
-//!     let _agent = leaktop_agent::start().expect("leaktop agent");
+//!     // Never panics, never stops the program: log why it did not start and go on.
+//!     if let Err(e) = leaktop_agent::start() {
+//!         eprintln!("leaktop agent not started: {e}");
+//!     }
 //!     let handle = leaktop_agent::spawn(async { 1 + 1 });
 //!     assert_eq!(handle.await.unwrap(), 2);
 //! }
@@ -14,6 +17,10 @@
 //! Then `leaktop <pid>` (or `leaktop dump <pid>`) from another shell shows your tasks per
 //! spawn site. The agent runs one OS thread of its own (`leaktop-agent`) for all socket
 //! IO; the host program's threads only touch atomics and short per-site critical sections.
+//! What runs where, every `unsafe` and why it is sound, and what happens under `fork`,
+//! exit, `panic = "abort"`, seccomp and containers: [`SAFETY.md`] (the crate's directory).
+//!
+//! [`SAFETY.md`]: https://example.invalid/leaktop/blob/main/agent/SAFETY.md
 //!
 //! [leaktop]: https://crates.io/crates/leaktop
 
@@ -31,6 +38,8 @@ mod blocked;
 mod chan;
 #[cfg(feature = "runtime")]
 mod clock;
+#[cfg(feature = "runtime")]
+mod forked;
 #[cfg(feature = "runtime")]
 mod history;
 #[cfg(feature = "runtime")]
