@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::paths;
+use leaktop_agent::paths::{self, SocketName};
 use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
 
 /// How long the handshake may take before the agent counts as not answering.
@@ -27,6 +27,8 @@ pub enum AttachError {
     PermissionDenied { path: PathBuf, owner: u32, me: u32 },
     #[error("the agent of process {pid} refused the connection: {reason}")]
     Refused { pid: u32, reason: String },
+    #[error("the agent of process {pid} is not serving: {reason} (the process itself runs on; restart it to attach again)")]
+    Stopped { pid: u32, reason: String },
     #[error("protocol version mismatch with process {pid}: leaktop speaks {ours_min}..={ours_max}, its agent {agent_version} speaks {theirs}; use a leaktop built with a matching leaktop-agent")]
     VersionMismatch {
         pid: u32,
@@ -75,6 +77,21 @@ pub fn process_uid(pid: u32) -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// How long process `pid` has run, from its start time and the system's uptime.
+pub fn process_uptime_ms(pid: u32) -> Option<u64> {
+    let start = SocketName::of_pid(pid)?.start?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(((uptime * 1000.0) as u64).saturating_sub(start * 1000 / hz))
+}
+
 /// The pid a socket path is named for.
 fn pid_of_path(path: &Path) -> Option<u32> {
     path.file_name()
@@ -121,12 +138,20 @@ fn process_env(pid: u32, key: &str) -> Option<String> {
 }
 
 /// Directories where `pid`'s socket may be, most specific first: the target's own
-/// environment (it decided where to bind), ours, and the per-uid fallback.
+/// environment (it decided where to bind), seen through its root when it has another one
+/// (a container whose socket directory the host does not share), ours, and the per-uid
+/// fallback.
 pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let target_uid = process_uid(pid);
     if let Some(uid) = target_uid {
-        dirs.push(paths::socket_dir_with(|k| process_env(pid, k), uid));
+        let (theirs, _) = paths::socket_dir_checked(|k| process_env(pid, k), uid, paths::dir_owner);
+        if other_root(pid) {
+            if let Ok(rel) = theirs.strip_prefix("/") {
+                dirs.push(PathBuf::from(format!("/proc/{pid}/root")).join(rel));
+            }
+        }
+        dirs.push(theirs);
     }
     dirs.push(paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid()));
     if let Some(uid) = target_uid {
@@ -137,6 +162,17 @@ pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut seen = std::collections::HashSet::new();
     dirs.retain(|d| seen.insert(d.clone()));
     dirs
+}
+
+/// True when `pid` sees other mounts than we do (a container): its paths are reached
+/// through `/proc/<pid>/root` then.
+fn other_root(pid: u32) -> bool {
+    let ours = std::fs::metadata("/proc/self/ns/mnt");
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/mnt"));
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Directories of bound Unix sockets named `<digits>.sock` under a `leaktop` directory,
@@ -162,9 +198,13 @@ fn bound_socket_dirs() -> Vec<PathBuf> {
 /// One socket found by [`discover`].
 #[derive(Debug, Clone)]
 pub struct Found {
-    pub pid: u32,
+    /// The process as we see it (from a container's socket, its pid on this side); `None`
+    /// when its pid namespace is not visible from here.
+    pub pid: Option<u32>,
+    /// What the socket's name says.
+    pub name: SocketName,
     pub path: PathBuf,
-    /// False when no process has that pid any more.
+    /// False when the process that bound it is gone (or its pid was reused).
     pub alive: bool,
 }
 
@@ -173,6 +213,7 @@ pub fn discover() -> Vec<Found> {
     let mut dirs = vec![paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid())];
     dirs.push(paths::fallback_dir(our_uid()));
     dirs.extend(bound_socket_dirs());
+    let own_ns = paths::pid_ns_inode(Path::new("/proc/self"));
     let mut seen = std::collections::HashSet::new();
     let mut found = Vec::new();
     for dir in dirs {
@@ -183,37 +224,52 @@ pub fn discover() -> Vec<Found> {
             continue;
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(paths::pid_of_socket_name)
-            else {
+            let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
                 continue;
             };
+            let pid = match name.pid_ns {
+                Some(ns) if Some(ns) != own_ns => pid_in_our_namespace(&name),
+                _ => Some(name.pid),
+            };
+            let alive = pid
+                .and_then(SocketName::of_pid)
+                .is_some_and(|now| name.start.is_none() || now.start == name.start);
             found.push(Found {
                 pid,
+                name,
                 path: entry.path(),
-                alive: Path::new(&format!("/proc/{pid}")).exists(),
+                alive: alive || (pid.is_none() && !paths::nobody_listens(&entry.path())),
             });
         }
     }
-    found.sort_by_key(|f| f.pid);
+    found.sort_by_key(|f| (f.pid.is_none(), f.pid, f.name.pid));
     found
 }
 
-/// Finds the socket of `pid`.
+/// The pid, as we see it, of the process a socket name of another pid namespace stands
+/// for: the one whose innermost pid, start time and pid namespace are the name's.
+fn pid_in_our_namespace(name: &SocketName) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| SocketName::of_pid(*pid).is_some_and(|n| n.matches(name) && n.pid_ns.is_some()))
+}
+
+/// Finds the socket of `pid`: in each candidate directory, a name whose pid, pid namespace
+/// and start time are that process's (as it sees them: a process in a container names its
+/// socket with its pid there), or the old `<pid>.sock`.
 pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+    let Some(target) = SocketName::of_pid(pid) else {
         return Err(AttachError::NoProcess { pid });
-    }
+    };
     let dirs = candidate_dirs(pid);
-    let name = paths::socket_file_name(pid);
     // A directory we may not look into is the answer only if no other has the socket.
     let mut denied = None;
     for dir in &dirs {
-        let path = dir.join(&name);
-        match std::fs::symlink_metadata(&path) {
-            Ok(_) => return Ok(path),
+        match socket_in(dir, pid, &target) {
+            Ok(Some(path)) => return Ok(path),
+            Ok(None) => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 if denied.is_none() {
                     let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
@@ -230,6 +286,7 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     // Not found: if the process is someone else's, that is the reason (its environment,
     // which names its socket directory, is not readable to us either).
     let me = our_uid();
+    let name = paths::socket_file_name(pid);
     match (process_uid(pid), denied) {
         (Some(uid), _) if uid != me && me != 0 => Err(AttachError::OtherUser { pid, uid, me }),
         (_, Some(denied)) => Err(denied),
@@ -238,6 +295,31 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
             looked: dirs.iter().take(2).map(|d| d.join(&name)).collect(),
         }),
     }
+}
+
+/// The socket of the process `target` (pid `pid` here) in `dir`, if there is one: the
+/// current name first, else an old-style `<pid>.sock` (of an older agent). A directory
+/// we may not list is an error; one that does not exist is not.
+fn socket_in(dir: &Path, pid: u32, target: &SocketName) -> std::io::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut legacy = None;
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
+            continue;
+        };
+        if name.pid_ns.is_some() {
+            if target.matches(&name) {
+                return Ok(Some(entry.path()));
+            }
+        } else if name.pid == pid || name.pid == target.pid {
+            legacy = Some(entry.path());
+        }
+    }
+    Ok(legacy)
 }
 
 /// A connection to an agent after a successful handshake.
@@ -262,7 +344,7 @@ impl Connection {
     /// Connects to the agent of `pid` and checks it is that process (not a reused pid).
     pub fn attach(pid: u32) -> Result<Connection, AttachError> {
         let path = socket_of(pid)?;
-        let conn = Connection::open(&path)?;
+        let conn = Connection::open_as(&path, Some(pid))?;
         conn.verify(pid)?;
         Ok(conn)
     }
@@ -273,7 +355,9 @@ impl Connection {
     /// leftover socket nor a program squatting on its name passes for it.
     pub fn verify(&self, pid: u32) -> Result<(), AttachError> {
         let path = self.path.clone();
-        if self.hello.pid != pid {
+        // A process in a container says its pid there.
+        let inner = SocketName::of_pid(pid).map_or(pid, |n| n.pid);
+        if self.hello.pid != pid && self.hello.pid != inner {
             return Err(AttachError::PidReused { pid, path });
         }
         if let Some(now) = leaktop_agent::procinfo::start_time_ticks(pid) {
@@ -297,6 +381,12 @@ impl Connection {
 
     /// Connects to the socket at `path` and performs the handshake.
     pub fn open(path: &Path) -> Result<Connection, AttachError> {
+        Self::open_as(path, pid_of_path(path))
+    }
+
+    /// Like [`Connection::open`], for the socket of process `pid` as we see it (a process
+    /// in a container names its socket with its pid there): errors name this pid.
+    pub fn open_as(path: &Path, pid: Option<u32>) -> Result<Connection, AttachError> {
         let io = |source: std::io::Error| AttachError::Io {
             path: path.to_path_buf(),
             source,
@@ -304,11 +394,7 @@ impl Connection {
         let stream = match UnixStream::connect(path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let pid_alive = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                let pid_alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
                 return Err(AttachError::Stale {
                     path: path.to_path_buf(),
                     pid_alive,
@@ -368,7 +454,7 @@ impl Connection {
             RecvError::Timeout => AttachError::Timeout {
                 path: path.to_path_buf(),
             },
-            RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
+            RecvError::Closed => match pid.filter(|p| gone_soon(*p)) {
                 Some(pid) => AttachError::Exited {
                     pid,
                     path: path.to_path_buf(),
@@ -399,11 +485,10 @@ impl Connection {
                 conn.hello = hello;
             }
             AgentMsg::Refused { reason } => {
-                let pid = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .unwrap_or(0);
+                let pid = pid.unwrap_or(0);
+                if reason.starts_with(wire::AGENT_STOPPED) {
+                    return Err(AttachError::Stopped { pid, reason });
+                }
                 return Err(AttachError::Refused { pid, reason });
             }
             other => {

@@ -18,9 +18,7 @@
 //! spawn site. The agent runs one OS thread of its own (`leaktop-agent`) for all socket
 //! IO; the host program's threads only touch atomics and short per-site critical sections.
 //! What runs where, every `unsafe` and why it is sound, and what happens under `fork`,
-//! exit, `panic = "abort"`, seccomp and containers: [`SAFETY.md`] (the crate's directory).
-//!
-//! [`SAFETY.md`]: https://example.invalid/leaktop/blob/main/agent/SAFETY.md
+//! exit, `panic = "abort"`, seccomp and containers: [`safety`] (`agent/SAFETY.md`).
 //!
 //! [leaktop]: https://crates.io/crates/leaktop
 
@@ -31,6 +29,9 @@
 
 pub mod paths;
 pub mod wire;
+
+#[doc = include_str!("../SAFETY.md")]
+pub mod safety {}
 
 #[cfg(feature = "runtime")]
 mod blocked;

@@ -175,6 +175,30 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// True when a connection to the socket at `path` is refused: nothing listens on it (its
+/// process is gone, whatever pid namespace made it). Never blocks: a frozen process whose
+/// backlog is full answers EAGAIN, which counts as alive, like any other failure.
+#[cfg(feature = "runtime")]
+pub fn nobody_listens(path: &Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) else {
+        return false;
+    };
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    matches!(
+        connect(fd.as_raw_fd(), &addr),
+        Err(nix::errno::Errno::ECONNREFUSED)
+    )
+}
+
 /// The old socket file name for `pid` (`<pid>.sock`).
 pub fn socket_file_name(pid: u32) -> String {
     SocketName::legacy(pid).file_name()

@@ -437,31 +437,10 @@ fn remove_stale_sockets(dir: &Path) {
             && own.pid_ns.is_some()
             && name.pid_ns == own.pid_ns
             && SocketName::of_pid(name.pid).is_none_or(|now| now.start != name.start);
-        if gone || nobody_listens(&entry.path()) {
+        if gone || paths::nobody_listens(&entry.path()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// True when a connection to `path` is refused: no listener. Never blocks (a frozen
-/// process with a full backlog answers EAGAIN, which counts as alive).
-fn nobody_listens(path: &Path) -> bool {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let Ok(fd) = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    ) else {
-        return false;
-    };
-    let Ok(addr) = UnixAddr::new(path) else {
-        return false;
-    };
-    matches!(
-        connect(fd.as_raw_fd(), &addr),
-        Err(nix::errno::Errno::ECONNREFUSED)
-    )
 }
 
 /// Removes the socket when the process exits normally (return from `main`,
