@@ -54,7 +54,7 @@ mod stack;
 #[cfg(feature = "runtime")]
 pub mod sync;
 #[cfg(feature = "runtime")]
-mod task;
+mod instrumented;
 #[cfg(feature = "runtime")]
 pub mod testing;
 
@@ -64,7 +64,7 @@ pub mod hooks;
 pub mod metrics;
 
 #[cfg(feature = "runtime")]
-pub use task::{instrument, spawn, spawn_local, Instrumented};
+pub use instrumented::{instrument, spawn, spawn_local, Instrumented};
 
 #[cfg(feature = "runtime")]
 mod start;

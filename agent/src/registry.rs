@@ -16,7 +16,7 @@ use crate::blocked::{self, BlockedTable, FastSlot};
 use crate::chan::ChanSites;
 use crate::clock;
 use crate::stack::StackTable;
-use crate::task;
+use crate::instrumented as task;
 use crate::wire::{self, GroupKey, LocId, SiteKind};
 
 /// Default maximum number of distinct spawn sites.

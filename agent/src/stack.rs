@@ -144,7 +144,7 @@ impl StackTable {
     #[inline(never)]
     pub fn capture(&self) -> Option<StackId> {
         let mut buf = [0u64; MAX_FRAMES];
-        let n = capture(&mut buf, crate::task::poll_frame());
+        let n = capture(&mut buf, crate::instrumented::poll_frame());
         self.intern(&buf[..n])
     }
 }

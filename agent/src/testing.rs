@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use crate::blocked;
 use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED};
 use crate::stack::{self, MAX_FRAMES};
-use crate::task;
+use crate::instrumented as task;
 use crate::wire::{SiteKind, StackId};
 
 /// How long a check waits for tasks to finish by default: goleak's retries add up to about
@@ -625,7 +625,7 @@ impl<'a> Check<'a> {
                 let state = match cell.state.load(Relaxed) {
                     STATE_BLOCKED => TaskState::Blocked,
                     _ if wait.is_some() => TaskState::Blocked,
-                    _ if crate::task::is_polled(&cell) => TaskState::Running,
+                    _ if crate::instrumented::is_polled(&cell) => TaskState::Running,
                     _ => TaskState::Idle,
                 };
                 let blocked = wait.map(|(since, key)| BlockedOn {
