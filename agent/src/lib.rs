@@ -44,6 +44,8 @@ mod forked;
 #[cfg(feature = "runtime")]
 mod history;
 #[cfg(feature = "runtime")]
+mod instrumented;
+#[cfg(feature = "runtime")]
 pub mod procinfo;
 #[cfg(feature = "runtime")]
 mod registry;
@@ -53,8 +55,6 @@ mod server;
 mod stack;
 #[cfg(feature = "runtime")]
 pub mod sync;
-#[cfg(feature = "runtime")]
-mod instrumented;
 #[cfg(feature = "runtime")]
 pub mod testing;
 
