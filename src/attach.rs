@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::paths;
+use leaktop_agent::paths::{self, SocketName};
 
 use crate::proc;
 use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
@@ -35,6 +35,8 @@ pub enum AttachError {
     PermissionDenied { path: PathBuf, owner: u32, me: u32 },
     #[error("the agent of process {pid} refused the connection: {reason}")]
     Refused { pid: u32, reason: String },
+    #[error("the agent of process {pid} is not serving: {reason} (the process itself runs on; restart it to attach again)")]
+    Stopped { pid: u32, reason: String },
     #[error("protocol version mismatch with process {pid}: leaktop speaks {ours_min}..={ours_max}, its agent {agent_version} speaks {theirs}; use a leaktop built with a matching leaktop-agent")]
     VersionMismatch {
         pid: u32,
@@ -81,6 +83,20 @@ pub fn process_uid(pid: u32) -> Option<u32> {
     proc::uid(pid)
 }
 
+/// How long process `pid` has run, from its start time and the system's uptime.
+pub fn process_uptime_ms(pid: u32) -> Option<u64> {
+    let start = SocketName::of_pid(pid)?.start?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(((uptime * 1000.0) as u64).saturating_sub(start * 1000 / hz))
+}
+
 /// The pid a socket path is named for.
 fn pid_of_path(path: &Path) -> Option<u32> {
     path.file_name()
@@ -106,12 +122,20 @@ fn gone_soon(pid: u32) -> bool {
 }
 
 /// Directories where `pid`'s socket may be, most specific first: the target's own
-/// environment (it decided where to bind), ours, and the per-uid fallback.
+/// environment (it decided where to bind), seen through its root when it has another one
+/// (a container whose socket directory the host does not share), ours, and the per-uid
+/// fallback.
 pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let target_uid = process_uid(pid);
     if let Some(uid) = target_uid {
-        dirs.push(paths::socket_dir_with(|k| proc::env(pid, k), uid));
+        let (theirs, _) = paths::socket_dir_checked(|k| proc::env(pid, k), uid, paths::dir_owner);
+        if other_root(pid) {
+            if let Ok(rel) = theirs.strip_prefix("/") {
+                dirs.push(PathBuf::from(format!("/proc/{pid}/root")).join(rel));
+            }
+        }
+        dirs.push(theirs);
     }
     dirs.push(paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid()));
     if let Some(uid) = target_uid {
@@ -122,6 +146,17 @@ pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut seen = std::collections::HashSet::new();
     dirs.retain(|d| seen.insert(d.clone()));
     dirs
+}
+
+/// True when `pid` sees other mounts than we do (a container): its paths are reached
+/// through `/proc/<pid>/root` then.
+fn other_root(pid: u32) -> bool {
+    let ours = std::fs::metadata("/proc/self/ns/mnt");
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/mnt"));
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Directories of bound Unix sockets named `<digits>.sock` under a `leaktop` directory,
@@ -142,9 +177,13 @@ fn bound_socket_dirs() -> Vec<PathBuf> {
 /// One socket found by [`discover`].
 #[derive(Debug, Clone)]
 pub struct Found {
-    pub pid: u32,
+    /// The process as we see it (from a container's socket, its pid on this side); `None`
+    /// when its pid namespace is not visible from here.
+    pub pid: Option<u32>,
+    /// What the socket's name says.
+    pub name: SocketName,
     pub path: PathBuf,
-    /// False when no process has that pid any more.
+    /// False when the process that bound it is gone (or its pid was reused).
     pub alive: bool,
 }
 
@@ -153,6 +192,7 @@ pub fn discover() -> Vec<Found> {
     let mut dirs = vec![paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid())];
     dirs.push(paths::fallback_dir(our_uid()));
     dirs.extend(bound_socket_dirs());
+    let own_ns = paths::pid_ns_inode(Path::new("/proc/self"));
     let mut seen = std::collections::HashSet::new();
     let mut found = Vec::new();
     for dir in dirs {
@@ -163,37 +203,52 @@ pub fn discover() -> Vec<Found> {
             continue;
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(paths::pid_of_socket_name)
-            else {
+            let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
                 continue;
             };
+            let pid = match name.pid_ns {
+                Some(ns) if Some(ns) != own_ns => pid_in_our_namespace(&name),
+                _ => Some(name.pid),
+            };
+            let alive = pid
+                .and_then(SocketName::of_pid)
+                .is_some_and(|now| name.start.is_none() || now.start == name.start);
             found.push(Found {
                 pid,
+                name,
                 path: entry.path(),
-                alive: proc::exists(pid),
+                alive: alive || (pid.is_none() && !paths::nobody_listens(&entry.path())),
             });
         }
     }
-    found.sort_by_key(|f| f.pid);
+    found.sort_by_key(|f| (f.pid.is_none(), f.pid, f.name.pid));
     found
 }
 
-/// Finds the socket of `pid`.
+/// The pid, as we see it, of the process a socket name of another pid namespace stands
+/// for: the one whose innermost pid, start time and pid namespace are the name's.
+fn pid_in_our_namespace(name: &SocketName) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| SocketName::of_pid(*pid).is_some_and(|n| n.matches(name) && n.pid_ns.is_some()))
+}
+
+/// Finds the socket of `pid`: in each candidate directory, a name whose pid, pid namespace
+/// and start time are that process's (as it sees them: a process in a container names its
+/// socket with its pid there), or the old `<pid>.sock`.
 pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
-    if !proc::exists(pid) {
+    let Some(target) = SocketName::of_pid(pid) else {
         return Err(AttachError::NoProcess { pid });
-    }
+    };
     let dirs = candidate_dirs(pid);
-    let name = paths::socket_file_name(pid);
     // A directory we may not look into is the answer only if no other has the socket.
     let mut denied = None;
     for dir in &dirs {
-        let path = dir.join(&name);
-        match std::fs::symlink_metadata(&path) {
-            Ok(_) => return Ok(path),
+        match socket_in(dir, pid, &target) {
+            Ok(Some(path)) => return Ok(path),
+            Ok(None) => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 if denied.is_none() {
                     let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
@@ -210,6 +265,7 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     // Not found: if the process is someone else's, that is the reason (its environment,
     // which names its socket directory, is not readable to us either).
     let me = our_uid();
+    let name = paths::socket_file_name(pid);
     match (process_uid(pid), denied) {
         (Some(uid), _) if uid != me && me != 0 => Err(AttachError::OtherUser { pid, uid, me }),
         (_, Some(denied)) => Err(denied),
@@ -218,6 +274,31 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
             looked: dirs.iter().take(2).map(|d| d.join(&name)).collect(),
         }),
     }
+}
+
+/// The socket of the process `target` (pid `pid` here) in `dir`, if there is one: the
+/// current name first, else an old-style `<pid>.sock` (of an older agent). A directory
+/// we may not list is an error; one that does not exist is not.
+fn socket_in(dir: &Path, pid: u32, target: &SocketName) -> std::io::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut legacy = None;
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
+            continue;
+        };
+        if name.pid_ns.is_some() {
+            if target.matches(&name) {
+                return Ok(Some(entry.path()));
+            }
+        } else if name.pid == pid || name.pid == target.pid {
+            legacy = Some(entry.path());
+        }
+    }
+    Ok(legacy)
 }
 
 /// A connection to an agent after a successful handshake.
@@ -240,7 +321,7 @@ impl Connection {
     /// Connects to the agent of `pid` and checks it is that process (not a reused pid).
     pub fn attach(pid: u32) -> Result<Connection, AttachError> {
         let path = socket_of(pid)?;
-        let conn = Connection::open(&path)?;
+        let conn = Connection::open_as(&path, Some(pid))?;
         conn.verify(pid)?;
         Ok(conn)
     }
@@ -251,7 +332,9 @@ impl Connection {
     /// leftover socket nor a program squatting on its name passes for it.
     pub fn verify(&self, pid: u32) -> Result<(), AttachError> {
         let path = self.path.clone();
-        if self.hello.pid != pid {
+        // A process in a container says its pid there.
+        let inner = SocketName::of_pid(pid).map_or(pid, |n| n.pid);
+        if self.hello.pid != pid && self.hello.pid != inner {
             return Err(AttachError::PidReused { pid, path });
         }
         if let Some(now) = leaktop_agent::procinfo::start_time_ticks(pid) {
@@ -275,11 +358,17 @@ impl Connection {
 
     /// Connects to the socket at `path` and performs the handshake.
     pub fn open(path: &Path) -> Result<Connection, AttachError> {
+        Self::open_as(path, pid_of_path(path))
+    }
+
+    /// Like [`Connection::open`], for the socket of process `pid` as we see it (a process
+    /// in a container names its socket with its pid there): errors name this pid.
+    pub fn open_as(path: &Path, pid: Option<u32>) -> Result<Connection, AttachError> {
         let io = |source: std::io::Error| AttachError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let stream = connect(path)?;
+        let stream = connect(path, pid)?;
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(io)?;
@@ -301,13 +390,13 @@ impl Connection {
             },
             path: path.to_path_buf(),
         };
-        conn.hello = conn.handshake()?;
+        conn.hello = conn.handshake(pid)?;
         conn.stream.set_read_timeout(None).map_err(io)?;
         Ok(conn)
     }
 
     /// Says hello and reads the agent's.
-    fn handshake(&mut self) -> Result<AgentHello, AttachError> {
+    fn handshake(&mut self, pid: Option<u32>) -> Result<AgentHello, AttachError> {
         let path = self.path.clone();
         // An agent that refuses us (another uid, too many clients) says why at once and
         // closes: our hello may then meet a closed socket, but the reason is still there
@@ -327,8 +416,8 @@ impl Connection {
                 return Err(e);
             }
         }
-        let first = first.map_err(|e| handshake_error(&path, e))?;
-        accept_hello(&path, first)
+        let first = first.map_err(|e| handshake_error(&path, pid, e))?;
+        accept_hello(&path, pid, first)
     }
     /// Sends one request.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), AttachError> {
@@ -362,11 +451,11 @@ impl Connection {
 }
 
 /// Connects to the socket at `path`; a refused connection or a denied path says why.
-fn connect(path: &Path) -> Result<UnixStream, AttachError> {
+fn connect(path: &Path, pid: Option<u32>) -> Result<UnixStream, AttachError> {
     match UnixStream::connect(path) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            let pid_alive = pid_of_path(path).is_some_and(proc::exists);
+            let pid_alive = pid.is_some_and(proc::exists);
             Err(AttachError::Stale {
                 path: path.to_path_buf(),
                 pid_alive,
@@ -388,12 +477,12 @@ fn connect(path: &Path) -> Result<UnixStream, AttachError> {
 }
 
 /// Why no hello came.
-fn handshake_error(path: &Path, e: RecvError) -> AttachError {
+fn handshake_error(path: &Path, pid: Option<u32>, e: RecvError) -> AttachError {
     match e {
         RecvError::Timeout => AttachError::Timeout {
             path: path.to_path_buf(),
         },
-        RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
+        RecvError::Closed => match pid.filter(|p| gone_soon(*p)) {
             Some(pid) => AttachError::Exited {
                 pid,
                 path: path.to_path_buf(),
@@ -411,7 +500,7 @@ fn handshake_error(path: &Path, e: RecvError) -> AttachError {
 }
 
 /// The agent's first message: a hello of a protocol we speak, or why not.
-fn accept_hello(path: &Path, first: AgentMsg) -> Result<AgentHello, AttachError> {
+fn accept_hello(path: &Path, pid: Option<u32>, first: AgentMsg) -> Result<AgentHello, AttachError> {
     match first {
         AgentMsg::Hello(hello) => {
             if hello.protocol < wire::MIN_PROTOCOL_VERSION
@@ -427,10 +516,13 @@ fn accept_hello(path: &Path, first: AgentMsg) -> Result<AgentHello, AttachError>
             }
             Ok(hello)
         }
-        AgentMsg::Refused { reason } => Err(AttachError::Refused {
-            pid: pid_of_path(path).unwrap_or(0),
-            reason,
-        }),
+        AgentMsg::Refused { reason } => {
+            let pid = pid.unwrap_or(0);
+            if reason.starts_with(wire::AGENT_STOPPED) {
+                return Err(AttachError::Stopped { pid, reason });
+            }
+            Err(AttachError::Refused { pid, reason })
+        }
         other => Err(AttachError::NotAnAgent {
             path: path.to_path_buf(),
             detail: format!("it answered {other:?} instead of a hello"),

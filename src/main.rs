@@ -298,18 +298,27 @@ fn list(verbose: bool) -> Result<ExitCode> {
     let found = attach::discover();
     outln!("{:>8}  {:>9}  {:>10}  EXE", "PID", "UPTIME", "LIVE TASKS");
     for f in found {
+        let Some(pid) = f.pid else {
+            if verbose {
+                eprintln!(
+                    "skipped {}: process {} of another pid namespace, not visible from here",
+                    f.path.display(),
+                    f.name.pid
+                );
+            }
+            continue;
+        };
         if !f.alive {
             if verbose {
                 eprintln!(
-                    "skipped {}: stale socket, process {} is gone",
-                    f.path.display(),
-                    f.pid
+                    "skipped {}: stale socket, process {pid} is gone",
+                    f.path.display()
                 );
             }
             continue;
         }
-        let row = Connection::open(&f.path).and_then(|c| {
-            c.verify(f.pid)?;
+        let row = Connection::open_as(&f.path, Some(pid)).and_then(|c| {
+            c.verify(pid)?;
             driver::snapshot(c, false, false)
         });
         match row {
@@ -317,11 +326,21 @@ fn list(verbose: bool) -> Result<ExitCode> {
                 let h = s.hello.as_ref();
                 outln!(
                     "{:>8}  {:>9}  {:>10}  {}",
-                    f.pid,
+                    pid,
                     report::age(s.now_ms),
                     s.totals().0,
                     h.map(|h| h.exe.as_str()).unwrap_or("?")
                 );
+            }
+            // An agent that stopped after an internal error: the process is there, say so.
+            Err(attach::AttachError::Stopped { reason, .. }) => {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                let uptime = attach::process_uptime_ms(pid)
+                    .map(report::age)
+                    .unwrap_or_else(|| "?".into());
+                outln!("{pid:>8}  {uptime:>9}  {:>10}  {exe} ({reason})", "stopped");
             }
             Err(e) => {
                 if verbose {

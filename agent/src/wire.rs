@@ -53,6 +53,10 @@ pub const MAX_FRAME: usize = 32 * 1024 * 1024;
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
+/// How the reason of [`AgentMsg::Refused`] begins when the agent stopped serving after an
+/// internal error (a panic on its thread); the rest of the reason says which. The host
+/// program runs on; restarting it brings the agent back.
+pub const AGENT_STOPPED: &str = "agent stopped after an internal error";
 
 /// Id of an interned [`Location`], stable for the life of the agent.
 pub type LocId = u32;

@@ -186,7 +186,7 @@ impl RecordingSource {
         &self.summary.symbols
     }
 
-    /// The resolved frames of every stack in the recording (see [`expand`]); stacks none
+    /// The resolved frames of every stack in the recording (see `expand`); stacks none
     /// of whose addresses were resolved are left out.
     pub fn stack_symbols(&self) -> HashMap<StackId, Vec<Frame>> {
         self.summary

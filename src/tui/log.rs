@@ -43,7 +43,7 @@ pub fn append() -> std::io::Result<File> {
     append_to(&default_path())
 }
 
-/// Opens (appends to) the log file; later [`line`] calls write there.
+/// Opens (appends to) the log file; later [`line()`] calls write there.
 pub fn open(path: &Path) -> std::io::Result<()> {
     let file = append_to(path)?;
     *LOG.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
