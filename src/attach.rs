@@ -503,9 +503,7 @@ fn handshake_error(path: &Path, pid: Option<u32>, e: RecvError) -> AttachError {
 fn accept_hello(path: &Path, pid: Option<u32>, first: AgentMsg) -> Result<AgentHello, AttachError> {
     match first {
         AgentMsg::Hello(hello) => {
-            if hello.protocol < wire::MIN_PROTOCOL_VERSION
-                || hello.protocol > CLIENT_PROTOCOL
-            {
+            if hello.protocol < wire::MIN_PROTOCOL_VERSION || hello.protocol > CLIENT_PROTOCOL {
                 return Err(AttachError::VersionMismatch {
                     pid: hello.pid,
                     ours_min: wire::MIN_PROTOCOL_VERSION,

@@ -930,11 +930,8 @@ impl Server {
         }
         let limits = self.config.limits.clone();
         let shards = crate::shard::all();
-        let by_loc: std::collections::HashMap<wire::LocId, &crate::registry::Site> = registry()
-            .sites()
-            .into_iter()
-            .map(|s| (s.loc, s))
-            .collect();
+        let by_loc: std::collections::HashMap<wire::LocId, &crate::registry::Site> =
+            registry().sites().into_iter().map(|s| (s.loc, s)).collect();
         let lifetimes = |loc: wire::LocId| {
             by_loc
                 .get(&loc)
