@@ -19,6 +19,12 @@ use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
 /// How long the handshake may take before the agent counts as not answering.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The protocol version leaktop asks for. The agent speaks up to
+/// [`wire::PROTOCOL_VERSION`]; the attaching side folds protocol 1 until the model reads
+/// protocol 2's messages (every wait, the task tree, lifetimes), and the agent serves
+/// protocol-1 clients with protocol-1 messages.
+pub const CLIENT_PROTOCOL: u32 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error("process {pid} does not exist (check the pid with `ps -p {pid}` or `leaktop list`)")]
@@ -396,7 +402,7 @@ impl Connection {
         // closes: our hello may then meet a closed socket, but the reason is still there
         // to read, so a failed send is reported only if no answer follows.
         let sent = self.send(&ClientMsg::Hello {
-            protocol: wire::PROTOCOL_VERSION,
+            protocol: CLIENT_PROTOCOL,
             client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
         });
         // One deadline for the whole hello: a peer that dribbles bytes cannot hold us.
@@ -497,13 +503,11 @@ fn handshake_error(path: &Path, pid: Option<u32>, e: RecvError) -> AttachError {
 fn accept_hello(path: &Path, pid: Option<u32>, first: AgentMsg) -> Result<AgentHello, AttachError> {
     match first {
         AgentMsg::Hello(hello) => {
-            if hello.protocol < wire::MIN_PROTOCOL_VERSION
-                || hello.protocol > wire::PROTOCOL_VERSION
-            {
+            if hello.protocol < wire::MIN_PROTOCOL_VERSION || hello.protocol > CLIENT_PROTOCOL {
                 return Err(AttachError::VersionMismatch {
                     pid: hello.pid,
                     ours_min: wire::MIN_PROTOCOL_VERSION,
-                    ours_max: wire::PROTOCOL_VERSION,
+                    ours_max: CLIENT_PROTOCOL,
                     theirs: hello.protocol,
                     agent_version: hello.agent_version,
                 });

@@ -354,7 +354,7 @@ fn fake_agent(dir: &Path, pid: u32, fake: Fake) {
                 } => {
                     let _ = wire::read_frame(&mut s, wire::MAX_CLIENT_FRAME);
                     let hello = AgentMsg::Hello(wire::AgentHello {
-                        protocol: wire::PROTOCOL_VERSION,
+                        protocol: leaktop::attach::CLIENT_PROTOCOL,
                         agent_version: "0.1.0".into(),
                         pid: *pid,
                         start_time_ticks: *start_time_ticks,

@@ -9,6 +9,21 @@ use crate::wire::{self, AgentMsg};
 /// the socket. Location and stack definitions, sent once per connection, are not
 /// included. An encoding error yields an empty frame.
 pub fn snapshot_frame() -> Vec<u8> {
-    let snap = registry().snapshot(0);
-    wire::encode_frame(&AgentMsg::Snapshot(snap)).unwrap_or_default()
+    let snap = registry().snapshot_v2(0);
+    wire::encode_frame(&AgentMsg::SnapshotV2(snap)).unwrap_or_default()
+}
+
+/// The protocol-2 snapshot the agent would send now (tests and benches).
+pub fn snapshot_v2() -> wire::SnapshotV2 {
+    registry().snapshot_v2(0)
+}
+
+/// The raw return addresses of interned stack `id`.
+pub fn stack(id: wire::StackId) -> Option<Vec<u64>> {
+    registry().stacks().get(id)
+}
+
+/// The definition of location `id`.
+pub fn location(id: wire::LocId) -> Option<wire::Location> {
+    registry().location(id)
 }

@@ -1,35 +1,36 @@
-//! Who is blocked where: the blocked groups of one spawn site, and the registration a
-//! channel future holds while its task waits in it.
+//! Who waits where: the wait groups of one spawn site, and the registration a wait holds
+//! while its task waits.
 //!
-//! Each spawn site keeps a [`BlockedTable`] inside its own mutex (`SiteInner`): groups
-//! keyed by [`GroupKey`] (spawn site, op, channel creation site, blocking call site,
-//! stack), each an intrusive list of waiters in arrival order, so the oldest is its head.
-//! Adding and removing a waiter is O(1) with no allocation once the slabs have grown to the
-//! peak number of waiters; a snapshot reads O(groups), never O(waiters).
+//! Every wait of an instrumented task is written into one of the task's own
+//! [`FastSlot`]s (inline in its record, plus up to [`EXTRA_SLOTS`] more allocated the first
+//! time the task waits in several places at once, as under `select!`): a few relaxed
+//! stores and one atomic swap on the task's own memory, no lock, no allocation. Its end is
+//! one compare-and-swap. The task also enlists itself on its thread's candidate list, at
+//! most once per look of the agent. Whoever looks (a snapshot, a task list, the history
+//! sampler) first *promotes* the candidates still waiting into their site's groups, under
+//! the site's lock: slots are linked into their group's list in place (no allocation), so
+//! every observation sees every wait pending at that moment, exactly, while a wait that
+//! ends before anyone looks never touches shared state.
 //!
-//! A channel future calls [`Wait::pending`] when it returns Pending and [`Wait::ready`]
-//! (or drops the `Wait`) when it completes or is dropped. Only the first Pending of a
-//! future registers; later ones are a pointer compare.
+//! Waits are of three kinds:
+//! - instrumented operations (`leaktop_agent::sync` channels, locks, cells, handles):
+//!   future-scoped, registered by their future's [`Wait`] until it completes or is dropped;
+//! - uninstrumented waits ([`Op::Wait`], [`Op::Pending`]): poll-scoped, recorded by the
+//!   task wrapper after a poll that returned Pending with nothing instrumented pending,
+//!   from what the sampling waker saw (see `capture`), and ended when the task is polled
+//!   again;
+//! - states rather than waits ([`Op::Yield`]: the task woke itself; [`Op::Uncaptured`]:
+//!   no sampled poll saw where it waits), recorded the same way so they are counted
+//!   exactly.
 //!
-//! # Two speeds
-//!
-//! Most waits are short (a busy ping-pong blocks on every receive), so a wait inside an
-//! instrumented task first goes into the task's own [`FastSlot`]: a few relaxed stores and
-//! one atomic swap on the task's own cache line, no lock, no reference count. Its Ready is
-//! one compare-and-swap. The task also puts itself on its site's candidate list, at most
-//! once per drain. Whoever looks at the groups (a snapshot, a task list, the history
-//! sampler, all on the agent thread; or a push that finds the list long) first *promotes*
-//! the candidates still waiting into their groups under the site's lock. Every
-//! observation therefore sees every wait that is pending at that moment, exactly, while a
-//! wait that ends before anyone looks never touches shared state.
-//!
-//! Waits outside instrumented tasks, and a task's second concurrent wait (`select!` over
-//! two channels), register directly under the site's lock.
+//! Waits outside instrumented tasks, and a task's waits past its slots, register directly
+//! under the site's lock ("slow" registrations, boxed).
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::panic::Location as StdLocation;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -37,42 +38,264 @@ use foldhash::fast::FixedState;
 
 use crate::chan::{ChanMeta, ChanRef, ChanSite};
 use crate::clock;
-use crate::instrumented as task;
-use crate::registry::{lock, registry, Site, SiteInner, TaskCell, STATE_BLOCKED, STATE_IDLE};
+use crate::instrumented::{self, Record};
+use crate::registry::{lock, registry, Site, SiteInner};
+use crate::shard;
 use crate::stack::RESAMPLE_MS;
-use crate::wire::{self, ChannelKind, GroupKey, Op, StackId};
+use crate::wire::{self, ChannelKind, LocId, Op, Resource, StackId};
 
-const NIL: u32 = u32::MAX;
+/// Slots a task gets beyond its first, on its first concurrent wait.
+pub(crate) const EXTRA_SLOTS: usize = 3;
 
-struct Waiter {
-    prev: u32,
-    next: u32,
-    group: u32,
-    since_ms: u64,
-    /// 0 for operations outside instrumented tasks.
-    task_id: u64,
-    spawned_ms: u64,
-    /// None when the slot is free.
-    chan: Option<ChanRef>,
+const S_NONE: u64 = 0;
+const S_PENDING: u64 = 1;
+const S_PROMOTED: u64 = 2;
+/// Candidates of one thread beyond this many are promoted by that thread itself, so the
+/// list stays bounded when no agent thread looks.
+const MAX_CANDIDATES: usize = 4096;
+
+// ---------------------------------------------------------------------------------------
+// Keys
+
+/// A group's identity inside its site (the site is the table's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GKey {
+    pub op: Op,
+    pub chan: Option<(ChannelKind, LocId)>,
+    pub call: Option<LocId>,
+    /// Instrumented waits: StackId + 1 of the await chain (0: none). Uninstrumented
+    /// waits: a wait key (see `capture::WaitKeys`).
+    pub key: u32,
 }
+
+impl GKey {
+    /// The wire key of this group of `site`.
+    pub fn to_wire(self, site: LocId) -> wire::WaitKey {
+        let stacks = if self.op.is_channel() || self.op.is_sync() {
+            self.key.checked_sub(1).into_iter().collect()
+        } else {
+            crate::capture::stacks_of(self.key)
+        };
+        wire::WaitKey {
+            site,
+            op: self.op,
+            resource: self.chan.map(|(kind, site)| Resource { kind, site }),
+            call_site: self.call,
+            stacks,
+        }
+    }
+}
+
+/// The counter a task is counted under while it waits with `op`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Class {
+    Send = 1,
+    Recv = 2,
+    Sync = 3,
+    Waiting = 4,
+    Runnable = 5,
+    Uncaptured = 6,
+}
+
+impl Class {
+    pub fn of(op: Op) -> Class {
+        match op {
+            Op::Send | Op::Reserve => Class::Send,
+            Op::Wait | Op::Pending => Class::Waiting,
+            Op::Yield => Class::Runnable,
+            Op::Uncaptured => Class::Uncaptured,
+            op if op.is_sync() => Class::Sync,
+            _ => Class::Recv,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Class> {
+        Some(match v {
+            1 => Class::Send,
+            2 => Class::Recv,
+            3 => Class::Sync,
+            4 => Class::Waiting,
+            5 => Class::Runnable,
+            6 => Class::Uncaptured,
+            _ => return None,
+        })
+    }
+    fn counter(self, site: &Site) -> &AtomicU64 {
+        match self {
+            Class::Send => &site.blocked_send,
+            Class::Recv => &site.blocked_recv,
+            Class::Sync => &site.blocked_sync,
+            Class::Waiting => &site.waiting,
+            Class::Runnable => &site.runnable,
+            Class::Uncaptured => &site.uncaptured,
+        }
+    }
+}
+
+pub(crate) fn op_code(op: Op) -> u8 {
+    OPS.iter().position(|o| *o == op).unwrap_or(0) as u8
+}
+
+pub(crate) fn op_of(code: u8) -> Op {
+    OPS.get(code as usize).copied().unwrap_or(Op::Other)
+}
+
+const OPS: [Op; 18] = [
+    Op::Other,
+    Op::Send,
+    Op::Reserve,
+    Op::Recv,
+    Op::Changed,
+    Op::Closed,
+    Op::Lock,
+    Op::Read,
+    Op::Write,
+    Op::Acquire,
+    Op::Notified,
+    Op::BarrierWait,
+    Op::Init,
+    Op::Join,
+    Op::Wait,
+    Op::Pending,
+    Op::Yield,
+    Op::Uncaptured,
+];
+
+// ---------------------------------------------------------------------------------------
+// Slots
+
+/// Links of a slot in its group's list (under the site lock).
+struct Node {
+    prev: *const FastSlot,
+    next: *const FastSlot,
+}
+
+/// One wait record. Written by its task while it polls (or, for a slow registration, once
+/// under the site lock), read by the promoter. `word` is `generation << 2 | state`; a new
+/// wait bumps the generation, so a promoter that read a stale record fails its
+/// compare-and-swap and drops what it read. Every field the promoter reads is atomic, so a
+/// racing read sees some value each field once held, never a torn one.
+pub(crate) struct FastSlot {
+    word: AtomicU64,
+    op: AtomicU8,
+    /// The wait's place was not captured in this poll (assumed from an earlier one).
+    assumed: AtomicBool,
+    /// `&'static ChanSite` as an address (0: not an instrumented resource).
+    chan_site: AtomicUsize,
+    chan_id: AtomicU64,
+    /// `&'static Location` of the instrumented call (0: none).
+    call: AtomicUsize,
+    /// See [`GKey::key`].
+    key: AtomicU32,
+    /// When `key` was captured (instrumented waits; agent ms, truncated): with `call` it is
+    /// the slot's one-entry stack cache.
+    key_at: AtomicU32,
+    since: AtomicU64,
+    /// The record this slot belongs to (null: a wait outside instrumented tasks).
+    owner: AtomicPtr<Record>,
+    /// Group index while promoted (under the site lock).
+    group: AtomicU32,
+    node: UnsafeCell<Node>,
+}
+
+// SAFETY: `node` is only touched under the owning site's mutex; every other field is
+// atomic.
+unsafe impl Sync for FastSlot {}
+// SAFETY: as above; the raw pointers are links the site mutex guards.
+unsafe impl Send for FastSlot {}
+
+impl FastSlot {
+    /// `gen_base` makes generations unique across tasks (the task id shifted high).
+    pub fn new(gen_base: u64) -> FastSlot {
+        FastSlot {
+            word: AtomicU64::new(gen_base << 2),
+            op: AtomicU8::new(0),
+            assumed: AtomicBool::new(false),
+            chan_site: AtomicUsize::new(0),
+            chan_id: AtomicU64::new(0),
+            call: AtomicUsize::new(0),
+            key: AtomicU32::new(0),
+            key_at: AtomicU32::new(0),
+            since: AtomicU64::new(0),
+            owner: AtomicPtr::new(std::ptr::null_mut()),
+            group: AtomicU32::new(u32::MAX),
+            node: UnsafeCell::new(Node {
+                prev: std::ptr::null(),
+                next: std::ptr::null(),
+            }),
+        }
+    }
+
+    fn state(&self) -> u64 {
+        self.word.load(Acquire) & 3
+    }
+
+    /// The op of the slot's current wait if it holds one.
+    pub fn pending_op(&self) -> Option<Op> {
+        (self.state() != S_NONE).then(|| op_of(self.op.load(Relaxed)))
+    }
+
+    fn gkey(&self) -> Option<GKey> {
+        let op = op_of(self.op.load(Relaxed));
+        let chan_site = self.chan_site.load(Relaxed);
+        let chan = (chan_site != 0).then(|| {
+            // SAFETY: only ever an address of a leaked `&'static ChanSite`.
+            let s = unsafe { &*(chan_site as *const ChanSite) };
+            (s.kind, s.loc)
+        });
+        let call = self.call.load(Relaxed);
+        let call = (call != 0).then(|| {
+            // SAFETY: only ever an address of a `&'static Location<'static>`.
+            let l = unsafe { &*(call as *const StdLocation<'static>) };
+            registry().intern_cached(l)
+        });
+        Some(GKey {
+            op,
+            chan,
+            call,
+            key: self.key.load(Relaxed),
+        })
+    }
+
+    fn chan_ref(&self) -> Option<ChanRef> {
+        let s = self.chan_site.load(Relaxed);
+        (s != 0).then(|| ChanRef {
+            id: self.chan_id.load(Relaxed),
+            // SAFETY: see `gkey`.
+            site: unsafe { &*(s as *const ChanSite) },
+        })
+    }
+}
+
+/// A record pointer in a candidate list. The record unlinks itself from the list (under
+/// the list's lock) before its memory goes away.
+#[derive(Clone, Copy)]
+pub(crate) struct RecPtr(pub *const Record);
+// SAFETY: see the type's docs: only dereferenced under the candidate list's lock.
+unsafe impl Send for RecPtr {}
+
+// ---------------------------------------------------------------------------------------
+// Groups
 
 struct Group {
-    key: GroupKey,
-    kind: ChannelKind,
+    key: GKey,
     count: u64,
-    head: u32,
-    tail: u32,
+    assumed: u64,
+    head: *const FastSlot,
+    tail: *const FastSlot,
 }
 
-/// The blocked groups of one spawn site. Lives in the site's mutex.
+/// The wait groups of one spawn site. Lives in the site's mutex.
 #[derive(Default)]
 pub(crate) struct BlockedTable {
-    index: HashMap<GroupKey, u32, FixedState>,
+    index: HashMap<GKey, u32, FixedState>,
     groups: Vec<Option<Group>>,
-    free_groups: Vec<u32>,
-    waiters: Vec<Waiter>,
-    free_waiters: Vec<u32>,
+    free: Vec<u32>,
 }
+
+// SAFETY: the slot pointers are only dereferenced under the site mutex that owns the
+// table; a slot leaves its group (under that mutex) before its memory goes away.
+unsafe impl Send for BlockedTable {}
 
 /// One waiter as listed on request.
 pub(crate) struct WaiterInfo {
@@ -82,126 +305,125 @@ pub(crate) struct WaiterInfo {
 }
 
 impl BlockedTable {
-    fn insert(
-        &mut self,
-        key: GroupKey,
-        kind: ChannelKind,
-        since_ms: u64,
-        task: Option<&TaskCell>,
-        chan: ChanRef,
-    ) -> u32 {
-        let g = match self.index.get(&key) {
-            Some(g) => *g,
-            None => {
-                let group = Group {
-                    key: key.clone(),
-                    kind,
-                    count: 0,
-                    head: NIL,
-                    tail: NIL,
-                };
-                let g = match self.free_groups.pop() {
-                    Some(g) => {
-                        self.groups[g as usize] = Some(group);
-                        g
-                    }
-                    None => {
-                        self.groups.push(Some(group));
-                        (self.groups.len() - 1) as u32
-                    }
-                };
-                self.index.insert(key, g);
+    fn group_for(&mut self, key: GKey) -> u32 {
+        if let Some(g) = self.index.get(&key) {
+            return *g;
+        }
+        let group = Group {
+            key,
+            count: 0,
+            assumed: 0,
+            head: std::ptr::null(),
+            tail: std::ptr::null(),
+        };
+        let g = match self.free.pop() {
+            Some(g) => {
+                self.groups[g as usize] = Some(group);
                 g
             }
-        };
-        let waiter = Waiter {
-            prev: NIL,
-            next: NIL,
-            group: g,
-            since_ms,
-            task_id: task.map_or(0, |t| t.id),
-            spawned_ms: task.map_or(0, |t| t.spawned_ms),
-            chan: Some(chan),
-        };
-        let w = match self.free_waiters.pop() {
-            Some(w) => {
-                self.waiters[w as usize] = waiter;
-                w
-            }
             None => {
-                self.waiters.push(waiter);
-                (self.waiters.len() - 1) as u32
+                self.groups.push(Some(group));
+                (self.groups.len() - 1) as u32
             }
         };
-        let Some(group) = self.groups[g as usize].as_mut() else {
-            return w;
-        };
-        let tail = group.tail;
-        group.tail = w;
-        if tail == NIL {
-            group.head = w;
-        }
-        group.count += 1;
-        if tail != NIL {
-            self.waiters[tail as usize].next = w;
-        }
-        self.waiters[w as usize].prev = tail;
-        w
+        self.index.insert(key, g);
+        g
     }
 
-    fn remove(&mut self, w: u32) {
-        let Some(waiter) = self.waiters.get_mut(w as usize) else {
+    /// Links `slot` at the tail of group `key`.
+    ///
+    /// # Safety
+    /// `slot` stays valid until it is [`BlockedTable::remove`]d, which happens under the
+    /// same lock as this call.
+    unsafe fn insert(&mut self, key: GKey, slot: &FastSlot) {
+        let g = self.group_for(key);
+        let Some(group) = self.groups[g as usize].as_mut() else {
             return;
         };
-        if waiter.chan.take().is_none() {
-            return; // already free
+        let p = slot as *const FastSlot;
+        // SAFETY: under the site lock (caller), nodes are ours to write.
+        unsafe {
+            *slot.node.get() = Node {
+                prev: group.tail,
+                next: std::ptr::null(),
+            };
+            if let Some(tail) = group.tail.as_ref() {
+                (*tail.node.get()).next = p;
+            } else {
+                group.head = p;
+            }
         }
-        let (prev, next, g) = (waiter.prev, waiter.next, waiter.group);
-        if prev != NIL {
-            self.waiters[prev as usize].next = next;
+        group.tail = p;
+        group.count += 1;
+        if slot.assumed.load(Relaxed) {
+            group.assumed += 1;
         }
-        if next != NIL {
-            self.waiters[next as usize].prev = prev;
-        }
-        self.free_waiters.push(w);
+        slot.group.store(g, Relaxed);
+    }
+
+    /// Unlinks `slot` from its group.
+    fn remove(&mut self, slot: &FastSlot) {
+        let g = slot.group.swap(u32::MAX, Relaxed);
         let Some(group) = self.groups.get_mut(g as usize).and_then(|g| g.as_mut()) else {
             return;
         };
-        if group.head == w {
-            group.head = next;
-        }
-        if group.tail == w {
-            group.tail = prev;
+        // SAFETY: under the site lock; linked slots are valid (see `insert`).
+        unsafe {
+            let Node { prev, next } = std::ptr::replace(
+                slot.node.get(),
+                Node {
+                    prev: std::ptr::null(),
+                    next: std::ptr::null(),
+                },
+            );
+            match prev.as_ref() {
+                Some(p) => (*p.node.get()).next = next,
+                None => group.head = next,
+            }
+            match next.as_ref() {
+                Some(n) => (*n.node.get()).prev = prev,
+                None => group.tail = prev,
+            }
         }
         group.count -= 1;
+        if slot.assumed.load(Relaxed) {
+            group.assumed = group.assumed.saturating_sub(1);
+        }
         if group.count == 0 {
             if let Some(group) = self.groups[g as usize].take() {
                 self.index.remove(&group.key);
             }
-            self.free_groups.push(g);
+            self.free.push(g);
         }
     }
 
-    /// The groups with their oldest waiter's age and channel. O(groups).
-    pub fn groups(&self) -> Vec<wire::BlockedGroup> {
+    /// The groups of site `site` with their oldest waiter's age, channel and lock.
+    /// O(groups).
+    pub fn groups(&self, site: LocId) -> Vec<wire::WaitGroup> {
         self.groups
             .iter()
             .flatten()
             .map(|g| {
-                let head = self.waiters.get(g.head as usize);
-                wire::BlockedGroup {
-                    key: g.key.clone(),
-                    kind: g.kind,
+                // SAFETY: under the site lock (the table is borrowed from it).
+                let head = unsafe { g.head.as_ref() };
+                let chan = head.and_then(|s| s.chan_ref());
+                let is_lock = g.key.chan.is_some_and(|(k, _)| !k.is_channel());
+                wire::WaitGroup {
+                    key: g.key.to_wire(site),
                     count: g.count,
-                    oldest_since_ms: head.map_or(0, |w| w.since_ms),
-                    channel: head.and_then(|w| w.chan.as_ref()).and_then(|c| c.stats()),
+                    oldest_since_ms: head.map_or(0, |s| s.since.load(Relaxed)),
+                    channel: chan
+                        .filter(|c| c.site.kind.is_channel())
+                        .and_then(|c| c.stats()),
+                    lock: chan.filter(|_| is_lock).map(|c| c.id),
+                    captured: g.count - g.assumed.min(g.count),
                 }
             })
             .collect()
     }
 
     /// The oldest `limit` waiters of group `key`.
-    pub fn oldest(&self, key: &GroupKey, limit: usize) -> Vec<WaiterInfo> {
+    pub fn oldest(&self, key: &GKey, limit: usize) -> Vec<WaiterInfo> {
         let mut out = Vec::new();
         let Some(g) = self.index.get(key) else {
             return out;
@@ -209,27 +431,43 @@ impl BlockedTable {
         let Some(group) = self.groups.get(*g as usize).and_then(|g| g.as_ref()) else {
             return out;
         };
-        let mut w = group.head;
-        while w != NIL && out.len() < limit {
-            let Some(waiter) = self.waiters.get(w as usize) else {
+        let mut p = group.head;
+        // SAFETY: under the site lock; linked slots and their owners are valid.
+        while let Some(slot) = unsafe { p.as_ref() } {
+            if out.len() >= limit {
                 break;
+            }
+            let (task_id, spawned_ms) = match unsafe { slot.owner.load(Relaxed).as_ref() } {
+                Some(r) => (r.id, r.spawned_ms),
+                None => {
+                    // A slot without an owner is a `SlowSlot` (see `register`).
+                    let s = unsafe { &*(slot as *const FastSlot as *const SlowSlot) };
+                    (s.task_id, s.spawned_ms)
+                }
             };
             out.push(WaiterInfo {
-                task_id: waiter.task_id,
-                spawned_ms: waiter.spawned_ms,
-                since_ms: waiter.since_ms,
+                task_id,
+                spawned_ms,
+                since_ms: slot.since.load(Relaxed),
             });
-            w = waiter.next;
+            p = unsafe { (*slot.node.get()).next };
         }
         out
     }
 
-    /// Since when, and in which group, waiter slot `w` waits.
-    pub fn waiter(&self, w: u32) -> Option<(u64, GroupKey)> {
-        let waiter = self.waiters.get(w as usize)?;
-        waiter.chan.as_ref()?;
-        let group = self.groups.get(waiter.group as usize)?.as_ref()?;
-        Some((waiter.since_ms, group.key.clone()))
+    /// The key and since-time of a promoted slot.
+    pub fn waiter_of(&self, slot: &FastSlot) -> Option<(u64, GKey)> {
+        let g = slot.group.load(Relaxed);
+        let group = self.groups.get(g as usize)?.as_ref()?;
+        Some((slot.since.load(Relaxed), group.key))
+    }
+
+    /// The key of one of the site's groups by its wire form.
+    pub fn find(&self, key: &wire::WaitKey) -> Option<GKey> {
+        self.index
+            .keys()
+            .find(|k| k.to_wire(key.site) == *key)
+            .copied()
     }
 
     /// Number of live groups.
@@ -240,7 +478,7 @@ impl BlockedTable {
 }
 
 // ---------------------------------------------------------------------------------------
-// Stacks
+// Stacks of instrumented waits
 
 type StackCache = HashMap<(usize, usize), (Option<StackId>, u64), FixedState>;
 
@@ -251,358 +489,319 @@ thread_local! {
 }
 
 /// The await chain of a wait at `call` in a task of `site`: captured now if this thread
-/// has none for the pair or its capture is older than [`RESAMPLE_MS`]. Must be called from
-/// the leaf future's `poll` (the chain is on the stack only then).
+/// has none for the pair or its capture is older than [`RESAMPLE_MS`] (and the capture
+/// budget allows). Must be called from the leaf future's `poll`.
 #[inline(never)]
 fn stack_for(site: &Site, call: usize, now: u64) -> Option<StackId> {
     let key = (site as *const Site as usize, call);
     let cached = STACKS
         .try_with(|c| c.borrow().get(&key).copied())
         .ok()
-        .flatten()
-        .filter(|(_, at)| now.saturating_sub(*at) < RESAMPLE_MS);
-    if let Some((id, _)) = cached {
-        return id;
+        .flatten();
+    // A pair never seen is always captured; re-captures are what the budget limits.
+    if let Some((id, at)) = cached {
+        if now.saturating_sub(at) < RESAMPLE_MS || !crate::capture::take_budget() {
+            return id;
+        }
     }
     let id = registry().stacks().capture();
-    let _ = STACKS.try_with(|c| c.borrow_mut().insert(key, (id, now)));
+    let _ = STACKS.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 4096 {
+            c.clear();
+        }
+        c.insert(key, (id, now))
+    });
     id
 }
 
 // ---------------------------------------------------------------------------------------
-// The fast slot of a task
+// The fast path
 
-const S_NONE: u64 = 0;
-const S_PENDING: u64 = 1;
-const S_PROMOTED: u64 = 2;
-/// Candidates beyond this many are promoted by the pushing thread itself, so the list
-/// stays bounded when no agent thread drains it.
-const MAX_CANDIDATES: usize = 4096;
-
-fn op_code(op: Op) -> u8 {
-    match op {
-        Op::Send => 0,
-        Op::Reserve => 1,
-        Op::Recv => 2,
-        Op::Changed => 3,
-        Op::Closed => 4,
-        Op::Other => 5,
-        Op::Lock => 6,
-        Op::Read => 7,
-        Op::Write => 8,
-        Op::Acquire => 9,
-        Op::Notified => 10,
-        Op::BarrierWait => 11,
-        Op::Init => 12,
-        Op::Join => 13,
-        Op::Wait => 14,
-    }
+/// What a wait is on, for [`fast_pending`].
+pub(crate) struct WaitOn<'a> {
+    pub op: Op,
+    pub chan: Option<&'a Arc<ChanMeta>>,
+    pub call: Option<&'static StdLocation<'static>>,
+    /// For uninstrumented waits: the wait key; instrumented ones capture their own.
+    pub key: u32,
+    pub assumed: bool,
 }
 
-fn op_of(code: u8) -> Op {
-    match code {
-        0 => Op::Send,
-        1 => Op::Reserve,
-        2 => Op::Recv,
-        3 => Op::Changed,
-        4 => Op::Closed,
-        6 => Op::Lock,
-        7 => Op::Read,
-        8 => Op::Write,
-        9 => Op::Acquire,
-        10 => Op::Notified,
-        11 => Op::BarrierWait,
-        12 => Op::Init,
-        13 => Op::Join,
-        14 => Op::Wait,
-        _ => Op::Other,
-    }
-}
-
-/// A task's own wait record: written by the task (while polling it), read by the
-/// promoter. `word` is `generation << 2 | state`; a new wait bumps the generation, so a
-/// promoter that read a stale record fails its compare-and-swap and drops what it read.
-/// Every field is an atomic, so a racing read sees some value each field once held,
-/// never a torn one.
-pub(crate) struct FastSlot {
-    word: AtomicU64,
-    in_list: AtomicBool,
-    op: AtomicU8,
-    chan_id: AtomicU64,
-    /// `&'static ChanSite` as an address (0 before the first wait).
-    chan_site: AtomicUsize,
-    /// `&'static Location<'static>` of the blocking call, as an address.
-    call: AtomicUsize,
-    /// StackId + 1 (0: none).
-    stack: AtomicU32,
-    since: AtomicU64,
-    /// Waiter slot in the site's table while promoted.
-    slot: AtomicU32,
-    /// When `stack` was captured (agent ms, truncated: compared with wrapping
-    /// arithmetic). With `call` and `stack` it is the task's one-entry stack cache: a
-    /// wait at the same call site within RESAMPLE_MS reuses the last capture. (u32 and no
-    /// separate cache fields: `TaskCell` stays within 104 bytes, which keeps its
-    /// allocation in glibc's fast bins.)
-    stack_at: AtomicU32,
-}
-
-impl FastSlot {
-    /// `gen_base` makes generations unique across tasks (a task id shifted high).
-    pub fn new(gen_base: u64) -> FastSlot {
-        FastSlot {
-            word: AtomicU64::new(gen_base << 2),
-            in_list: AtomicBool::new(false),
-            op: AtomicU8::new(0),
-            chan_id: AtomicU64::new(0),
-            chan_site: AtomicUsize::new(0),
-            call: AtomicUsize::new(0),
-            stack: AtomicU32::new(0),
-            since: AtomicU64::new(0),
-            slot: AtomicU32::new(0),
-            stack_at: AtomicU32::new(0),
-        }
-    }
-}
-
-/// Records a wait in the task's fast slot; None when the slot is busy (the task already
-/// waits elsewhere).
+/// Records a wait in `slot` of `rec` (which is being polled on this thread); false when
+/// the slot is busy.
 #[inline]
-fn fast_pending(
-    cell: &Arc<TaskCell>,
-    op: Op,
-    chan: &ChanMeta,
-    call: &'static StdLocation<'static>,
-) -> Option<u64> {
-    let f = &cell.fast;
-    let w = f.word.load(Relaxed);
+pub(crate) fn fast_pending(rec: &Record, slot: &FastSlot, on: &WaitOn<'_>) -> Option<u64> {
+    let w = slot.word.load(Relaxed);
     if w & 3 != S_NONE {
         return None;
     }
     let gen = (w >> 2) + 1;
     let now = clock::cached_now_ms();
-    let call_addr = call as *const StdLocation<'static> as usize;
-    // `call` and `stack` still hold this task's previous wait (only the task writes them).
-    if f.call.load(Relaxed) != call_addr
-        || (now as u32).wrapping_sub(f.stack_at.load(Relaxed)) as u64 >= RESAMPLE_MS
-    {
-        let s = stack_for(cell.site, call_addr, now).map_or(0, |id| id + 1);
-        f.call.store(call_addr, Relaxed);
-        f.stack.store(s, Relaxed);
-        f.stack_at.store(now as u32, Relaxed);
+    match on.call {
+        Some(call) => {
+            let call_addr = call as *const StdLocation<'static> as usize;
+            // `call` and `key` still hold this slot's previous wait (only the task
+            // writes them): a wait at the same call site within RESAMPLE_MS reuses it.
+            if slot.call.load(Relaxed) != call_addr
+                || (now as u32).wrapping_sub(slot.key_at.load(Relaxed)) as u64 >= RESAMPLE_MS
+            {
+                let s = stack_for(rec.site, call_addr, now).map_or(0, |id| id + 1);
+                slot.call.store(call_addr, Relaxed);
+                slot.key.store(s, Relaxed);
+                slot.key_at.store(now as u32, Relaxed);
+            }
+        }
+        None => {
+            slot.call.store(0, Relaxed);
+            slot.key.store(on.key, Relaxed);
+        }
     }
-    f.op.store(op_code(op), Relaxed);
-    f.chan_id.store(chan.id, Relaxed);
-    f.chan_site
-        .store(chan.site as *const ChanSite as usize, Relaxed);
-    f.since.store(now, Relaxed);
-    // SeqCst pairs with the promoter's clear of `in_list` then load of `word`: either it
-    // sees this wait, or we see the list flag cleared and enlist again.
-    f.word.swap(gen << 2 | S_PENDING, SeqCst);
-    if !f.in_list.load(SeqCst) {
-        enlist(cell);
+    slot.op.store(op_code(on.op), Relaxed);
+    slot.assumed.store(on.assumed, Relaxed);
+    match on.chan {
+        Some(c) => {
+            c.list();
+            slot.chan_id.store(c.id, Relaxed);
+            slot.chan_site
+                .store(c.site as *const ChanSite as usize, Relaxed);
+        }
+        None => slot.chan_site.store(0, Relaxed),
+    }
+    slot.since.store(now, Relaxed);
+    slot.owner
+        .store(rec as *const Record as *mut Record, Relaxed);
+    // SeqCst pairs with the promoter's clear of the record's candidate mark then load of
+    // `word`: either it sees this wait, or we see the mark cleared and enlist again.
+    slot.word.swap(gen << 2 | S_PENDING, SeqCst);
+    if rec.cand.load(SeqCst) == 0 {
+        enlist(rec);
     }
     Some(gen)
 }
 
 #[cold]
 #[inline(never)]
-fn enlist(cell: &Arc<TaskCell>) {
-    let site = &cell.site;
-    let mut inner = lock(&site.inner);
-    if !cell.fast.in_list.load(SeqCst) {
-        cell.fast.in_list.store(true, SeqCst);
-        inner.candidates.push(cell.clone());
-        if inner.candidates.len() > MAX_CANDIDATES {
-            promote_locked(&mut inner, site);
-        }
+fn enlist(rec: &Record) {
+    let shard = shard::mine();
+    let mut list = lock(&shard.candidates);
+    if rec.cand.load(SeqCst) != 0 {
+        return;
+    }
+    list.push(RecPtr(rec));
+    rec.cand
+        .store(cand_mark(shard.index, list.len() - 1), SeqCst);
+    if list.len() > MAX_CANDIDATES {
+        promote_list(&mut list);
     }
 }
 
-/// The fast wait of generation `gen` is over.
+fn cand_mark(shard: u16, pos: usize) -> u64 {
+    (u64::from(shard) << 32) | (pos as u64 + 1)
+}
+
+/// Takes `rec` off its candidate list, if it is on one. Called when its record goes away.
+pub(crate) fn unlist(rec: &Record) {
+    let mark = rec.cand.load(SeqCst);
+    if mark == 0 {
+        return;
+    }
+    let shard = shard::by_index((mark >> 32) as u16);
+    let mut list = lock(&shard.candidates);
+    let mark = rec.cand.load(SeqCst);
+    if mark == 0 {
+        return;
+    }
+    let pos = (mark & 0xffff_ffff) as usize - 1;
+    if list.get(pos).is_some_and(|p| std::ptr::eq(p.0, rec)) {
+        list.swap_remove(pos);
+        if let Some(moved) = list.get(pos) {
+            // SAFETY: under the list's lock, listed records are alive.
+            unsafe { &*moved.0 }
+                .cand
+                .store(cand_mark(shard.index, pos), SeqCst);
+        }
+    }
+    rec.cand.store(0, SeqCst);
+}
+
+/// The wait of generation `gen` in `slot` is over.
 #[inline]
-fn fast_ready(cell: &TaskCell, gen: u64) {
-    let f = &cell.fast;
-    if f.word
+pub(crate) fn fast_ready(rec: &Record, slot: &FastSlot, gen: u64) {
+    if slot
+        .word
         .compare_exchange(gen << 2 | S_PENDING, gen << 2 | S_NONE, AcqRel, Relaxed)
         .is_ok()
     {
         return;
     }
-    fast_unpromote(cell, gen);
+    fast_unpromote(rec, slot, gen);
 }
 
 #[cold]
 #[inline(never)]
-fn fast_unpromote(cell: &TaskCell, gen: u64) {
-    let site = &cell.site;
+fn fast_unpromote(rec: &Record, slot: &FastSlot, gen: u64) {
+    let site = rec.site;
     let mut inner = lock(&site.inner);
-    clear_promoted(&mut inner, site, cell, gen);
+    clear_promoted(&mut inner, site, rec, slot, gen);
 }
 
-/// Under the site lock: if the fast slot holds promoted generation `gen`, takes it out of
-/// its group.
-fn clear_promoted(inner: &mut SiteInner, site: &Site, cell: &TaskCell, gen: u64) {
-    let f = &cell.fast;
-    if f.word.load(Acquire) != gen << 2 | S_PROMOTED {
+/// Under the site lock: if `slot` holds promoted generation `gen`, takes it out of its
+/// group.
+fn clear_promoted(inner: &mut SiteInner, site: &Site, rec: &Record, slot: &FastSlot, gen: u64) {
+    if slot.word.load(Acquire) != gen << 2 | S_PROMOTED {
         return;
     }
-    let slot = f.slot.load(Relaxed);
     inner.blocked.remove(slot);
-    task_unblocked(site, cell, slot);
-    f.word.store(gen << 2 | S_NONE, SeqCst);
+    task_unblocked(site, rec);
+    slot.word.store(gen << 2 | S_NONE, SeqCst);
 }
 
-/// The task is done: whatever its fast slot holds is over.
-pub(crate) fn task_done_locked(inner: &mut SiteInner, site: &Site, cell: &TaskCell) {
-    let w = cell.fast.word.load(Acquire);
+/// Ends whatever `slot` holds (its record is going away, or its poll-scoped wait ends).
+pub(crate) fn end_any(rec: &Record, slot: &FastSlot) {
+    let w = slot.word.load(Acquire);
     let gen = w >> 2;
     match w & 3 {
-        S_PENDING => {
-            let _ = cell
-                .fast
-                .word
-                .compare_exchange(w, gen << 2 | S_NONE, AcqRel, Relaxed);
-        }
-        S_PROMOTED => clear_promoted(inner, site, cell, gen),
+        S_PENDING => fast_ready(rec, slot, gen),
+        S_PROMOTED => fast_unpromote(rec, slot, gen),
         _ => {}
     }
 }
 
-/// Promotes every candidate of `site` that still waits into its group. O(candidates):
-/// tasks that began a wait since the last promotion.
-pub(crate) fn promote(site: &Site) {
-    let mut inner = lock(&site.inner);
-    promote_locked(&mut inner, site);
-}
-
-fn promote_locked(inner: &mut SiteInner, site: &Site) {
-    let list = std::mem::take(&mut inner.candidates);
-    let reg = registry();
-    for cell in &list {
-        let f = &cell.fast;
-        f.in_list.store(false, SeqCst);
-        let w = f.word.load(SeqCst);
-        if w & 3 != S_PENDING {
-            continue;
-        }
-        let chan_site = f.chan_site.load(Relaxed);
-        let call = f.call.load(Relaxed);
-        if chan_site == 0 || call == 0 {
-            continue;
-        }
-        // SAFETY: `chan_site` and `call` only ever hold addresses of `&'static ChanSite`
-        // (leaked, never freed) and `&'static Location<'static>` values (see
-        // fast_pending); 0 was excluded above.
-        let (chan_site, call) = unsafe {
-            (
-                &*(chan_site as *const ChanSite),
-                &*(call as *const StdLocation<'static>),
-            )
-        };
-        let op = op_of(f.op.load(Relaxed));
-        let stack = f.stack.load(Relaxed).checked_sub(1);
-        let key = GroupKey {
-            site: site.loc,
-            op,
-            channel_site: chan_site.loc,
-            call_site: reg.intern_cached(call),
-            stack,
-        };
-        let chan = ChanRef {
-            id: f.chan_id.load(Relaxed),
-            site: chan_site,
-        };
-        let slot =
-            inner
-                .blocked
-                .insert(key, chan_site.kind, f.since.load(Relaxed), Some(cell), chan);
-        f.slot.store(slot, Relaxed);
-        if f.word
-            .compare_exchange(w, (w & !3) | S_PROMOTED, AcqRel, Relaxed)
-            .is_ok()
-        {
-            task_blocked(site, cell, op, slot);
-        } else {
-            // Ended (or restarted) while we read it.
-            inner.blocked.remove(slot);
-        }
-    }
-    // Keep the allocation for the next round.
-    let mut list = list;
-    list.clear();
-    if inner.candidates.is_empty() {
-        inner.candidates = list;
+/// Promotes every candidate of every thread that still waits into its group.
+/// O(candidates): tasks that began a wait since the last promotion.
+pub(crate) fn promote_all() {
+    for shard in shard::all() {
+        let mut list = lock(&shard.candidates);
+        promote_list(&mut list);
     }
 }
 
-/// Under the site lock: one more wait of `cell`; the first one marks the task blocked.
-fn task_blocked(site: &Site, cell: &TaskCell, op: Op, slot: u32) {
-    // A task waiting in several futures at once (select!, join!) counts once, under the
-    // op of its first wait.
-    if cell.blocked_regs.fetch_add(1, Relaxed) == 0 {
-        cell.blocked_is_send.store(op.is_send(), Relaxed);
-        cell.blocked_slot.store(slot + 1, Relaxed);
-        cell.state.store(STATE_BLOCKED, Relaxed);
-        counter(site, op.is_send()).fetch_add(1, Relaxed);
+fn promote_list(list: &mut Vec<RecPtr>) {
+    for r in list.drain(..) {
+        // SAFETY: under the candidate list's lock, listed records are alive (a record
+        // takes itself off the list under this lock before going away).
+        let rec = unsafe { &*r.0 };
+        rec.cand.store(0, SeqCst);
+        let site = rec.site;
+        let mut inner = lock(&site.inner);
+        rec.for_each_slot(|slot| promote_slot(&mut inner, site, rec, slot));
     }
 }
 
-/// Under the site lock: one wait of `cell` (in waiter slot `slot`) is over.
-fn task_unblocked(site: &Site, cell: &TaskCell, slot: u32) {
-    if cell.blocked_regs.fetch_sub(1, Relaxed) == 1 {
-        counter(site, cell.blocked_is_send.load(Relaxed)).fetch_sub(1, Relaxed);
-        cell.blocked_slot.store(0, Relaxed);
-        cell.state.store(STATE_IDLE, Relaxed);
-    } else if cell.blocked_slot.load(Relaxed) == slot + 1 {
-        // Still waiting elsewhere; that wait's slot is not known here.
-        cell.blocked_slot.store(0, Relaxed);
+fn promote_slot(inner: &mut SiteInner, site: &Site, rec: &Record, slot: &FastSlot) {
+    let w = slot.word.load(SeqCst);
+    if w & 3 != S_PENDING {
+        return;
     }
+    let Some(key) = slot.gkey() else {
+        return;
+    };
+    // SAFETY: `slot` is a slot of `rec`, alive while its record is (the caller holds the
+    // candidate lock); it leaves the group under the site lock before it goes away.
+    unsafe { inner.blocked.insert(key, slot) };
+    if slot
+        .word
+        .compare_exchange(w, (w & !3) | S_PROMOTED, AcqRel, Relaxed)
+        .is_ok()
+    {
+        task_blocked(site, rec, key.op);
+    } else {
+        // Ended (or restarted) while we read it.
+        inner.blocked.remove(slot);
+    }
+}
+
+/// Under the site lock: one more promoted wait of `rec`; the first one counts the task
+/// under its class (a task waiting in several places at once counts once, under its
+/// first wait's class).
+fn task_blocked(site: &Site, rec: &Record, op: Op) {
+    let v = rec.promoted.load(Relaxed);
+    if v & 0xff == 0 {
+        let class = Class::of(op);
+        class.counter(site).fetch_add(1, Relaxed);
+        rec.promoted.store(1 | (class as u32) << 8, Relaxed);
+    } else {
+        rec.promoted.store(v + 1, Relaxed);
+    }
+}
+
+/// Under the site lock: one promoted wait of `rec` is over.
+fn task_unblocked(site: &Site, rec: &Record) {
+    let v = rec.promoted.load(Relaxed);
+    match v & 0xff {
+        0 => {}
+        1 => {
+            if let Some(class) = Class::from_u8((v >> 8) as u8) {
+                class.counter(site).fetch_sub(1, Relaxed);
+            }
+            rec.promoted.store(0, Relaxed);
+        }
+        _ => rec.promoted.store(v - 1, Relaxed),
+    }
+}
+
+/// The class and since-time of `rec`'s first promoted wait, and its group key (under the
+/// site lock).
+pub(crate) fn wait_of(inner: &SiteInner, rec: &Record) -> Option<(u64, GKey)> {
+    let mut found = None;
+    rec.for_each_slot(|slot| {
+        if found.is_none() && slot.word.load(Acquire) & 3 == S_PROMOTED {
+            found = inner.blocked.waiter_of(slot);
+        }
+    });
+    found
 }
 
 // ---------------------------------------------------------------------------------------
 // The registration a future holds
 
-/// Whose wait this is: an instrumented task, or an operation outside one.
-enum Owner {
-    Task(Arc<TaskCell>),
-    Uninstrumented(&'static Site),
-}
-
-impl Owner {
-    fn site(&self) -> &Site {
-        match self {
-            Owner::Task(c) => c.site,
-            Owner::Uninstrumented(s) => s,
-        }
-    }
+/// A slot registered directly in its site's table: a wait outside instrumented tasks, or
+/// past a task's slots. It names its task by id (never by address: the future holding it
+/// may outlive the task), and counts under its site directly rather than per task.
+#[repr(C)]
+pub(crate) struct SlowSlot {
+    slot: FastSlot,
+    task_id: u64,
+    spawned_ms: u64,
 }
 
 /// A wait registered directly in its site's table.
 struct Registration {
-    owner: Owner,
-    /// `task::current_ptr()` at registration (0 outside instrumented tasks).
-    task_ptr: usize,
-    slot: u32,
-    op: Op,
+    /// The slot, linked into its group.
+    slot: Box<SlowSlot>,
+    site: &'static Site,
+    /// The task it was made in (its address) and that task's id; 0 outside one.
+    rec: usize,
+    task: u64,
 }
 
 enum Reg {
-    /// In the fast slot of the task at this address, with this generation. The address
-    /// is only dereferenced while that task is being polled (then it is alive).
-    Fast { cell: usize, gen: u64 },
-    /// Boxed: rare (a second concurrent wait of a task, or outside tasks) and already
-    /// takes a lock; kept out of line so every channel future stays three words smaller.
+    /// In slot `slot` of the task at address `rec` with id `task`. The address is only
+    /// dereferenced while that task is being polled (then it is alive).
+    Fast {
+        rec: usize,
+        task: u64,
+        slot: u8,
+        gen: u64,
+    },
+    /// Boxed: rare (past a task's slots, or outside tasks) and already takes a lock; kept
+    /// out of line so every future stays small.
     Slow(Box<Registration>),
 }
 
-/// The blocked-state slot of one channel future (or pollable handle).
+/// The wait state of one instrumented future (or pollable handle).
 #[derive(Default)]
 pub(crate) struct Wait {
     reg: Option<Reg>,
 }
 
 impl Wait {
-    /// Tracks one poll of a channel operation: a Pending records the task as waiting
+    pub const fn new() -> Wait {
+        Wait { reg: None }
+    }
+
+    /// Tracks one poll of an operation: a Pending records the current task as waiting
     /// (see [`Wait::pending`]), a Ready clears it. Returns the poll, so a future's body is
     /// `ready!(self.wait.track(inner.poll(cx), op, meta, caller))`.
     #[inline]
@@ -610,7 +809,7 @@ impl Wait {
         &mut self,
         poll: Poll<R>,
         op: Op,
-        chan: &ChanMeta,
+        chan: &Arc<ChanMeta>,
         call_site: &'static StdLocation<'static>,
     ) -> Poll<R> {
         match poll {
@@ -619,33 +818,47 @@ impl Wait {
         }
         poll
     }
-}
-
-impl Wait {
-    pub const fn new() -> Wait {
-        Wait { reg: None }
-    }
 
     /// The operation returned Pending. Records the current task as waiting the first
-    /// time; later calls from the same task only compare a pointer.
+    /// time; later calls from the same task compare two words.
     #[inline]
-    pub fn pending(&mut self, op: Op, chan: &ChanMeta, call_site: &'static StdLocation<'static>) {
-        let current = task::current_ptr();
+    pub fn pending(
+        &mut self,
+        op: Op,
+        chan: &Arc<ChanMeta>,
+        call_site: &'static StdLocation<'static>,
+    ) {
+        let (cur, id) = instrumented::current();
         match &self.reg {
-            Some(Reg::Fast { cell, .. }) if *cell == current => return,
-            Some(Reg::Slow(r)) if r.task_ptr == current => return,
+            Some(Reg::Fast { rec, task, .. }) if *rec == cur && *task == id => return,
+            Some(Reg::Slow(r)) if r.rec == cur && r.task == id => return,
             // Moved to another task (or into/out of one): record anew.
             Some(_) => self.ready(),
             None => {}
         }
-        if current != 0 {
-            let fast = task::with_current(|c| c.and_then(|c| fast_pending(c, op, chan, call_site)));
-            if let Some(gen) = fast {
-                self.reg = Some(Reg::Fast { cell: current, gen });
+        let on = WaitOn {
+            op,
+            chan: Some(chan),
+            call: Some(call_site),
+            key: 0,
+            assumed: false,
+        };
+        if cur != 0 {
+            let fast = instrumented::with_current(|r| {
+                let r = r?;
+                r.try_slots(|i, slot| fast_pending(r, slot, &on).map(|g| (i, g)))
+            });
+            if let Some((slot, gen)) = fast {
+                self.reg = Some(Reg::Fast {
+                    rec: cur,
+                    task: id,
+                    slot,
+                    gen,
+                });
                 return;
             }
         }
-        self.reg = Some(Reg::Slow(Box::new(register(op, chan, call_site, current))));
+        self.reg = Some(Reg::Slow(Box::new(register(&on, cur, id))));
     }
 
     /// The operation completed (or gave up): the task no longer waits here.
@@ -657,11 +870,18 @@ impl Wait {
         match self.reg.take() {
             None => {}
             // Outside its task's poll the task may be gone; its completion clears the
-            // slot then (see task_done_locked).
-            Some(Reg::Fast { cell, gen }) if task::current_ptr() == cell => {
-                task::with_current(|c| {
-                    if let Some(c) = c {
-                        fast_ready(c, gen)
+            // slot then.
+            Some(Reg::Fast {
+                rec,
+                task,
+                slot,
+                gen,
+            }) if instrumented::current() == (rec, task) => {
+                instrumented::with_current(|r| {
+                    if let Some(r) = r {
+                        if let Some(s) = r.slot(slot) {
+                            fast_ready(r, s, gen);
+                        }
                     }
                 });
             }
@@ -693,72 +913,67 @@ impl std::fmt::Debug for Wait {
     }
 }
 
-fn counter(site: &Site, send: bool) -> &AtomicU64 {
-    if send {
-        &site.blocked_send
-    } else {
-        &site.blocked_recv
-    }
-}
-
 #[cold]
 #[inline(never)]
-fn register(
-    op: Op,
-    chan: &ChanMeta,
-    call_site: &'static StdLocation<'static>,
-    task_ptr: usize,
-) -> Registration {
+fn register(on: &WaitOn<'_>, rec: usize, task: u64) -> Registration {
     let reg = registry();
-    let owner = match task::with_current(|c| c.cloned()) {
-        Some(cell) => Owner::Task(cell),
-        None => Owner::Uninstrumented(reg.uninstrumented_site()),
-    };
-    let call = reg.intern_cached(call_site);
-    let site = owner.site();
+    let (site, spawned_ms) = instrumented::with_current(|r| r.map(|r| (r.site, r.spawned_ms)))
+        .unwrap_or_else(|| (reg.uninstrumented_site(), 0));
     let now = clock::cached_now_ms();
-    let stack = stack_for(site, call_site as *const StdLocation<'static> as usize, now);
-    let key = GroupKey {
-        site: site.loc,
-        op,
-        channel_site: chan.site.loc,
-        call_site: call,
-        stack,
-    };
-    let mut inner = lock(&site.inner);
-    let task = match &owner {
-        Owner::Task(c) => Some(&**c),
-        Owner::Uninstrumented(_) => None,
-    };
-    let slot = inner
-        .blocked
-        .insert(key, chan.kind, now, task, chan.chan_ref());
-    match &owner {
-        Owner::Task(cell) => task_blocked(site, cell, op, slot),
-        Owner::Uninstrumented(site) => {
-            counter(site, op.is_send()).fetch_add(1, Relaxed);
-            site.live.fetch_add(1, Relaxed);
+    let slow = Box::new(SlowSlot {
+        slot: FastSlot::new(0),
+        task_id: task,
+        spawned_ms,
+    });
+    let slot = &slow.slot;
+    if let Some(call) = on.call {
+        let call_addr = call as *const StdLocation<'static> as usize;
+        let s = stack_for(site, call_addr, now).map_or(0, |id| id + 1);
+        slot.call.store(call_addr, Relaxed);
+        slot.key.store(s, Relaxed);
+    } else {
+        slot.key.store(on.key, Relaxed);
+    }
+    slot.op.store(op_code(on.op), Relaxed);
+    if let Some(c) = on.chan {
+        c.list();
+        slot.chan_id.store(c.id, Relaxed);
+        slot.chan_site
+            .store(c.site as *const ChanSite as usize, Relaxed);
+    }
+    slot.since.store(now, Relaxed);
+    slot.word.store(S_PROMOTED, Relaxed);
+    if let Some(key) = slot.gkey() {
+        let mut inner = lock(&site.inner);
+        // SAFETY: the box lives in the registration until `unregister` takes it out of
+        // its group under this lock.
+        unsafe { inner.blocked.insert(key, slot) };
+        Class::of(on.op).counter(site).fetch_add(1, Relaxed);
+        if task == 0 {
+            site.live_extra.fetch_add(1, Relaxed);
         }
     }
-    drop(inner);
     Registration {
-        owner,
-        task_ptr,
-        slot,
-        op,
+        slot: slow,
+        site,
+        rec,
+        task,
     }
 }
 
 #[inline(never)]
 fn unregister(reg: Registration) {
-    let site = reg.owner.site();
+    let site = reg.site;
     let mut inner = lock(&site.inner);
-    inner.blocked.remove(reg.slot);
-    match &reg.owner {
-        Owner::Task(cell) => task_unblocked(site, cell, reg.slot),
-        Owner::Uninstrumented(site) => {
-            counter(site, reg.op.is_send()).fetch_sub(1, Relaxed);
-            site.live.fetch_sub(1, Relaxed);
-        }
+    if reg.slot.slot.group.load(Relaxed) == u32::MAX {
+        return;
+    }
+    inner.blocked.remove(&reg.slot.slot);
+    drop(inner);
+    Class::of(op_of(reg.slot.slot.op.load(Relaxed)))
+        .counter(site)
+        .fetch_sub(1, Relaxed);
+    if reg.task == 0 {
+        site.live_extra.fetch_sub(1, Relaxed);
     }
 }

@@ -95,7 +95,7 @@ impl ChanSite {
         }
     }
 
-    /// The oldest `limit` live channels of this site.
+    /// The oldest `limit` live channels of this site that something waited on.
     #[allow(dead_code)] // for a channel-list request; used by tests today
     pub fn channels(&self, limit: usize) -> Vec<wire::ChannelStats> {
         let metas: Vec<Arc<ChanMeta>> = lock(&self.table)
@@ -196,6 +196,9 @@ pub(crate) struct ChanMeta {
     rx: Line<Side>,
     /// `close()` was called on the receiving side.
     closed: AtomicBool,
+    /// In its site's table (done at its first wait: a channel nobody waits on costs no
+    /// lock to create or drop).
+    listed: AtomicBool,
 }
 
 /// One direction of a channel.
@@ -227,11 +230,29 @@ impl ChanMeta {
             tx: Line::default(),
             rx: Line::default(),
             closed: AtomicBool::new(false),
+            listed: AtomicBool::new(false),
         });
         site.created.fetch_add(1, Relaxed);
         site.live.fetch_add(1, Relaxed);
-        lock(&site.table).insert(meta.id, Arc::downgrade(&meta));
         meta
+    }
+
+    /// Puts the channel in its site's table (so a group's channel state can be found), the
+    /// first time something waits on it.
+    #[inline]
+    pub fn list(self: &Arc<Self>) {
+        if !self.listed.load(Relaxed) {
+            self.list_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn list_slow(self: &Arc<Self>) {
+        let mut table = lock(&self.site.table);
+        if !self.listed.swap(true, Relaxed) {
+            table.insert(self.id, Arc::downgrade(self));
+        }
     }
 
     /// One message (or `n`) went in.
@@ -268,14 +289,6 @@ impl ChanMeta {
             if stamp(&self.rx.last, now) {
                 fold(&self.rx.count, &self.rx.folded, &self.site.recvs, now);
             }
-        }
-    }
-
-    /// A reference to this channel that does not keep it alive.
-    pub fn chan_ref(&self) -> ChanRef {
-        ChanRef {
-            id: self.id,
-            site: self.site,
         }
     }
 
@@ -336,7 +349,9 @@ impl Drop for ChanMeta {
             fold(&self.rx.count, &self.rx.folded, &self.site.recvs, now);
         }
         self.site.live.fetch_sub(1, Relaxed);
-        lock(&self.site.table).remove(&self.id);
+        if self.listed.load(Relaxed) {
+            lock(&self.site.table).remove(&self.id);
+        }
     }
 }
 

@@ -4,29 +4,34 @@
 //!
 //! # Memory bound
 //!
-//! A sample is stored in 16 bytes ([`Compact`]: live, blocked send, blocked recv as `u32`,
-//! spawned as a `u32` delta from the previous sample; completed is `spawned - live`). Every
+//! A sample is stored in 24 bytes ([`Compact`]: live, blocked send, blocked recv, blocked
+//! on sync primitives, waiting elsewhere as `u32`, spawned as a `u32` delta from the
+//! previous sample; completed is `spawned - live`). Every
 //! ring has the same length `L`, at most the configured history length (600 samples: ten
-//! minutes at 1 s). All rings together hold at most `budget / 16` samples (default budget
+//! minutes at 1 s). All rings together hold at most `budget / 24` samples (default budget
 //! [`DEFAULT_BUDGET_BYTES`], 32 MiB): when the number of sites grows past what fits, `L`
 //! shrinks for everyone (never below [`MIN_LEN`] samples), so the ring memory is at most
 //!
-//! `16 B × max(budget / 16 B, MIN_LEN × sites)`, with `sites ≤ site cap + 2`:
+//! `24 B × max(budget / 24 B, MIN_LEN × sites)`, with `sites ≤ site cap + 2`:
 //!
-//! 32 MiB by default, 2.6 MiB more only if a budget below `16 B × MIN_LEN × sites` is
-//! forced. At the default cap (10 002 rows) that keeps about 170 samples (almost three
-//! minutes) per site; a program with up to 3 495 sites keeps the full ten minutes. A program with 100 sites uses
-//! 100 × 600 × 16 B ≈ 0.9 MiB.
+//! 32 MiB by default, 3.8 MiB more only if a budget below `24 B × MIN_LEN × sites` is
+//! forced. At the default cap (10 002 rows) that keeps about 110 samples (almost two
+//! minutes) per site; a program with up to 2 330 sites keeps the full ten minutes. A
+//! program with 100 sites uses 100 × 600 × 24 B ≈ 1.4 MiB.
+//!
+//! Each part of a transfer also carries every site's lifetime histogram of completed
+//! tasks as it is when the part is built, so a client that attaches knows how long the
+//! site's tasks normally live.
 //!
 //! # Sending
 //!
 //! A history at the cap is far larger than one frame or a client's output allowance, so
 //! it is sent in parts (a [`Cursor`] per client, [`MAX_CHUNK_SAMPLES`] samples per
-//! [`wire::History`] message) as the client reads. Every part has the same `end_ms`.
+//! [`wire::HistoryV2`] message) as the client reads. Every part has the same `end_ms`.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::wire::{self, LocId, Sample};
+use crate::wire::{self, LocId, SampleV2 as Sample};
 
 /// Default cap on the memory of all rings together.
 pub const DEFAULT_BUDGET_BYTES: usize = 32 * 1024 * 1024;
@@ -35,12 +40,14 @@ pub const MIN_LEN: usize = 16;
 /// Samples per history message (≈ 1-2 MB encoded at worst).
 pub const MAX_CHUNK_SAMPLES: usize = 65_536;
 
-/// One stored sample: 16 bytes.
+/// One stored sample: 24 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Compact {
     live: u32,
     blocked_send: u32,
     blocked_recv: u32,
+    blocked_sync: u32,
+    waiting: u32,
     /// Tasks spawned since the previous sample (saturating).
     spawned_delta: u32,
 }
@@ -131,6 +138,8 @@ impl Rings {
                 live: s.live,
                 blocked_send: s.blocked_send,
                 blocked_recv: s.blocked_recv,
+                blocked_sync: s.blocked_sync,
+                waiting: s.waiting,
                 spawned_delta: clamp32(delta),
             });
         }
@@ -169,12 +178,17 @@ impl Rings {
     }
 
     /// The next part of a transfer, `None` when it is complete. The first part is sent
-    /// even when there is nothing to send, so every request gets an answer.
-    pub fn next_chunk(&self, cur: &mut Cursor) -> Option<wire::History> {
+    /// even when there is nothing to send, so every request gets an answer. `lifetimes`
+    /// gives a site's lifetime histogram now.
+    pub fn next_chunk(
+        &self,
+        cur: &mut Cursor,
+        lifetimes: impl Fn(LocId) -> wire::LogHistogram,
+    ) -> Option<wire::HistoryV2> {
         if cur.sent_any && cur.next >= self.rings.len() {
             return None;
         }
-        let mut out = wire::History {
+        let mut out = wire::HistoryV2 {
             interval_ms: self.interval_ms,
             end_ms: cur.end_ms,
             sites: Vec::new(),
@@ -191,9 +205,10 @@ impl Rings {
             }
             let samples = expand(ring, newer, usable);
             budget = budget.saturating_sub(samples.len());
-            out.sites.push(wire::SiteHistory {
+            out.sites.push(wire::SiteHistoryV2 {
                 site: ring.site,
                 samples,
+                lifetimes: lifetimes(ring.site),
             });
         }
         cur.sent_any = true;
@@ -221,6 +236,8 @@ fn expand(ring: &Ring, newer: usize, usable: usize) -> Vec<Sample> {
                 live: c.live,
                 blocked_send: c.blocked_send,
                 blocked_recv: c.blocked_recv,
+                blocked_sync: c.blocked_sync,
+                waiting: c.waiting,
                 spawned,
                 completed: spawned.saturating_sub(c.live as u64),
             };
@@ -241,19 +258,22 @@ mod tests {
             live,
             blocked_send: live / 2,
             blocked_recv: 1,
+            blocked_sync: live / 3,
+            waiting: 2,
             spawned,
             completed: spawned - live as u64,
         }
     }
 
-    fn all(rings: &Rings) -> Vec<wire::History> {
+    fn all(rings: &Rings) -> Vec<wire::HistoryV2> {
         let mut cur = rings.cursor();
-        std::iter::from_fn(|| rings.next_chunk(&mut cur)).collect()
+        std::iter::from_fn(|| rings.next_chunk(&mut cur, |_| wire::LogHistogram::default()))
+            .collect()
     }
 
     #[test]
-    fn compact_samples_are_16_bytes() {
-        assert_eq!(std::mem::size_of::<Compact>(), 16);
+    fn compact_samples_are_24_bytes() {
+        assert_eq!(std::mem::size_of::<Compact>(), 24);
     }
 
     #[test]
@@ -303,7 +323,7 @@ mod tests {
         }
         assert!(r.len() >= MIN_LEN);
         let bytes = r.stored_samples() * std::mem::size_of::<Compact>();
-        let bound = budget.max(MIN_LEN * 10_002 * 16);
+        let bound = budget.max(MIN_LEN * 10_002 * 24);
         assert!(bytes <= bound, "{bytes} > {bound}");
         // Sent in parts that each fit comfortably in a frame.
         let h = all(&r);
@@ -312,7 +332,7 @@ mod tests {
         let sites: usize = h.iter().map(|p| p.sites.len()).sum();
         assert_eq!(sites, 10_002);
         for part in &h {
-            let frame = wire::encode_frame(&wire::AgentMsg::History(part.clone())).unwrap();
+            let frame = wire::encode_frame(&wire::AgentMsg::HistoryV2(part.clone())).unwrap();
             assert!(frame.len() < 4 * 1024 * 1024, "{}", frame.len());
         }
     }
@@ -320,7 +340,7 @@ mod tests {
     #[test]
     fn default_budget_keeps_ten_minutes_for_thousands_of_sites() {
         let mut r = Rings::new(1000, 600, DEFAULT_BUDGET_BYTES);
-        r.record(0, (0..3_000u32).map(|site| (site, s(0, 0))));
+        r.record(0, (0..2_000u32).map(|site| (site, s(0, 0))));
         assert_eq!(r.len(), 600);
     }
 
@@ -334,7 +354,9 @@ mod tests {
         for k in 4..6u64 {
             r.record(k * 1000, [(1, s(k as u32, k)), (2, s(0, 0)), (3, s(9, 9))]);
         }
-        let h = r.next_chunk(&mut cur).unwrap();
+        let h = r
+            .next_chunk(&mut cur, |_| wire::LogHistogram::default())
+            .unwrap();
         assert_eq!(h.end_ms, 3000);
         assert_eq!(
             h.sites[0].samples,
@@ -342,6 +364,8 @@ mod tests {
         );
         // Site 3 was born after the request: nothing of it before the end.
         assert_eq!(h.sites.len(), 2);
-        assert!(r.next_chunk(&mut cur).is_none());
+        assert!(r
+            .next_chunk(&mut cur, |_| wire::LogHistogram::default())
+            .is_none());
     }
 }

@@ -106,8 +106,10 @@ pub fn on_task_spawn(meta: &TaskMeta<'_>) {
     let scope = crate::testing::inherited_scope();
     let now = clock::coarse_now_ms();
     lock(&site.inner).hooked.insert(meta.id(), (now, scope));
-    site.spawned.fetch_add(1, Relaxed);
-    site.live.fetch_add(1, Relaxed);
+    crate::shard::mine()
+        .counters(site)
+        .spawned
+        .fetch_add(1, Relaxed);
 }
 
 /// The terminate hook: call it from your own `on_task_terminate` callback to combine both.
@@ -117,8 +119,11 @@ pub fn on_task_terminate(meta: &TaskMeta<'_>) {
     let Some(site) = registry().existing_site(meta.spawned_at()) else {
         return;
     };
-    if lock(&site.inner).hooked.remove(&meta.id()).is_some() {
-        site.live.fetch_sub(1, Relaxed);
-        site.completed.fetch_add(1, Relaxed);
+    let removed = lock(&site.inner).hooked.remove(&meta.id());
+    if let Some((spawned_ms, _)) = removed {
+        let lived = clock::coarse_now_ms().saturating_sub(spawned_ms);
+        let c = crate::shard::mine().counters(site);
+        c.completed.fetch_add(1, Relaxed);
+        c.lifetimes[crate::shard::life_bucket(lived)].fetch_add(1, Relaxed);
     }
 }

@@ -30,6 +30,8 @@ pub mod safety {}
 #[cfg(feature = "runtime")]
 mod blocked;
 #[cfg(feature = "runtime")]
+mod capture;
+#[cfg(feature = "runtime")]
 mod chan;
 #[cfg(feature = "runtime")]
 mod clock;
@@ -46,11 +48,15 @@ mod registry;
 #[cfg(feature = "runtime")]
 mod server;
 #[cfg(feature = "runtime")]
+mod shard;
+#[cfg(feature = "runtime")]
 mod stack;
 #[cfg(feature = "runtime")]
 pub mod sync;
 #[cfg(feature = "runtime")]
 pub mod testing;
+#[cfg(feature = "runtime")]
+mod tree;
 
 #[cfg(all(feature = "tokio-hooks", feature = "runtime"))]
 pub mod hooks;

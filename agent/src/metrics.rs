@@ -53,12 +53,11 @@
 //! }
 //! ```
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use crate::clock;
 use crate::registry::{registry, Site};
 use crate::series;
-use crate::wire::{BlockedGroup, Op};
+use crate::shard::{self, Shard};
+use crate::wire::{Op, WaitGroup};
 
 /// Publishes every site's current counts to the current `metrics` recorder.
 /// O(sites + blocked groups).
@@ -66,8 +65,10 @@ pub fn publish() {
     let reg = registry();
     let now = clock::now_ms();
     reg.promote_all();
+    let shards = shard::all();
+    let polling = shard::polling_sites();
     for site in reg.sites() {
-        publish_site(site, now);
+        publish_site(site, &shards, &polling, now);
     }
     metrics::gauge!(series::SITES_SEEN).set(reg.sites_seen() as f64);
 }
@@ -81,8 +82,8 @@ fn label(site: &Site) -> String {
     }
 }
 
-fn publish_site(site: &Site, now: u64) {
-    let (st, groups) = site.stats_and_groups();
+fn publish_site(site: &Site, shards: &[&'static Shard], polling: &[usize], now: u64) {
+    let (st, groups) = site.stats_v2(shards, polling, now);
     let name = label(site);
     metrics::gauge!(series::SITE_LIVE, series::SITE => name.clone()).set(st.live as f64);
     metrics::gauge!(series::SITE_BLOCKED, series::SITE => name.clone(), series::OP => "send")
@@ -90,14 +91,19 @@ fn publish_site(site: &Site, now: u64) {
     metrics::gauge!(series::SITE_BLOCKED, series::SITE => name.clone(), series::OP => "recv")
         .set(st.blocked_recv as f64);
     metrics::counter!(series::SITE_SPAWNED_TOTAL, series::SITE => name.clone())
-        .absolute(site.spawned.load(Relaxed));
+        .absolute(st.spawned);
     metrics::counter!(series::SITE_COMPLETED_TOTAL, series::SITE => name.clone())
-        .absolute(site.completed.load(Relaxed));
+        .absolute(st.completed);
     let oldest = st
         .oldest_live_ms
         .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
     metrics::gauge!(series::SITE_OLDEST_LIVE_SECONDS, series::SITE => name.clone()).set(oldest);
-    let stalled = groups.iter().map(|g| stalled_ms(g, now)).max().unwrap_or(0);
+    let stalled = groups
+        .iter()
+        .filter(|g| g.key.op.is_channel())
+        .map(|g| stalled_ms(g, now))
+        .max()
+        .unwrap_or(0);
     metrics::gauge!(series::SITE_STALLED_SECONDS, series::SITE => name)
         .set(stalled as f64 / 1000.0);
 }
@@ -105,7 +111,7 @@ fn publish_site(site: &Site, now: u64) {
 /// How long the group's oldest waiter has waited without progress on its channel that
 /// could wake it (a receive for a sender, a send for a receiver): the agent-side twin of
 /// `leaktop`'s stall measure.
-pub(crate) fn stalled_ms(g: &BlockedGroup, now: u64) -> u64 {
+pub(crate) fn stalled_ms(g: &WaitGroup, now: u64) -> u64 {
     let progress = g.channel.as_ref().and_then(|c| match g.key.op {
         Op::Send | Op::Reserve => c.last_recv_ms,
         Op::Recv | Op::Changed => c.last_send_ms,

@@ -144,8 +144,12 @@ struct Client {
     defined_locs: usize,
     /// Stacks `0..defined_stacks` have been sent to this client.
     defined_stacks: usize,
-    /// Locations and stacks to define before `after_defs` goes out.
-    defs_target: (usize, usize),
+    /// Task names `0..defined_names` have been sent to this client (protocol 2).
+    defined_names: usize,
+    /// Locations, stacks and names to define before `after_defs` goes out.
+    defs_target: (usize, usize, usize),
+    /// The protocol version agreed in the handshake.
+    protocol: u32,
     /// Encoded replies that wait for their definitions.
     after_defs: Vec<u8>,
     /// Ancillary descriptor to send with the first byte of the next write.
@@ -185,7 +189,9 @@ impl Client {
             subscription: None,
             defined_locs: 0,
             defined_stacks: 0,
-            defs_target: (0, 0),
+            defined_names: 0,
+            defs_target: (0, 0, 0),
+            protocol: 1,
             after_defs: Vec::new(),
             pending_fd: None,
             history: None,
@@ -212,7 +218,9 @@ impl Client {
     }
 
     fn defs_done(&self) -> bool {
-        self.defined_locs >= self.defs_target.0 && self.defined_stacks >= self.defs_target.1
+        self.defined_locs >= self.defs_target.0
+            && self.defined_stacks >= self.defs_target.1
+            && self.defined_names >= self.defs_target.2
     }
 
     fn queue(&mut self, msg: &AgentMsg, limits: &Limits) {
@@ -236,7 +244,12 @@ impl Client {
     /// else once the client has read them.
     fn queue_after_defs(&mut self, msg: &AgentMsg, limits: &Limits) {
         let reg = registry();
-        self.defs_target = (reg.location_count(), reg.stacks().count());
+        let names = if self.protocol >= 2 {
+            reg.name_count()
+        } else {
+            0
+        };
+        self.defs_target = (reg.location_count(), reg.stacks().count(), names);
         self.send_defs(limits);
         if self.defs_done() && self.after_defs.is_empty() {
             return self.queue(msg, limits);
@@ -274,6 +287,16 @@ impl Client {
                 self.queue(&AgentMsg::Stack { id, frames }, limits);
             }
             self.defined_stacks += 1;
+        }
+        while self.defined_stacks >= self.defs_target.1
+            && self.defined_names < self.defs_target.2
+            && self.pending() < limits.low_water
+        {
+            let id = self.defined_names as wire::NameId;
+            if let Some(name) = reg.name(id) {
+                self.queue(&AgentMsg::Name { id, name }, limits);
+            }
+            self.defined_names += 1;
         }
         if self.defs_done() && !self.after_defs.is_empty() && !self.closing {
             let waiting = std::mem::take(&mut self.after_defs);
@@ -536,8 +559,11 @@ impl Server {
         // Waits that began since the last look become blocked-group members now.
         registry().promote_all();
         let sites = registry().sites();
-        self.rings
-            .record(clock::now_ms(), sites.iter().map(|s| (s.loc, s.sample())));
+        let shards = crate::shard::all();
+        self.rings.record(
+            clock::now_ms(),
+            sites.iter().map(|s| (s.loc, s.sample(&shards))),
+        );
         #[cfg(feature = "metrics")]
         crate::metrics::publish();
         self.next_sample = now
@@ -790,6 +816,7 @@ impl Server {
             let reply = match msg {
                 ClientMsg::Hello { protocol, .. } if protocol >= wire::MIN_PROTOCOL_VERSION => {
                     self.clients[i].greeted = true;
+                    self.clients[i].protocol = protocol.min(wire::PROTOCOL_VERSION);
                     self.hello(protocol)
                 }
                 ClientMsg::Hello { protocol, .. } => AgentMsg::Refused {
@@ -853,8 +880,22 @@ impl Server {
                 }
             }
             ClientMsg::Ping => self.clients[i].queue(&AgentMsg::Pong, &limits),
-            ClientMsg::TasksV2 { .. } | ClientMsg::TaskDump { .. } => self.clients[i].queue_error(
-                "this agent does not serve protocol-2 requests yet".into(),
+            ClientMsg::TasksV2 { site, group, limit } => {
+                let limit = (limit as usize).min(MAX_TASKS_PER_REQUEST);
+                let tasks = registry().tasks_v2(site, group.as_ref(), limit);
+                self.clients[i].queue_after_defs(
+                    &AgentMsg::TasksV2(wire::TaskListV2 { site, group, tasks }),
+                    &limits,
+                );
+            }
+            ClientMsg::TaskDump { .. } => self.clients[i].queue(
+                &AgentMsg::TaskDump(wire::TaskDump {
+                    at_ms: clock::now_ms(),
+                    notes: vec![
+                        "task dumps need the `tokio-hooks` feature and a hooked runtime".into(),
+                    ],
+                    ..wire::TaskDump::default()
+                }),
                 &limits,
             ),
         }
@@ -862,9 +903,14 @@ impl Server {
 
     fn send_snapshot(&mut self, i: usize) {
         self.seq += 1;
-        let snap = registry().snapshot(self.seq);
+        let snap = registry().snapshot_v2(self.seq);
         let limits = &self.config.limits;
-        self.clients[i].queue_after_defs(&AgentMsg::Snapshot(snap), limits);
+        let c = &mut self.clients[i];
+        if c.protocol >= 2 {
+            c.queue_after_defs(&AgentMsg::SnapshotV2(snap), limits);
+        } else {
+            c.queue_after_defs(&AgentMsg::Snapshot(snap.to_v1()), limits);
+        }
     }
 
     /// Queues more definitions for the clients waiting on them.
@@ -879,7 +925,19 @@ impl Server {
 
     /// Queues the next parts of history transfers for clients that have read the last.
     fn serve_history(&mut self) {
+        if self.clients.iter().all(|c| c.history.is_none()) {
+            return;
+        }
         let limits = self.config.limits.clone();
+        let shards = crate::shard::all();
+        let by_loc: std::collections::HashMap<wire::LocId, &crate::registry::Site> =
+            registry().sites().into_iter().map(|s| (s.loc, s)).collect();
+        let lifetimes = |loc: wire::LocId| {
+            by_loc
+                .get(&loc)
+                .map(|s| s.lifetimes(&shards))
+                .unwrap_or_default()
+        };
         for i in 0..self.clients.len() {
             loop {
                 let c = &mut self.clients[i];
@@ -889,8 +947,11 @@ impl Server {
                 let Some(cursor) = c.history.as_mut() else {
                     break;
                 };
-                match self.rings.next_chunk(cursor) {
-                    Some(part) => c.queue_after_defs(&AgentMsg::History(part), &limits),
+                match self.rings.next_chunk(cursor, lifetimes) {
+                    Some(part) if c.protocol >= 2 => {
+                        c.queue_after_defs(&AgentMsg::HistoryV2(part), &limits)
+                    }
+                    Some(part) => c.queue_after_defs(&AgentMsg::History(part.to_v1()), &limits),
                     None => {
                         c.history = None;
                         if std::mem::take(&mut c.snapshot_after_history) {

@@ -143,8 +143,14 @@ impl StackTable {
     /// Captures the current stack (up to the current task's poll) and interns it.
     #[inline(never)]
     pub fn capture(&self) -> Option<StackId> {
+        self.capture_to(crate::instrumented::poll_frame())
+    }
+
+    /// Captures the current stack up to `boundary` (see [`capture`]) and interns it.
+    #[inline(never)]
+    pub fn capture_to(&self, boundary: usize) -> Option<StackId> {
         let mut buf = [0u64; MAX_FRAMES];
-        let n = capture(&mut buf, crate::instrumented::poll_frame());
+        let n = capture(&mut buf, boundary);
         self.intern(&buf[..n])
     }
 }

@@ -53,14 +53,16 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::blocked;
+use crate::blocked::GKey;
 use crate::instrumented as task;
-use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED};
+#[cfg(all(feature = "tokio-hooks", tokio_unstable))]
+use crate::registry::lock;
+use crate::registry::{registry, Site};
+use crate::shard;
 use crate::stack::{self, MAX_FRAMES};
-use crate::wire::{SiteKind, StackId};
+use crate::wire::{Op, SiteKind, StackId};
 
 /// How long a check waits for tasks to finish by default: goleak's retries add up to about
 /// half a second.
@@ -75,7 +77,7 @@ thread_local! {
     static THREAD_SCOPE: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Scope ids are u32 to keep `TaskCell` small (4 billion leak checks per process).
+/// Scope ids are u32 to keep the task record small (4 billion leak checks per process).
 static NEXT_SCOPE: AtomicU32 = AtomicU32::new(1);
 
 /// The scope a task spawned right now belongs to: its spawning task's, else the thread's.
@@ -224,6 +226,9 @@ enum Target {
 #[derive(Clone, Debug, Default)]
 struct Baseline {
     tasks: HashSet<u64>,
+    /// Tasks with ids below this existed when the guard started (`ignore_current`),
+    /// polled or not.
+    below: u64,
     #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
     hooked: HashSet<tokio::task::Id>,
 }
@@ -242,10 +247,82 @@ enum Installed {
         thread: std::thread::ThreadId,
         prev: u32,
     },
-    Task {
-        cell: Arc<TaskCell>,
-        prev: u32,
-    },
+    /// In the task at this address with this id (only touched while it is polled).
+    Task { rec: usize, id: u64, prev: u32 },
+}
+
+/// What a check needs of one live task, copied out under the locks.
+struct TaskView {
+    id: u64,
+    scope: u32,
+    spawn_stack: u32,
+    spawned_ms: u64,
+    /// Since when and where it waits, if it does.
+    wait: Option<(u64, GKey)>,
+    running: bool,
+}
+
+/// Tasks of a `testing` scope that were spawned but not yet polled, per (scope, site
+/// address): a task joins its thread's list only once polled (its record cannot move
+/// then), so until then it is counted here. Only scoped tasks (inside tests) pay for this.
+static UNPOLLED: std::sync::Mutex<Option<HashMap<(u32, usize), i64>>> = std::sync::Mutex::new(None);
+
+/// A task of `scope` (non-zero) at `site` was spawned (+1) or polled or dropped unpolled (-1).
+#[cold]
+pub(crate) fn unpolled_add(scope: u32, site: &'static Site, d: i64) {
+    let mut m = crate::registry::lock(&UNPOLLED);
+    let m = m.get_or_insert_with(HashMap::new);
+    let e = m.entry((scope, site as *const Site as usize)).or_insert(0);
+    *e += d;
+    if *e == 0 {
+        m.remove(&(scope, site as *const Site as usize));
+    }
+}
+
+/// Tasks of `target` at `site` spawned but not yet polled; `listed` is the number of the
+/// site's polled tasks (for the process-wide count).
+fn unpolled_of(target: Target, site: &'static Site, listed: usize) -> u64 {
+    match target {
+        Target::Scope(s) => crate::registry::lock(&UNPOLLED)
+            .as_ref()
+            .and_then(|m| m.get(&(s, site as *const Site as usize)))
+            .map_or(0, |n| (*n).max(0) as u64),
+        Target::All if site.kind == SiteKind::Uninstrumented => 0,
+        Target::All => {
+            let t = site.totals(&shard::all());
+            #[allow(unused_mut)]
+            let mut live = t.spawned.saturating_sub(t.completed);
+            #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
+            {
+                live = live.saturating_sub(lock(&site.inner).hooked.len() as u64);
+            }
+            live.saturating_sub(listed as u64)
+        }
+    }
+}
+
+/// The live (polled) tasks of `site`, copied out.
+fn tasks_of(site: &Site) -> Vec<TaskView> {
+    let polling = shard::polling_records();
+    let mut out = Vec::new();
+    registry().for_each_task(site, |r, inner| {
+        out.push(TaskView {
+            id: r.id,
+            scope: r.scope.load(Relaxed),
+            spawn_stack: r.spawn_stack.load(Relaxed),
+            spawned_ms: r.spawned_ms,
+            wait: crate::blocked::wait_of(inner, r),
+            running: task::is_polled(r, &polling),
+        });
+        true
+    });
+    out
+}
+
+/// The await chain of a wait: the leaf's for instrumented ops, the first leaf's for
+/// uninstrumented waits, the task's root future for the others.
+fn chain_of(key: &GKey) -> Option<StackId> {
+    key.to_wire(0).stacks.first().copied()
 }
 
 /// Checks, when dropped, that every task of its scope has finished. See the module docs.
@@ -269,22 +346,17 @@ impl fmt::Debug for LeakGuard {
 
 impl LeakGuard {
     fn new(options: Options) -> LeakGuard {
-        let current = task::with_current(|c| c.cloned());
+        let current = task::with_current(|c| c.map(|c| (c as *const _ as usize, c.id)));
         let in_force = inherited_scope();
         let (scope, installed) = if in_force != 0 {
             (in_force, Installed::Nothing)
         } else {
             let scope = NEXT_SCOPE.fetch_add(1, Relaxed);
-            match &current {
-                Some(cell) => {
-                    let prev = cell.scope.swap(scope, Relaxed);
-                    (
-                        scope,
-                        Installed::Task {
-                            cell: cell.clone(),
-                            prev,
-                        },
-                    )
+            match current {
+                Some((rec, id)) => {
+                    let prev =
+                        task::with_current(|c| c.map_or(0, |c| c.scope.swap(scope, Relaxed)));
+                    (scope, Installed::Task { rec, id, prev })
                 }
                 None => {
                     let prev = THREAD_SCOPE.try_with(|s| s.replace(scope)).unwrap_or(0);
@@ -306,9 +378,10 @@ impl LeakGuard {
         let mut baseline = Baseline::empty();
         if options.ignore_current {
             baseline = alive_now(target);
+            baseline.below = registry().peek_task_id();
         }
-        if let Some(cell) = &current {
-            baseline.tasks.insert(cell.id);
+        if let Some((_, id)) = current {
+            baseline.tasks.insert(id);
         }
         LeakGuard {
             options,
@@ -364,7 +437,15 @@ impl LeakGuard {
                     let _ = THREAD_SCOPE.try_with(|s| s.set(prev));
                 }
             }
-            Installed::Task { cell, prev } => cell.scope.store(prev, Relaxed),
+            Installed::Task { rec, id, prev } => {
+                if task::current() == (rec, id) {
+                    task::with_current(|c| {
+                        if let Some(c) = c {
+                            c.scope.store(prev, Relaxed)
+                        }
+                    });
+                }
+            }
         }
     }
 }
@@ -399,14 +480,13 @@ impl Drop for LeakGuard {
 fn alive_now(target: Target) -> Baseline {
     let mut b = Baseline::empty();
     for site in registry().sites() {
-        let inner = lock(&site.inner);
-        for cell in inner.tasks.iter() {
-            if in_target(cell.scope.load(Relaxed), target) {
-                b.tasks.insert(cell.id);
+        for t in tasks_of(site) {
+            if in_target(t.scope, target) {
+                b.tasks.insert(t.id);
             }
         }
         #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
-        for (id, (_, scope)) in &inner.hooked {
+        for (id, (_, scope)) in &lock(&site.inner).hooked {
             if in_target(*scope, target) {
                 b.hooked.insert(*id);
             }
@@ -546,27 +626,31 @@ impl<'a> Check<'a> {
 
     /// Whether an instrumented task counts: in the target, not in the baseline, not
     /// ignored by its spawn stack (its await chain is looked at when reporting).
-    fn counts(&mut self, site: &Site, cell: &TaskCell) -> bool {
-        in_target(cell.scope.load(Relaxed), self.target)
-            && !self.baseline.tasks.contains(&cell.id)
+    fn counts(&mut self, site: &Site, t: &TaskView) -> bool {
+        in_target(t.scope, self.target)
+            && t.id >= self.baseline.below
+            && !self.baseline.tasks.contains(&t.id)
             && !self.site_ignored(site)
-            && !self.stack_ignored(cell.spawn_stack.load(Relaxed).checked_sub(1))
+            && !self.stack_ignored(t.spawn_stack.checked_sub(1))
     }
 
     /// Number of tasks that count, without details. No promotion, no symbolization
     /// unless function filters ask for it.
     fn count(&mut self) -> usize {
         let mut n = 0;
+        if !self.options.ignore_functions.is_empty() {
+            // Await chains of waits that began since the agent last looked.
+            registry().promote_all();
+        }
         for site in registry().sites() {
-            if !self.options.ignore_functions.is_empty() {
-                // Await chains of waits that began since the agent last looked.
-                blocked::promote(site);
-            }
-            let cells: Vec<Arc<TaskCell>> = lock(&site.inner).tasks.iter().cloned().collect();
-            for cell in cells {
-                if self.counts(site, &cell) && !self.await_chain_ignored(site, &cell) {
+            let tasks = tasks_of(site);
+            for t in &tasks {
+                if self.counts(site, t) && !self.await_chain_ignored(t) {
                     n += 1;
                 }
+            }
+            if !self.site_ignored(site) {
+                n += unpolled_of(self.target, site, tasks.len()) as usize;
             }
             #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
             {
@@ -578,12 +662,12 @@ impl<'a> Check<'a> {
 
     /// Whether the task's current await chain (if it waits on a channel) names an
     /// ignored function.
-    fn await_chain_ignored(&mut self, site: &Site, cell: &TaskCell) -> bool {
+    fn await_chain_ignored(&mut self, t: &TaskView) -> bool {
         if self.options.ignore_functions.is_empty() {
             return false;
         }
-        let wait = blocked_on(site, cell);
-        self.stack_ignored(wait.and_then(|w| w.1.stack))
+        let chain = t.wait.as_ref().and_then(|w| chain_of(&w.1));
+        self.stack_ignored(chain)
     }
 
     #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
@@ -609,38 +693,59 @@ impl<'a> Check<'a> {
         let now = crate::clock::now_ms();
         let reg = registry();
         let mut out = Vec::new();
+        // Waits that began since the agent last looked become visible.
+        reg.promote_all();
         for site in reg.sites() {
-            // Waits that began since the agent last looked become visible.
-            blocked::promote(site);
-            let cells: Vec<Arc<TaskCell>> = lock(&site.inner).tasks.iter().cloned().collect();
-            for cell in cells {
-                if !self.counts(site, &cell) {
+            let tasks = tasks_of(site);
+            let unpolled = if self.site_ignored(site) {
+                0
+            } else {
+                unpolled_of(self.target, site, tasks.len())
+            };
+            for _ in 0..unpolled.min(MAX_LISTED as u64) {
+                out.push(LeakedTask {
+                    id: "(not yet polled)".into(),
+                    spawn_site: site_text(site),
+                    state: TaskState::NotPolled,
+                    blocked: None,
+                    age: Duration::ZERO,
+                    spawned_by: Vec::new(),
+                    await_chain: Vec::new(),
+                    spawned_ms: now,
+                });
+            }
+            for t in tasks {
+                if !self.counts(site, &t) {
                     continue;
                 }
-                let wait = blocked_on(site, &cell);
-                let chain = wait.as_ref().and_then(|w| w.1.stack);
+                let chain = t.wait.as_ref().and_then(|w| chain_of(&w.1));
                 if self.stack_ignored(chain) {
                     continue;
                 }
-                let state = match cell.state.load(Relaxed) {
-                    STATE_BLOCKED => TaskState::Blocked,
-                    _ if wait.is_some() => TaskState::Blocked,
-                    _ if crate::instrumented::is_polled(&cell) => TaskState::Running,
-                    _ => TaskState::Idle,
+                let op = t.wait.as_ref().map(|w| w.1.op);
+                let state = match op {
+                    _ if t.running => TaskState::Running,
+                    None | Some(Op::Yield) | Some(Op::Uncaptured) => TaskState::Idle,
+                    Some(Op::Pending) => TaskState::PendingForever,
+                    Some(op) if op.is_poll_scoped() => TaskState::Waiting,
+                    Some(_) => TaskState::Blocked,
                 };
-                let blocked = wait.map(|(since, key)| BlockedOn {
-                    op: key.op.name(),
-                    call_site: location_text(key.call_site),
-                    channel: reg
-                        .chan_sites()
-                        .by_loc(key.channel_site)
-                        .map_or("channel", |c| c.kind.name()),
-                    channel_site: location_text(key.channel_site),
-                    waiting: Duration::from_millis(now.saturating_sub(since)),
-                });
-                let spawned_by = cell
+                let blocked = t
+                    .wait
+                    .filter(|(_, key)| key.chan.is_some())
+                    .map(|(since, key)| BlockedOn {
+                        op: key.op.name(),
+                        call_site: key
+                            .call
+                            .map_or_else(|| "<unknown location>".into(), location_text),
+                        channel: key.chan.map_or("channel", |(kind, _)| kind.name()),
+                        channel_site: key
+                            .chan
+                            .map_or_else(|| "<unknown location>".into(), |(_, l)| location_text(l)),
+                        waiting: Duration::from_millis(now.saturating_sub(since)),
+                    });
+                let spawned_by = t
                     .spawn_stack
-                    .load(Relaxed)
                     .checked_sub(1)
                     .map(|id| self.symbols.functions(id))
                     .unwrap_or_default();
@@ -648,14 +753,14 @@ impl<'a> Check<'a> {
                     .map(|id| self.symbols.functions(id))
                     .unwrap_or_default();
                 out.push(LeakedTask {
-                    id: cell.id.to_string(),
+                    id: t.id.to_string(),
                     spawn_site: site_text(site),
                     state,
                     blocked,
-                    age: Duration::from_millis(now.saturating_sub(cell.spawned_ms)),
+                    age: Duration::from_millis(now.saturating_sub(t.spawned_ms)),
                     spawned_by,
                     await_chain,
-                    spawned_ms: cell.spawned_ms,
+                    spawned_ms: t.spawned_ms,
                 });
             }
             #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
@@ -675,12 +780,6 @@ impl<'a> Check<'a> {
         out.sort_by_key(|t| t.spawned_ms);
         out
     }
-}
-
-/// Since when and in which group `cell` waits (its first wait), if known.
-fn blocked_on(site: &Site, cell: &TaskCell) -> Option<(u64, crate::wire::GroupKey)> {
-    let slot = cell.blocked_slot.load(Relaxed).checked_sub(1)?;
-    lock(&site.inner).blocked.waiter(slot)
 }
 
 fn location_text(id: crate::wire::LocId) -> String {
@@ -705,10 +804,18 @@ pub enum TaskState {
     /// Waiting on something the agent does not see (a socket, a timer, a lock, a future
     /// that is never woken).
     Idle,
-    /// Waiting on an instrumented channel.
+    /// Waiting on an instrumented channel, lock or other agent type.
     Blocked,
+    /// Waiting on something else (a socket, a timer, another library's channel): its await
+    /// chain says where.
+    Waiting,
     /// Counted by runtime hooks only: no state is known.
     Unknown,
+    /// Spawned, but its runtime has not polled it yet.
+    NotPolled,
+    /// Polled and Pending with no waker registered: nothing can ever wake it
+    /// (`std::future::pending()`, a future that drops its waker).
+    PendingForever,
 }
 
 impl TaskState {
@@ -717,7 +824,10 @@ impl TaskState {
             TaskState::Running => "running",
             TaskState::Idle => "idle",
             TaskState::Blocked => "blocked",
+            TaskState::Waiting => "waiting",
             TaskState::Unknown => "state unknown (plain tokio::spawn)",
+            TaskState::NotPolled => "spawned, not yet polled",
+            TaskState::PendingForever => "pending forever (no waker registered)",
         }
     }
 }

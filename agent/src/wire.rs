@@ -44,7 +44,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// Largest frame payload either side accepts from the agent (snapshots of huge programs).
@@ -293,6 +293,16 @@ pub enum Op {
     /// An uninstrumented wait (a socket, a timer, another library's channel, …): the agent
     /// knows only the await chain; `leaktop` names the reason from its symbols.
     Wait,
+    /// Polled, returned Pending and registered no waker at all (its first poll): nothing
+    /// can wake it (`std::future::pending()`, a hand-written future that forgets its
+    /// waker). The chain is the task's root future.
+    Pending,
+    /// Not waiting: it woke itself (`yield_now`, an exhausted cooperative budget) and
+    /// waits for a worker.
+    Yield,
+    /// Pending, but no sampled poll saw where (the capture budget was spent, or its leaf
+    /// kept a waker from an unsampled poll). The chain is the task's root future.
+    Uncaptured,
 }
 
 impl Op {
@@ -311,7 +321,21 @@ impl Op {
     }
     /// Waits on an instrumented synchronisation primitive or task handle.
     pub fn is_sync(self) -> bool {
-        !self.is_channel() && self != Op::Wait
+        matches!(
+            self,
+            Op::Lock
+                | Op::Read
+                | Op::Write
+                | Op::Acquire
+                | Op::Notified
+                | Op::BarrierWait
+                | Op::Init
+                | Op::Join
+        )
+    }
+    /// Recorded by the task wrapper from a poll (not by an instrumented operation).
+    pub fn is_poll_scoped(self) -> bool {
+        matches!(self, Op::Wait | Op::Pending | Op::Yield | Op::Uncaptured)
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -330,6 +354,9 @@ impl Op {
             Op::Init => "once init",
             Op::Join => "join",
             Op::Wait => "wait",
+            Op::Pending => "pending forever",
+            Op::Yield => "runnable",
+            Op::Uncaptured => "not captured",
         }
     }
 }

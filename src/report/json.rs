@@ -306,6 +306,9 @@ fn op_key(op: Op) -> &'static str {
         Op::Init => "init",
         Op::Join => "join",
         Op::Wait => "wait",
+        Op::Pending => "pending",
+        Op::Yield => "yield",
+        Op::Uncaptured => "uncaptured",
     }
 }
 

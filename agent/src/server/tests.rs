@@ -279,7 +279,7 @@ fn assert_serves(h: &mut Harness) {
         while let Ok(Some(f)) = dec.next_frame() {
             match wire::decode::<AgentMsg>(&f).expect("agent frame") {
                 AgentMsg::Hello(_) => hello = true,
-                AgentMsg::Snapshot(_) => snapshot = true,
+                AgentMsg::Snapshot(_) | AgentMsg::SnapshotV2(_) => snapshot = true,
                 AgentMsg::Refused { reason } => panic!("a good client was refused: {reason}"),
                 _ => {}
             }
@@ -367,7 +367,7 @@ fn definitions_past_the_output_cap_are_streamed_and_the_snapshot_follows() {
                     assert_eq!(id as usize, defined, "definitions in order");
                     defined += 1;
                 }
-                AgentMsg::Snapshot(_) => {
+                AgentMsg::Snapshot(_) | AgentMsg::SnapshotV2(_) => {
                     assert_eq!(defined, total, "every definition precedes the snapshot");
                     println!("{defined} definitions ({def_bytes} bytes), most unsent at once {most_unsent}");
                     assert!(most_unsent <= LOW_WATER + 64 * 1024, "{most_unsent}");
@@ -464,7 +464,7 @@ fn an_overflowing_client_gets_whole_frames_then_the_reason_then_eof() {
     }
     let snapshots = got
         .iter()
-        .filter(|m| matches!(m, AgentMsg::Snapshot(_)))
+        .filter(|m| matches!(m, AgentMsg::Snapshot(_) | AgentMsg::SnapshotV2(_)))
         .count();
     assert!((1..2000).contains(&snapshots), "{snapshots}");
     assert!(h.server.clients.is_empty());

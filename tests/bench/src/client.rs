@@ -48,7 +48,7 @@ pub fn attach_agent(socket: &Path) -> Result<(), String> {
                     Ok(None) | Err(_) => return,
                 };
                 match wire::decode::<AgentMsg>(&frame) {
-                    Ok(AgentMsg::Snapshot(s)) => {
+                    Ok(AgentMsg::SnapshotV2(s)) => {
                         std::hint::black_box(&s);
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(());

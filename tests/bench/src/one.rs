@@ -394,7 +394,7 @@ pub fn run(spec: &Spec) -> Result<Record, String> {
                     times.sort_by(f64::total_cmp);
                     rec.push("snapshot_ms", "ms", times[times.len() / 2]);
                     rec.push("update_bytes", "B", len as f64);
-                    if let Ok(AgentMsg::Snapshot(s)) = wire::decode(&last[wire::HEADER_LEN..]) {
+                    if let Ok(AgentMsg::SnapshotV2(s)) = wire::decode(&last[wire::HEADER_LEN..]) {
                         rec.push("blocked_groups", "", s.groups.len() as f64);
                     }
                 }
