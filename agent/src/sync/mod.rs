@@ -73,6 +73,79 @@ pub mod mpsc;
 pub mod oneshot;
 pub mod watch;
 
+mod acquire;
+mod barrier;
+pub(crate) mod holders;
+mod mutex;
+mod notify;
+mod once_cell;
+mod rwlock;
+mod semaphore;
+
+pub use barrier::{Barrier, BarrierWait, BarrierWaitResult};
+pub use mutex::{
+    Lock, LockOwned, MappedMutexGuard, Mutex, MutexGuard, OwnedMappedMutexGuard,
+    OwnedMutexGuard, TryLockError,
+};
+pub use notify::Notify;
+pub use once_cell::{OnceCell, SetError, SetOnce, SetOnceError};
+pub use rwlock::{
+    OwnedRwLockMappedWriteGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, Read,
+    ReadOwned, RwLock, RwLockMappedWriteGuard, RwLockReadGuard, RwLockWriteGuard, Write,
+    WriteOwned,
+};
+pub use semaphore::{
+    Acquire, AcquireError, AcquireOwned, OwnedSemaphorePermit, Semaphore, SemaphorePermit,
+    TryAcquireError,
+};
+
+/// Named futures of [`Notify`], as in `tokio::sync::futures`.
+pub mod futures {
+    pub use super::notify::{Notified, OwnedNotified};
+}
+
+/// The resource record ([`ChanMeta`](crate::chan::ChanMeta)) of a `Notify`, `Barrier`,
+/// `OnceCell` or `SetOnce`: made with the value, or for the `const fn` constructors
+/// (which cannot allocate) on first use.
+pub(crate) struct LazyMeta {
+    loc: &'static std::panic::Location<'static>,
+    kind: crate::wire::ChannelKind,
+    meta: std::sync::OnceLock<std::sync::Arc<crate::chan::ChanMeta>>,
+}
+
+impl LazyMeta {
+    pub fn new(
+        kind: crate::wire::ChannelKind,
+        loc: &'static std::panic::Location<'static>,
+    ) -> Self {
+        let m = Self::lazy(kind, loc);
+        let _ = m.meta.set(crate::chan::ChanMeta::new(kind, None, loc));
+        m
+    }
+
+    pub const fn lazy(
+        kind: crate::wire::ChannelKind,
+        loc: &'static std::panic::Location<'static>,
+    ) -> Self {
+        LazyMeta {
+            loc,
+            kind,
+            meta: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Where the resource was created.
+    pub fn location(&self) -> &'static std::panic::Location<'static> {
+        self.loc
+    }
+
+    #[inline]
+    pub fn get(&self) -> &std::sync::Arc<crate::chan::ChanMeta> {
+        self.meta
+            .get_or_init(|| crate::chan::ChanMeta::new(self.kind, None, self.loc))
+    }
+}
+
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -135,6 +208,19 @@ mod proofs {
     }
     fn broadcast_recv<T: Send + Clone>(rx: &mut broadcast::Receiver<T>) {
         send(rx.recv());
+    }
+    fn mutex_ops<T: Send + ?Sized>(m: &tokio::sync::Mutex<T>) {
+        send(m.lock());
+    }
+    fn rwlock_ops<T: Send + Sync + ?Sized>(l: &tokio::sync::RwLock<T>) {
+        send(l.read());
+        send(l.write());
+    }
+    fn semaphore_ops(s: &tokio::sync::Semaphore) {
+        send(s.acquire_many(1));
+    }
+    fn barrier_ops(b: &tokio::sync::Barrier) {
+        send(b.wait());
     }
     fn watch_ops<T: Send + Sync, F: FnMut(&T) -> bool + Send>(
         tx: &watch::Sender<T>,
