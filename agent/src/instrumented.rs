@@ -1,5 +1,6 @@
-//! Instrumented tasks: `spawn`, `spawn_local`, `instrument`, and the current-task
-//! thread-local that channel operations read to know who is blocking.
+//! Instrumented tasks: `instrument`, the seam the `task` module spawns through
+//! (`instrument_with`), and the current-task thread-local that channel operations read to
+//! know who is blocking.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -214,7 +215,6 @@ impl<F: Future> Future for Instrumented<F> {
 /// How an instrumented task is counted, beyond its spawn site (`task::Builder`,
 /// `spawn_blocking`).
 #[derive(Clone, Debug, Default)]
-#[allow(dead_code)] // used by `task` (issue 17)
 pub(crate) struct TaskOptions {
     /// The task's name (`task::Builder::name`).
     // Kept for the task table's names (protocol 2); not shown yet.
@@ -243,12 +243,29 @@ impl HandleLink {
     /// `abort()` was called on the handle (or on an `AbortHandle` made from it).
     #[inline]
     pub fn aborted(&self) {}
+    /// The link an `AbortHandle` made from this handle keeps.
+    #[inline]
+    pub fn abort_link(&self) -> AbortLink {
+        AbortLink { _private: () }
+    }
+}
+
+/// What an `AbortHandle` tells the task table: `abort()` was called through it. Cheap to
+/// clone; never blocks.
+#[derive(Clone, Debug)]
+pub(crate) struct AbortLink {
+    _private: (),
+}
+
+#[allow(dead_code)] // the task tree (protocol 2) fills this in
+impl AbortLink {
+    #[inline]
+    pub fn aborted(&self) {}
 }
 
 /// [`instrument`] with the location given and options, and the link its `JoinHandle`
 /// keeps to the task table. For the agent's own spawn functions (`task::Builder`,
 /// `JoinSet`, `spawn_blocking`, spawning on a `Handle`).
-#[allow(dead_code)] // used by `task` (issue 17)
 pub(crate) fn instrument_with<F: Future>(
     fut: F,
     loc: &'static std::panic::Location<'static>,
@@ -279,33 +296,6 @@ pub fn instrument<F: Future>(fut: F) -> Instrumented<F> {
         inner: fut,
         cell: Some(registry().new_task(site)),
     }
-}
-
-/// Drop-in for [`tokio::spawn`]: the task is counted under the caller's location.
-#[track_caller]
-pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let fut = instrument(fut);
-    // Counted here; the runtime hooks must not count it again.
-    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
-    let _skip = crate::hooks::SkipHook::new();
-    tokio::spawn(fut)
-}
-
-/// Drop-in for [`tokio::task::spawn_local`].
-#[track_caller]
-pub fn spawn_local<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let fut = instrument(fut);
-    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
-    let _skip = crate::hooks::SkipHook::new();
-    tokio::task::spawn_local(fut)
 }
 
 #[cfg(test)]
