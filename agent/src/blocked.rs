@@ -37,9 +37,9 @@ use foldhash::fast::FixedState;
 
 use crate::chan::{ChanMeta, ChanRef, ChanSite};
 use crate::clock;
+use crate::instrumented as task;
 use crate::registry::{lock, registry, Site, SiteInner, TaskCell, STATE_BLOCKED, STATE_IDLE};
 use crate::stack::RESAMPLE_MS;
-use crate::instrumented as task;
 use crate::wire::{self, ChannelKind, GroupKey, Op, StackId};
 
 const NIL: u32 = u32::MAX;

@@ -34,6 +34,8 @@ mod clock;
 #[cfg(feature = "runtime")]
 mod history;
 #[cfg(feature = "runtime")]
+mod instrumented;
+#[cfg(feature = "runtime")]
 pub mod procinfo;
 #[cfg(feature = "runtime")]
 mod registry;
@@ -44,8 +46,6 @@ mod stack;
 #[cfg(feature = "runtime")]
 pub mod sync;
 #[cfg(feature = "runtime")]
-mod instrumented;
-#[cfg(feature = "runtime")]
 pub mod testing;
 
 #[cfg(all(feature = "tokio-hooks", feature = "runtime"))]
@@ -55,8 +55,12 @@ pub mod metrics;
 
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "stream")]
+pub mod stream;
 #[cfg(feature = "runtime")]
 pub mod task;
+#[cfg(feature = "stream")]
+pub mod util;
 
 #[cfg(feature = "runtime")]
 pub use instrumented::{instrument, Instrumented};

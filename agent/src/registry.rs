@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use crate::blocked::{self, BlockedTable, FastSlot};
 use crate::chan::ChanSites;
 use crate::clock;
-use crate::stack::StackTable;
 use crate::instrumented as task;
+use crate::stack::StackTable;
 use crate::wire::{self, GroupKey, LocId, SiteKind};
 
 /// Default maximum number of distinct spawn sites.

@@ -57,9 +57,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::blocked;
+use crate::instrumented as task;
 use crate::registry::{lock, registry, Site, TaskCell, STATE_BLOCKED};
 use crate::stack::{self, MAX_FRAMES};
-use crate::instrumented as task;
 use crate::wire::{SiteKind, StackId};
 
 /// How long a check waits for tasks to finish by default: goleak's retries add up to about

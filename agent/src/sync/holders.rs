@@ -68,7 +68,8 @@ impl HolderSlot {
     fn fill(&self, who: Who, at: Caller) {
         self.task.store(who.task, Relaxed);
         self.site.store(who.site, Relaxed);
-        self.acquired_at.store(at as *const Location<'static> as usize, Relaxed);
+        self.acquired_at
+            .store(at as *const Location<'static> as usize, Relaxed);
         self.since.store(clock::cached_now_ms(), Relaxed);
     }
 
@@ -286,7 +287,6 @@ impl<const N: usize> LockCell<N> {
         self.shared
             .get_or_init(|| LockShared::new(self.kind, self.capacity, self.loc))
     }
-
 }
 
 impl<const N: usize> std::fmt::Debug for LockCell<N> {

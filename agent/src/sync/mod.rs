@@ -84,15 +84,14 @@ mod semaphore;
 
 pub use barrier::{Barrier, BarrierWait, BarrierWaitResult};
 pub use mutex::{
-    Lock, LockOwned, MappedMutexGuard, Mutex, MutexGuard, OwnedMappedMutexGuard,
-    OwnedMutexGuard, TryLockError,
+    Lock, LockOwned, MappedMutexGuard, Mutex, MutexGuard, OwnedMappedMutexGuard, OwnedMutexGuard,
+    TryLockError,
 };
 pub use notify::Notify;
 pub use once_cell::{OnceCell, SetError, SetOnce, SetOnceError};
 pub use rwlock::{
-    OwnedRwLockMappedWriteGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, Read,
-    ReadOwned, RwLock, RwLockMappedWriteGuard, RwLockReadGuard, RwLockWriteGuard, Write,
-    WriteOwned,
+    OwnedRwLockMappedWriteGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, Read, ReadOwned,
+    RwLock, RwLockMappedWriteGuard, RwLockReadGuard, RwLockWriteGuard, Write, WriteOwned,
 };
 pub use semaphore::{
     Acquire, AcquireError, AcquireOwned, OwnedSemaphorePermit, Semaphore, SemaphorePermit,

@@ -145,8 +145,12 @@ impl Future for Notified<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        this.wait
-            .track(this.inner.poll(cx), Op::Notified, this.meta.get(), this.caller)
+        this.wait.track(
+            this.inner.poll(cx),
+            Op::Notified,
+            this.meta.get(),
+            this.caller,
+        )
     }
 }
 

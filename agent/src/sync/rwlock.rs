@@ -162,7 +162,12 @@ impl<T: ?Sized> RwLock<T> {
     {
         let l = owned_ref(&self);
         let inner = l.inner.try_read()?;
-        Ok(OwnedRwLockReadGuard::new(self, l, inner, Location::caller()))
+        Ok(OwnedRwLockReadGuard::new(
+            self,
+            l,
+            inner,
+            Location::caller(),
+        ))
     }
 
     /// Locks for writing, waiting until no one holds it. See
@@ -209,7 +214,12 @@ impl<T: ?Sized> RwLock<T> {
     {
         let l = owned_ref(&self);
         let inner = l.inner.try_write()?;
-        Ok(OwnedRwLockWriteGuard::new(self, l, inner, Location::caller()))
+        Ok(OwnedRwLockWriteGuard::new(
+            self,
+            l,
+            inner,
+            Location::caller(),
+        ))
     }
 
     /// See [`tokio::sync::RwLock::get_mut`].
@@ -423,10 +433,7 @@ impl<'a, T: ?Sized> RwLockWriteGuard<'a, T> {
     }
 
     /// See [`tokio::sync::RwLockWriteGuard::try_map`].
-    pub fn try_map<F, U: ?Sized>(
-        this: Self,
-        f: F,
-    ) -> Result<RwLockMappedWriteGuard<'a, U>, Self>
+    pub fn try_map<F, U: ?Sized>(this: Self, f: F) -> Result<RwLockMappedWriteGuard<'a, U>, Self>
     where
         F: FnOnce(&mut T) -> Option<&mut U>,
     {
@@ -438,10 +445,7 @@ impl<'a, T: ?Sized> RwLockWriteGuard<'a, T> {
     }
 
     /// See [`tokio::sync::RwLockWriteGuard::try_downgrade_map`].
-    pub fn try_downgrade_map<F, U: ?Sized>(
-        this: Self,
-        f: F,
-    ) -> Result<RwLockReadGuard<'a, U>, Self>
+    pub fn try_downgrade_map<F, U: ?Sized>(this: Self, f: F) -> Result<RwLockReadGuard<'a, U>, Self>
     where
         F: FnOnce(&T) -> Option<&U>,
     {
@@ -492,10 +496,7 @@ impl<'a, T: ?Sized> RwLockMappedWriteGuard<'a, T> {
     }
 
     /// See [`tokio::sync::RwLockMappedWriteGuard::try_map`].
-    pub fn try_map<F, U: ?Sized>(
-        this: Self,
-        f: F,
-    ) -> Result<RwLockMappedWriteGuard<'a, U>, Self>
+    pub fn try_map<F, U: ?Sized>(this: Self, f: F) -> Result<RwLockMappedWriteGuard<'a, U>, Self>
     where
         F: FnOnce(&mut T) -> Option<&mut U>,
     {

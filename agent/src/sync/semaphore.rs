@@ -194,7 +194,12 @@ impl Semaphore {
     pub fn try_acquire_owned(self: Arc<Self>) -> Result<OwnedSemaphorePermit, TryAcquireError> {
         let s = owned_ref(&self);
         let inner = s.inner.try_acquire()?;
-        Ok(OwnedSemaphorePermit::new(self, s, inner, Location::caller()))
+        Ok(OwnedSemaphorePermit::new(
+            self,
+            s,
+            inner,
+            Location::caller(),
+        ))
     }
 
     /// See [`tokio::sync::Semaphore::try_acquire_many_owned`].
@@ -205,7 +210,12 @@ impl Semaphore {
     ) -> Result<OwnedSemaphorePermit, TryAcquireError> {
         let s = owned_ref(&self);
         let inner = s.inner.try_acquire_many(n)?;
-        Ok(OwnedSemaphorePermit::new(self, s, inner, Location::caller()))
+        Ok(OwnedSemaphorePermit::new(
+            self,
+            s,
+            inner,
+            Location::caller(),
+        ))
     }
 
     /// See [`tokio::sync::Semaphore::close`].

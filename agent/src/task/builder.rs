@@ -56,7 +56,12 @@ impl<'a> Builder<'a> {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        Ok(spawn_at(future, Location::caller(), self.name, Some(handle)))
+        Ok(spawn_at(
+            future,
+            Location::caller(),
+            self.name,
+            Some(handle),
+        ))
     }
 
     /// Spawns a `!Send` task on the current [`LocalSet`] (or tokio's).

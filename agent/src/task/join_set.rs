@@ -71,7 +71,12 @@ impl<T: 'static> JoinSet<T> {
         handle
     }
 
-    fn spawn_at<F>(&mut self, task: F, loc: Caller, handle: Option<&tokio::runtime::Handle>) -> AbortHandle
+    fn spawn_at<F>(
+        &mut self,
+        task: F,
+        loc: Caller,
+        handle: Option<&tokio::runtime::Handle>,
+    ) -> AbortHandle
     where
         F: Future<Output = T> + Send + 'static,
         T: Send,
@@ -186,9 +191,7 @@ impl<T: 'static> JoinSet<T> {
     /// Waits for one of the tasks to complete. See
     /// [`tokio::task::JoinSet::join_next`].
     #[track_caller]
-    pub fn join_next(
-        &mut self,
-    ) -> impl Future<Output = Option<Result<T, JoinError>>> + use<'_, T> {
+    pub fn join_next(&mut self) -> impl Future<Output = Option<Result<T, JoinError>>> + use<'_, T> {
         let caller = Location::caller();
         let mut wait = Wait::new();
         std::future::poll_fn(move |cx| {
