@@ -29,6 +29,7 @@
 /// The wrappers: see each type.
 pub mod wrappers {
     pub use super::broadcast::BroadcastStream;
+    pub use super::join_set::JoinSetStream;
     pub use super::mpsc::{ReceiverStream, UnboundedReceiverStream};
     pub use super::watch::WatchStream;
 
@@ -353,6 +354,66 @@ mod watch {
         #[track_caller]
         fn from(recv: Receiver<T>) -> Self {
             Self::new(recv)
+        }
+    }
+}
+
+mod join_set {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_core::Stream;
+    use tokio::task::JoinError;
+
+    use crate::task::JoinSet;
+
+    /// A [`JoinSet`] as a `Stream` of its tasks' results, in completion order. See
+    /// `tokio_stream::wrappers::JoinSetStream`.
+    #[derive(Debug)]
+    pub struct JoinSetStream<T> {
+        inner: JoinSet<T>,
+    }
+
+    impl<T> JoinSetStream<T> {
+        /// Wraps `join_set`.
+        pub fn new(join_set: JoinSet<T>) -> Self {
+            JoinSetStream { inner: join_set }
+        }
+
+        /// The set back.
+        pub fn into_inner(self) -> JoinSet<T> {
+            self.inner
+        }
+    }
+
+    impl<T: 'static> Stream for JoinSetStream<T> {
+        type Item = Result<T, JoinError>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.inner.poll_join_next(cx)
+        }
+
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            let n = self.inner.len();
+            (n, Some(n))
+        }
+    }
+
+    impl<T> AsRef<JoinSet<T>> for JoinSetStream<T> {
+        fn as_ref(&self) -> &JoinSet<T> {
+            &self.inner
+        }
+    }
+
+    impl<T> AsMut<JoinSet<T>> for JoinSetStream<T> {
+        fn as_mut(&mut self) -> &mut JoinSet<T> {
+            &mut self.inner
+        }
+    }
+
+    impl<T> From<JoinSet<T>> for JoinSetStream<T> {
+        fn from(join_set: JoinSet<T>) -> Self {
+            Self::new(join_set)
         }
     }
 }

@@ -239,4 +239,6 @@ pub(crate) struct SendSync<T: ?Sized>(PhantomData<fn() -> T>);
 unsafe impl<T: Send + Sync + ?Sized> Send for SendSync<T> {}
 
 #[cfg(test)]
+mod lock_tests;
+#[cfg(test)]
 mod tests;

@@ -415,11 +415,6 @@ impl<T: ?Sized + 'static, U: ?Sized + 'static> OwnedMappedMutexGuard<T, U> {
             Err(inner) => Err(OwnedMappedMutexGuard { hold, inner, lock }),
         }
     }
-
-    /// See [`tokio::sync::OwnedMappedMutexGuard::mutex`].
-    pub fn mutex(this: &Self) -> &Arc<Mutex<T>> {
-        &this.lock
-    }
 }
 
 /// Deref (and DerefMut with `, mut`), Debug and Display of a guard: those of tokio's
