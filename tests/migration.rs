@@ -30,6 +30,7 @@ const SED: &[&str] = &[
 fn expected_waits(text: &str) -> Vec<(u64, String, String)> {
     text.lines()
         .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
         .filter_map(|(i, l)| {
             let m = l.split("// wait: ").nth(1)?;
             let mut w = m.split_whitespace();
@@ -122,7 +123,7 @@ fn run_until_ready(bin: &Path) -> ChildGuard {
 fn a_tokio_program_moved_over_by_sed_on_its_use_lines_compiles_runs_and_shows_its_waits() {
     let original = std::fs::read_to_string(workspace_root().join(SRC)).expect("read");
     let want = expected_waits(&original);
-    assert!(want.len() >= 18, "markers: {want:?}");
+    assert!(want.len() >= 16, "markers: {want:?}");
 
     // As written for tokio: it runs, and its waits are invisible.
     let tokio_bin = fixture_bin("migrate_tokio", Profile::Debug);
