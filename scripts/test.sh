@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, and the whole suite (unit, end-to-end,
-# real-terminal and benchmark smoke tests).
+# The one test command: formatting, lints, the whole suite (unit, end-to-end,
+# real-terminal and benchmark smoke tests), doctests, docs and packaging.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +13,21 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# The agent's `hooks` module exists only with `--cfg tokio_unstable`: its example runs in
+# the target dir the hooks tests build their tokio_unstable fixtures in.
+unstable=(--target-dir target/fixtures-unstable)
+RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable" \
+  cargo test --quiet -p leaktop-agent --features tokio-hooks --doc "${unstable[@]}" -- hooks
+
+# Docs build without warnings: the workspace as `cargo doc` builds it, and the agent with
+# every feature as docs.rs builds it (its Cargo.toml's [package.metadata.docs.rs]).
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
+RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable -D warnings" \
+  cargo doc --quiet --no-deps -p leaktop-agent --features metrics,tokio-hooks "${unstable[@]}"
+
+# Both crates package and build as crates.io would have them: packaged together, leaktop
+# is verified against the packaged agent (not the path dependency). The tests are left
+# out of the leaktop crate on purpose (they drive unpublished fixture crates).
+cargo package --quiet --allow-dirty -p leaktop-agent -p leaktop 2>&1 |
+  { grep -vE "^warning: ignoring (test|benchmark) " || true; }

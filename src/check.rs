@@ -259,16 +259,16 @@ pub fn text(session: &Session, th: &Thresholds, fail_on: FailOn, out: &Outcome) 
         .count();
     let head = match out.exit_code {
         1 => format!(
-            "LEAK in {failing} site{} of {who}",
-            if failing == 1 { "" } else { "s" }
+            "LEAK in {} of {who}",
+            crate::plural::count(failing as u64, "site")
         ),
         0 => format!("ok: no leak in {who}"),
         _ => format!("inconclusive for {who}"),
     };
     let _ = writeln!(
         s,
-        "{head}: {} sites, {} of data, window {}",
-        session.sites.len(),
+        "{head}: {}, {} of data, window {}",
+        crate::plural::count(session.sites.len() as u64, "site"),
         age(session.observed_ms()),
         age(th.window_ms)
     );

@@ -28,8 +28,57 @@ use crate::model::{verdict, Session, SiteVerdict, Thresholds, Verdict};
 /// Output format of `export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// The OpenMetrics text format (also read by Prometheus).
+    /// The OpenMetrics text format (Prometheus reads it when it scrapes).
     Openmetrics,
+    /// The Prometheus text format 0.0.4, for node_exporter's textfile collector and the
+    /// Pushgateway (they refuse OpenMetrics' stateset and info types). Same samples.
+    Prometheus,
+}
+
+/// The exposition of the session's latest snapshot in `format`, verdicts under `th`.
+pub fn render(session: &Session, th: &Thresholds, format: Format) -> String {
+    let text = openmetrics(session, th);
+    match format {
+        Format::Openmetrics => text,
+        Format::Prometheus => prometheus_text(&text),
+    }
+}
+
+/// An exposition [`openmetrics`] wrote, in the Prometheus text format 0.0.4. The sample
+/// lines are the same, so queries, dashboards and alerts work on either; the metadata
+/// differs: a counter's family is named with its `_total` (`# TYPE x_total counter`), an
+/// info family with its `_info`, info and stateset families are gauges, and there is no
+/// `# UNIT` and no `# EOF`.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // The family of the last TYPE line, and its name in the text format.
+    let mut family: (String, String) = Default::default();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (renamed, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "stateset" => (name.to_string(), "gauge"),
+                "unknown" => (name.to_string(), "untyped"),
+                other => (name.to_string(), other),
+            };
+            let _ = writeln!(out, "# TYPE {renamed} {kind}");
+            family = (name.to_string(), renamed);
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = if name == family.0 { &family.1 } else { name };
+            // The text format escapes only backslash and line feed in HELP.
+            let _ = writeln!(out, "# HELP {name} {}", help.replace("\\\"", "\""));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The `site` label of a row.
@@ -365,6 +414,42 @@ mod tests {
         }
         assert!(text.ends_with("\n# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn the_prometheus_text_format_has_the_same_samples_and_only_its_own_types() {
+        let om = openmetrics(&session(), &Thresholds::default());
+        let text = prometheus_text(&om);
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&om));
+        for line in [
+            "# TYPE leaktop_site_spawned_total counter",
+            "# HELP leaktop_site_spawned_total Tasks ever spawned at the site.",
+            "# TYPE leaktop_site_verdict gauge",
+            "# TYPE leaktop_target_info gauge",
+            "# TYPE leaktop_site_oldest_live_seconds gauge",
+            "# HELP leaktop_sites_seen Distinct spawn sites seen, including those folded into site=\"<other>\" past the agent's site cap.",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        for gone in ["# EOF", "# UNIT", "stateset", " info"] {
+            assert!(!text.contains(gone), "{gone} in:\n{text}");
+        }
+        // Every TYPE names the samples that follow it.
+        let mut typed = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, typed, "{line}");
+            }
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ enum Cmd {
     },
     /// Print one snapshot of a process's tasks as metrics (OpenMetrics text, for Prometheus).
     #[command(
-        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\n\nExamples:\n  leaktop export 1234 > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
+        after_help = "Per-site live, running, idle and blocked counts, spawned/completed counters, ages,\ngrowth and verdicts (a stateset), labelled site=\"file:line:column\"; ends with # EOF.\nTo have the process publish these itself, enable the agent's `metrics` feature.\nnode_exporter's textfile collector and the Pushgateway read --format prometheus.\n\nExamples:\n  leaktop export 1234 --format prometheus > /var/lib/node_exporter/textfile/leaktop.prom\n  leaktop export 1234 --format prometheus | curl --data-binary @- http://pushgateway:9091/metrics/job/leaktop"
     )]
     Export {
         /// Process id of a program running the leaktop agent.
@@ -195,6 +195,25 @@ enum Cmd {
         warmup: f64,
         #[command(flatten)]
         thresholds: check::ThresholdArgs,
+    },
+    /// Print a shell completion script for leaktop.
+    #[command(
+        after_help = "Install (then open a new shell):\n  bash        leaktop completions bash > ~/.local/share/bash-completion/completions/leaktop\n  zsh         leaktop completions zsh > ~/.zfunc/_leaktop   (with fpath+=~/.zfunc before compinit)\n  fish        leaktop completions fish > ~/.config/fish/completions/leaktop.fish\n  elvish      leaktop completions elvish >> ~/.config/elvish/rc.elv\n  powershell  leaktop completions powershell >> $PROFILE"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: leaktop::shell::Shell,
+    },
+    /// Print leaktop's man page (or a subcommand's), or write them all to a directory.
+    #[command(
+        after_help = "Examples:\n  leaktop man | man -l -               read it now\n  leaktop man dump | man -l -          the page of `leaktop dump`\n  leaktop man --dir ~/.local/share/man/man1   install every page (then `man leaktop-check`)"
+    )]
+    Man {
+        /// The subcommand whose page to print (default: leaktop's own).
+        subcommand: Option<String>,
+        /// Write leaktop.1 and a page per subcommand (leaktop-dump.1, …) into DIR.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        dir: Option<PathBuf>,
     },
     #[command(name = "__demo-child", hide = true)]
     DemoChild {
@@ -329,6 +348,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             run_demo(&scenarios, fixed, once, warmup, cli.interval, &thresholds)
         }
         (Some(Cmd::DemoChild { args }), _) => demo::run_child(&args),
+        (Some(Cmd::Completions { shell }), _) => {
+            use clap::CommandFactory;
+            write_stdout(&leaktop::shell::completions(shell, Cli::command()))
+        }
+        (Some(Cmd::Man { subcommand, dir }), _) => {
+            use clap::CommandFactory;
+            match dir {
+                Some(dir) => {
+                    for page in leaktop::shell::write_man_pages(Cli::command(), &dir)? {
+                        outln!("{}", page.display());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => write_stdout(&leaktop::shell::man_page(
+                    Cli::command(),
+                    subcommand.as_deref(),
+                )?),
+            }
+        }
         (None, Some(pid)) => {
             let mut options = tui::Options::new(cli.interval);
             options.record = cli.record;
@@ -341,6 +379,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Writes generated text to stdout; a closed stdout (`| head`) ends it quietly.
+fn write_stdout(bytes: &[u8]) -> Result<ExitCode> {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(bytes);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn live(pid: u32, options: tui::Options) -> Result<ExitCode> {
@@ -496,9 +541,7 @@ fn run_export(
     th: &leaktop::model::Thresholds,
 ) -> Result<ExitCode> {
     let session = util::snapshot_session(pid, true)?;
-    match format {
-        export::Format::Openmetrics => out!("{}", export::openmetrics(&session, th)),
-    }
+    out!("{}", export::render(&session, th, format));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -737,6 +780,41 @@ mod tests {
         let th = demo_thresholds(&demo_args(&["--window", "5m"]), DEMO_WINDOW, DEMO_MIN_AGE);
         let default = leaktop::model::Thresholds::default();
         assert_eq!((th.window_ms, th.min_age_ms), (300_000, default.min_age_ms));
+    }
+
+    #[test]
+    fn completions_and_man_pages_cover_every_subcommand() {
+        use clap::CommandFactory;
+        use leaktop::shell::{self, Shell};
+        let subcommands = shell::subcommands(&Cli::command());
+        assert!(subcommands.len() >= 9, "{subcommands:?}");
+        for sh in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
+            let script = String::from_utf8(shell::completions(sh, Cli::command())).unwrap();
+            for sub in &subcommands {
+                assert!(script.contains(sub.as_str()), "{sh} completion lacks {sub}");
+            }
+            assert!(
+                !script.contains("__demo-child"),
+                "{sh} offers the hidden subcommand"
+            );
+        }
+        let page = String::from_utf8(shell::man_page(Cli::command(), None).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pages = shell::write_man_pages(Cli::command(), dir.path()).unwrap();
+        for sub in &subcommands {
+            assert!(
+                page.contains(&format!("leaktop\\-{sub}(1)")),
+                "leaktop.1 lacks {sub}"
+            );
+            let own = dir.path().join(format!("leaktop-{sub}.1"));
+            assert!(pages.contains(&own), "no page for {sub}: {pages:?}");
+        }
     }
 
     #[test]

@@ -314,3 +314,307 @@ fn export_prints_a_valid_openmetrics_exposition_with_exact_counts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("999999999"), "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------
+// The fleet examples under docs/fleet/
+
+/// Series name -> its label names.
+type Known = HashMap<String, HashSet<String>>;
+
+/// Labels Prometheus adds to every scraped series.
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
+/// `promtool` if it is on PATH or where .ci/run unpacks it.
+fn promtool() -> Option<std::path::PathBuf> {
+    let unpacked = workspace_root().join("target/tools/promtool");
+    if unpacked.is_file() {
+        return Some(unpacked);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn run_promtool(promtool: &std::path::Path, args: &[&str], stdin: Option<&str>) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(promtool)
+        .args(args)
+        .current_dir(workspace_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The words of a PromQL expression outside its string literals, with their positions.
+fn promql_words(expr: &str) -> Vec<(usize, &str)> {
+    let bytes = expr.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'"' || c == b'\'' || c == b'`' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != c {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == b'_' || c == b':' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || b"_:".contains(&bytes[i]))
+            {
+                i += 1;
+            }
+            words.push((start, &expr[start..i]));
+        } else {
+            i += 1;
+        }
+    }
+    words
+}
+
+/// Checks that `expr` names only series in `known`, and in its selectors and its
+/// `by`/`without` clauses only labels those series have (or the scrape's).
+fn check_promql(expr: &str, known: &Known) -> Result<(), String> {
+    let words = promql_words(expr);
+    let mut labels: HashSet<&str> = TARGET_LABELS.into_iter().collect();
+    for (_, w) in &words {
+        if w.starts_with("leaktop_") {
+            let have = known
+                .get(*w)
+                .ok_or_else(|| format!("{w} is not a series leaktop exports: {expr}"))?;
+            labels.extend(have.iter().map(String::as_str));
+        }
+    }
+    for (at, w) in &words {
+        let rest = expr[at + w.len()..].trim_start();
+        if w.starts_with("leaktop_") && rest.starts_with('{') {
+            // Matchers: `name op "value"`, the label names are the words before an operator.
+            let inner = &rest[1..rest.find('}').unwrap_or(rest.len())];
+            for (_, label) in promql_words(inner) {
+                let own = &known[*w];
+                if !own.contains(label) && !TARGET_LABELS.contains(&label) {
+                    return Err(format!("{w} has no label {label}: {expr}"));
+                }
+            }
+        }
+        if (*w == "by" || *w == "without") && rest.starts_with('(') {
+            let end = rest.find(')').unwrap_or(rest.len());
+            for (_, label) in promql_words(&rest[1..end]) {
+                if !labels.contains(label) {
+                    return Err(format!("no series here has the label {label}: {expr}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Labels an alert's annotation templates read (`$labels.site`).
+fn template_labels(text: &str) -> Vec<&str> {
+    text.match_indices("$labels.")
+        .map(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+/// Every string value under a key named `key`, at any depth.
+fn json_strings<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::String(s) if k == key => out.push(s),
+                    _ => json_strings(v, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, key, out)),
+        _ => {}
+    }
+}
+
+/// The series leaktop exports, from the code that exports them: `leaktop export` of a real
+/// child (both formats, which must carry the same samples) and the agent's `metrics`
+/// feature (`leaktop_agent::series::AGENT`, which agent/tests/metrics.rs holds equal to
+/// what it publishes).
+fn exported_series(promtool: Option<&std::path::Path>) -> Known {
+    let bin = fixture_bin("spawn_sites", Profile::Debug);
+    let mut child = spawn_child(&bin, &["3", "2", "1"]);
+    child.wait_ready();
+    let pid = child.pid().to_string();
+    let run = |format: &str| {
+        let out = leaktop(&child.socket_dir, &["export", &pid, "--format", format]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let om = run("openmetrics");
+    let samples = check_openmetrics(&om).unwrap_or_else(|e| panic!("{e}\n{om}"));
+    let text = run("prometheus");
+    // The same series (values move between the two runs: uptime, ages).
+    let series = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_string())
+            .collect()
+    };
+    assert_eq!(series(&text), series(&om), "{text}");
+    if let Some(p) = promtool {
+        // The parser of node_exporter's textfile collector and the Pushgateway.
+        run_promtool(p, &["check", "metrics"], Some(&text));
+    }
+    let mut known = Known::new();
+    for (name, labels, _) in samples {
+        let entry = known.entry(name).or_default();
+        entry.extend(labels.into_iter().map(|(k, _)| k));
+    }
+    for s in leaktop_agent::series::AGENT {
+        let entry = known.entry(s.name.to_string()).or_default();
+        entry.extend(s.labels.iter().map(|l| l.to_string()));
+    }
+    known
+}
+
+#[test]
+fn fleet_examples_parse_and_name_only_series_leaktop_exports() {
+    let promtool = promtool();
+    let known = exported_series(promtool.as_deref());
+
+    // The alerting rules: YAML, each rule's expression and annotations checked.
+    let rules_path = workspace_root().join("docs/fleet/leaktop-alerts.yml");
+    let rules_text = std::fs::read_to_string(&rules_path).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&rules_text)
+        .unwrap_or_else(|e| panic!("{}: {e}", rules_path.display()));
+    let mut alerts = HashMap::new();
+    for group in docs[0]["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert name").to_string();
+            let expr = rule["expr"].as_str().expect("an expr");
+            check_promql(expr, &known).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let series: HashSet<&str> = promql_words(expr)
+                .into_iter()
+                .map(|(_, w)| w)
+                .filter(|w| w.starts_with("leaktop_"))
+                .collect();
+            let labels: HashSet<&str> = series
+                .iter()
+                .flat_map(|s| known[*s].iter().map(String::as_str))
+                .chain(TARGET_LABELS)
+                .collect();
+            let annotations = rule["annotations"].as_hash().expect("annotations");
+            for text in annotations.values().filter_map(|v| v.as_str()) {
+                for label in template_labels(text) {
+                    assert!(labels.contains(label), "{name} reads $labels.{label}");
+                }
+            }
+            let wait = rule["for"].as_str().unwrap_or("0m").to_string();
+            alerts.insert(name, (expr.to_string(), wait));
+        }
+    }
+    // The two the fleet needs: steady growth for 30 minutes (the agent's series) and any
+    // leak verdict (`leaktop export`'s).
+    let (expr, wait) = &alerts["LeaktopSiteGrowing"];
+    assert!(
+        expr.contains("leaktop_site_live") && wait == "30m",
+        "{expr} for {wait}"
+    );
+    let (expr, _) = &alerts["LeaktopLeak"];
+    assert!(
+        expr.contains("leaktop_site_verdict") && expr.contains(r#"leaktop_site_verdict="leak""#),
+        "{expr}"
+    );
+
+    // The dashboard: JSON, every query checked.
+    let dash_path = workspace_root().join("docs/fleet/leaktop-dashboard.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dash_path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", dash_path.display()));
+    let mut exprs = Vec::new();
+    json_strings(&dash["panels"], "expr", &mut exprs);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let mut variables = Vec::new();
+    json_strings(&dash["templating"], "definition", &mut variables);
+    for expr in exprs.iter().chain(&variables) {
+        check_promql(expr, &known).unwrap_or_else(|e| panic!("dashboard: {e}"));
+    }
+    for name in [
+        "leaktop_site_live",
+        "leaktop_site_blocked",
+        "leaktop_site_verdict",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(name)),
+            "no panel shows {name}"
+        );
+    }
+
+    // With promtool: the PromQL parses, and the rules fire when they should (their unit
+    // tests feed them a leak, a busy healthy site, a stall and a verdict).
+    let Some(promtool) = promtool else {
+        println!("skipped promtool's checks: no promtool here (.ci/run unpacks it)");
+        return;
+    };
+    run_promtool(
+        &promtool,
+        &["check", "rules", "docs/fleet/leaktop-alerts.yml"],
+        None,
+    );
+    run_promtool(
+        &promtool,
+        &["test", "rules", "tests/fleet/leaktop-alerts-test.yml"],
+        None,
+    );
+    let as_rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("      - record: panel_{i}\n        expr: {e:?}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{as_rules}"),
+    )
+    .unwrap();
+    run_promtool(&promtool, &["check", "rules", file.to_str().unwrap()], None);
+}
+
+#[test]
+fn the_promql_checker_catches_unknown_series_and_labels() {
+    let known: Known = [("leaktop_site_live", vec!["site"])]
+        .into_iter()
+        .map(|(n, l)| (n.to_string(), l.into_iter().map(String::from).collect()))
+        .collect();
+    assert!(check_promql(
+        r#"sum by (site, job) (leaktop_site_live{site=~"a.*"})"#,
+        &known
+    )
+    .is_ok());
+    assert!(check_promql("leaktop_site_liv > 1", &known).is_err());
+    assert!(check_promql(r#"leaktop_site_live{op="send"}"#, &known).is_err());
+    assert!(check_promql("sum by (op) (leaktop_site_live)", &known).is_err());
+    // Words inside strings are values, not names.
+    assert!(check_promql(r#"leaktop_site_live{site="leaktop_nothing"}"#, &known).is_ok());
+    assert_eq!(
+        template_labels("{{ $labels.site }} on {{ $labels.instance }}"),
+        ["site", "instance"]
+    );
+}

@@ -1,14 +1,35 @@
 //! Plain `tokio::spawn` coverage through tokio's runtime task hooks (feature
 //! `tokio-hooks`; needs `RUSTFLAGS="--cfg tokio_unstable"`).
 //!
-//! ```ignore
+//! ```
 //! use leaktop_agent::hooks::BuilderExt;
 //!
-//! let runtime = tokio::runtime::Builder::new_multi_thread()
-//!     .enable_all()
-//!     .leaktop_hooks()
-//!     .build()?;
+//! fn main() -> std::io::Result<()> {
+//!     let runtime = tokio::runtime::Builder::new_multi_thread()
+//!         .enable_all()
+//!         .leaktop_hooks() // on_task_spawn + on_task_terminate
+//!         .build()?;
+//!     runtime.block_on(async {
+//!         if let Err(e) = leaktop_agent::start() {
+//!             eprintln!("leaktop agent not started: {e}");
+//!         }
+//!         let guard = leaktop_agent::testing::guard();
+//!         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+//!         let task = tokio::spawn(async move {
+//!             let _ = rx.await; // plain tokio::spawn: counted under this line by the hooks
+//!         });
+//!         assert_eq!(guard.leaked_now().len(), 1);
+//!         drop(tx);
+//!         task.await.unwrap();
+//!         guard.finish().await;
+//!     });
+//!     Ok(())
+//! }
 //! ```
+//!
+//! This module, and so its example, exists only with the feature and
+//! `--cfg tokio_unstable`: `scripts/test.sh` runs the example that way (the default doctest
+//! run cannot: it has no `tokio_unstable` build of tokio).
 //!
 //! Every task spawned on that runtime (by the program or by any library it uses) is then
 //! counted under its spawn site (`file:line:column`, from `TaskMeta::spawned_at`): live,

@@ -1,21 +1,17 @@
-//! `leaktop-agent`: the part of [leaktop] that lives inside your program.
+#![doc = include_str!("../README.md")]
 //!
-//! Link it, call [`start`] once, and spawn with [`spawn`] instead of `tokio::spawn`:
+//! # Where things are
 //!
-//! ```no_run
-//! #[tokio::main]
-//! async fn main() {
-//!     let _agent = leaktop_agent::start().expect("leaktop agent");
-//!     let handle = leaktop_agent::spawn(async { 1 + 1 });
-//!     assert_eq!(handle.await.unwrap(), 2);
-//! }
-//! ```
-//!
-//! Then `leaktop <pid>` (or `leaktop dump <pid>`) from another shell shows your tasks per
-//! spawn site. The agent runs one OS thread of its own (`leaktop-agent`) for all socket
-//! IO; the host program's threads only touch atomics and short per-site critical sections.
-//!
-//! [leaktop]: https://crates.io/crates/leaktop
+//! - [`start`] / [`Builder`]: the agent's thread and socket; [`Agent`] is the running one.
+//! - [`spawn`], [`spawn_local`], [`instrument`]: tasks counted per spawn site.
+//! - [`sync`]: the instrumented channels, mirrors of `tokio::sync`'s.
+//! - [`testing`]: leak checks for tests.
+//! - `hooks` (feature `tokio-hooks`, with `--cfg tokio_unstable`): plain `tokio::spawn`
+//!   tasks through tokio's runtime hooks.
+//! - `metrics` (feature `metrics`): per-site series through the `metrics` facade; their
+//!   names are in [`series`].
+//! - [`wire`]: the protocol between the agent and `leaktop` (the one definition);
+//!   [`paths`]: where the sockets are.
 
 #![cfg_attr(not(feature = "runtime"), allow(dead_code))]
 // Nothing from outside (a client's bytes, /proc, the environment) may panic the host: no
@@ -23,6 +19,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod paths;
+pub mod series;
 pub mod wire;
 
 #[cfg(feature = "runtime")]

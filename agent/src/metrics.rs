@@ -21,14 +21,43 @@
 //! Label cardinality is bounded by the site cap ([`crate::Builder::site_cap`], 10 000 by
 //! default; set it lower for metrics), plus the two pseudo rows.
 //!
-//! Alerting rules in the spirit of `leaktop check`: growth is
-//! `deriv(leaktop_site_live[10m]) * 60 > 1`, a stuck site is
-//! `leaktop_site_stalled_seconds > 300`, and together with growth a leak.
+//! The names are in [`crate::series`]. Alerting rules in the spirit of `leaktop check`:
+//! growth is `deriv(leaktop_site_live[10m]) * 60 > 1`, a stuck site is
+//! `leaktop_site_stalled_seconds > 300`, and together with growth a leak. The leaktop
+//! repository has a Prometheus rule file and a Grafana dashboard for these series under
+//! `docs/fleet/`.
+//!
+//! With the Prometheus exporter of the `metrics` ecosystem (`metrics-exporter-prometheus`;
+//! in a service, its `install()` also serves `/metrics`):
+//!
+//! ```
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let prometheus = PrometheusBuilder::new()
+//!         .install_recorder()
+//!         .expect("the only metrics recorder");
+//!     if let Err(e) = leaktop_agent::start() {
+//!         eprintln!("leaktop agent not started: {e}");
+//!     }
+//!     let (_tx, rx) = leaktop_agent::sync::oneshot::channel::<()>();
+//!     leaktop_agent::spawn(async move {
+//!         let _ = rx.await;
+//!     });
+//!     // The agent thread publishes at every sample; this publishes now.
+//!     leaktop_agent::metrics::publish();
+//!     let scrape = prometheus.render();
+//!     assert!(scrape.contains("leaktop_site_live{site=\""), "{scrape}");
+//!     assert!(scrape.contains("leaktop_site_spawned_total{site=\""), "{scrape}");
+//! }
+//! ```
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::clock;
 use crate::registry::{registry, Site};
+use crate::series;
 use crate::wire::{BlockedGroup, Op, SiteKind};
 
 /// Publishes every site's current counts to the current `metrics` recorder.
@@ -40,7 +69,7 @@ pub fn publish() {
     for site in reg.sites() {
         publish_site(site, now);
     }
-    metrics::gauge!("leaktop_sites_seen").set(reg.sites_seen() as f64);
+    metrics::gauge!(series::SITES_SEEN).set(reg.sites_seen() as f64);
 }
 
 fn label(site: &Site) -> String {
@@ -56,21 +85,22 @@ fn label(site: &Site) -> String {
 fn publish_site(site: &Site, now: u64) {
     let (st, groups) = site.stats_and_groups();
     let name = label(site);
-    metrics::gauge!("leaktop_site_live", "site" => name.clone()).set(st.live as f64);
-    metrics::gauge!("leaktop_site_blocked", "site" => name.clone(), "op" => "send")
+    metrics::gauge!(series::SITE_LIVE, series::SITE => name.clone()).set(st.live as f64);
+    metrics::gauge!(series::SITE_BLOCKED, series::SITE => name.clone(), series::OP => "send")
         .set(st.blocked_send as f64);
-    metrics::gauge!("leaktop_site_blocked", "site" => name.clone(), "op" => "recv")
+    metrics::gauge!(series::SITE_BLOCKED, series::SITE => name.clone(), series::OP => "recv")
         .set(st.blocked_recv as f64);
-    metrics::counter!("leaktop_site_spawned_total", "site" => name.clone())
+    metrics::counter!(series::SITE_SPAWNED_TOTAL, series::SITE => name.clone())
         .absolute(site.spawned.load(Relaxed));
-    metrics::counter!("leaktop_site_completed_total", "site" => name.clone())
+    metrics::counter!(series::SITE_COMPLETED_TOTAL, series::SITE => name.clone())
         .absolute(site.completed.load(Relaxed));
     let oldest = st
         .oldest_live_ms
         .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
-    metrics::gauge!("leaktop_site_oldest_live_seconds", "site" => name.clone()).set(oldest);
+    metrics::gauge!(series::SITE_OLDEST_LIVE_SECONDS, series::SITE => name.clone()).set(oldest);
     let stalled = groups.iter().map(|g| stalled_ms(g, now)).max().unwrap_or(0);
-    metrics::gauge!("leaktop_site_stalled_seconds", "site" => name).set(stalled as f64 / 1000.0);
+    metrics::gauge!(series::SITE_STALLED_SECONDS, series::SITE => name)
+        .set(stalled as f64 / 1000.0);
 }
 
 /// How long the group's oldest waiter has waited without progress on its channel that

@@ -77,12 +77,49 @@ impl Agent {
 static RUNNING: Mutex<Option<Agent>> = Mutex::new(None);
 static EXIT_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-/// Starts the agent with default settings; see [`Builder`].
+/// Starts the agent with default settings; see [`Builder`]. Call it once, early; later
+/// calls return the agent already running.
+///
+/// It never panics and never stops the program: when the agent cannot start (an unsafe
+/// socket directory, a socket path too long, no thread), the error says why and what to
+/// do. Log it and go on: spawned tasks and channels work the same, only nobody can attach.
+///
+/// ```
+/// if let Err(e) = leaktop_agent::start() {
+///     eprintln!("leaktop agent not started: {e}");
+/// }
+/// ```
+///
+/// The agent keeps running when the returned [`Agent`] is dropped; keep it to learn the
+/// socket path or to [`Agent::shutdown`]:
+///
+/// ```
+/// match leaktop_agent::start() {
+///     Ok(agent) => {
+///         assert!(agent.socket_path().ends_with(format!("{}.sock", std::process::id())));
+///         agent.shutdown(); // stops the thread, removes the socket
+///     }
+///     Err(e) => eprintln!("leaktop agent not started: {e}"),
+/// }
+/// ```
 pub fn start() -> Result<Agent, StartError> {
     Builder::new().start()
 }
 
 /// Options of the agent.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let agent = leaktop_agent::Builder::new()
+///     .site_cap(1_000) // tasks of further spawn sites share one "other sites" row
+///     .sample_interval(Duration::from_secs(5))
+///     .history(Duration::from_secs(3600)) // what `leaktop check` sees at attach
+///     .start();
+/// if let Err(e) = agent {
+///     eprintln!("leaktop agent not started: {e}");
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Builder {
     socket_dir: Option<PathBuf>,
@@ -99,6 +136,7 @@ impl Default for Builder {
 }
 
 impl Builder {
+    /// The defaults: see each setter.
     pub fn new() -> Builder {
         Builder {
             socket_dir: None,

@@ -46,7 +46,7 @@
 //! # With the `tokio-hooks` feature
 //!
 //! Tasks spawned with plain `tokio::spawn` on a runtime built with
-//! [`crate::hooks::BuilderExt::leaktop_hooks`] are checked too (scoped the same way when
+//! `hooks::BuilderExt::leaktop_hooks` are checked too (scoped the same way when
 //! spawned from the test thread or from a task of the scope); their state is unknown.
 
 use std::cell::Cell;

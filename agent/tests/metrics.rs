@@ -194,6 +194,46 @@ fn publish_sends_per_site_series_to_the_current_recorder() {
     drop(rx);
 }
 
+/// `series::AGENT` is the list dashboards and alerting rules are checked against
+/// (tests/export.rs): it must be exactly what `publish` sends, names and label keys.
+#[test]
+fn publish_sends_exactly_the_series_listed_in_series_agent() {
+    let rt = rt();
+    let _enter = rt.enter();
+    let (tx, rx) = mpsc::channel::<u32>(1);
+    spawn_sender(tx);
+    let store = Store::default();
+    metrics::with_local_recorder(&store, leaktop_agent::metrics::publish);
+    let mut published: Vec<(String, Vec<String>)> = store
+        .0
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|key| {
+            let (name, labels) = key.split_once('{').unwrap_or((key, "}"));
+            let labels = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split('=').next().unwrap_or(l).to_string())
+                .collect();
+            (name.to_string(), labels)
+        })
+        .collect();
+    published.sort();
+    published.dedup();
+    let mut listed: Vec<(String, Vec<String>)> = leaktop_agent::series::AGENT
+        .iter()
+        .map(|s| {
+            let labels = s.labels.iter().map(|l| l.to_string()).collect();
+            (s.name.to_string(), labels)
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(published, listed, "{}", store.dump());
+    drop(rx);
+}
+
 #[track_caller]
 fn spawn_sender(tx: mpsc::Sender<u32>) -> String {
     let site = here();

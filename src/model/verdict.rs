@@ -359,8 +359,14 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
             }
         }
         if verdict == Verdict::Leak && stuck_tasks == 0 && piling_up.is_empty() && idle_old {
+            let (are, they_wait) = if idle == 1 {
+                ("is", "it waits")
+            } else {
+                ("are", "they wait")
+            };
             evidence.push(format!(
-                "{idle} tasks are idle, not waiting on any instrumented channel, and the oldest live task is {} old: they wait on something leaktop does not see (a socket read without a timeout, a lock, a future that is never woken)",
+                "{} {are} idle, not waiting on any instrumented channel, and the oldest live task is {} old: {they_wait} on something leaktop does not see (a socket read without a timeout, a lock, a future that is never woken)",
+                crate::plural::count(idle, "task"),
                 age(oldest_live_age_ms.unwrap_or(0))
             ));
         }
@@ -400,21 +406,13 @@ pub fn piling_sentence(session: &Session, s: &Stall) -> String {
         .unwrap_or("channel");
     format!(
         "{} waiting in {} at {} on a {kind} channel created at {}, the oldest for {}, while the channel keeps moving (last progress {} ago): they arrive faster than it drains",
-        plural_tasks(s.count),
+        crate::plural::count(s.count, "task"),
         s.key.op.name(),
         session.location(s.key.call_site),
         session.location(s.key.channel_site),
         age(s.waiting_ms),
         age(s.stalled_ms),
     )
-}
-
-fn plural_tasks(n: u64) -> String {
-    if n == 1 {
-        "1 task".to_string()
-    } else {
-        format!("{n} tasks")
-    }
 }
 
 pub fn stall_sentence(session: &Session, s: &Stall) -> String {
@@ -424,7 +422,7 @@ pub fn stall_sentence(session: &Session, s: &Stall) -> String {
         .find(|g| g.key == s.key)
         .map(|g| g.kind.name())
         .unwrap_or("channel");
-    let tasks = plural_tasks(s.count);
+    let tasks = crate::plural::count(s.count, "task");
     format!(
         "{tasks} blocked in {} at {} on a {kind} channel created at {}, {} without progress: {}",
         s.key.op.name(),

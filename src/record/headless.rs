@@ -138,11 +138,12 @@ pub fn record_pid(
                 let mut err = std::io::stderr().lock();
                 let _ = write!(
                     err,
-                    "\r\x1b[2Krecording pid {pid} to {}: {}, {} snapshots, {}, {live} live tasks",
+                    "\r\x1b[2Krecording pid {pid} to {}: {}, {}, {}, {}",
                     path.display(),
                     crate::report::age(started.elapsed().as_millis() as u64),
-                    stats.snapshots,
+                    crate::plural::count(stats.snapshots, "snapshot"),
                     human_bytes(stats.bytes),
+                    crate::plural::count(live, "live task"),
                 );
                 let _ = err.flush();
             }
@@ -199,12 +200,12 @@ impl Outcome {
             Ending::SourceEnded(r) => format!(" ({r})"),
         };
         format!(
-            "recorded {} of pid {} ({}) to {}{why}: {} snapshots, {}{rate}; replay with `leaktop replay {}`",
+            "recorded {} of pid {} ({}) to {}{why}: {}, {}{rate}; replay with `leaktop replay {}`",
             crate::report::age(self.elapsed.as_millis() as u64),
             self.pid,
             self.exe,
             self.path.display(),
-            self.stats.snapshots,
+            crate::plural::count(self.stats.snapshots, "snapshot"),
             human_bytes(self.stats.bytes),
             self.path.display(),
         )

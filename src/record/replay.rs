@@ -165,9 +165,9 @@ impl RecordingSource {
         let s = &self.summary;
         let what = s.tail.describe()?;
         Some(format!(
-            "{}: {what}; replaying the {} whole frames before it ({})",
+            "{}: {what}; replaying the {} before it ({})",
             self.path.display(),
-            s.frames,
+            crate::plural::count(s.frames, "whole frame"),
             crate::report::age(s.duration_ms)
         ))
     }

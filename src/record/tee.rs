@@ -446,10 +446,10 @@ impl<S: Source> RecorderControl for Tee<S> {
     fn stop_recording(&mut self) -> Option<String> {
         match self.stop("stopped from the live view")? {
             Ok(stats) => Some(format!(
-                "recording saved: {} ({} snapshots, {})",
+                "recording saved: {} ({}, {})",
                 self.state_path()
                     .map_or_else(String::new, |p| p.display().to_string()),
-                stats.snapshots,
+                crate::plural::count(stats.snapshots, "snapshot"),
                 super::headless::human_bytes(stats.bytes)
             )),
             Err(e) => Some(e.to_string()),

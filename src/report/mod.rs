@@ -66,8 +66,9 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
     let sites = session.sites_by_live();
     let _ = writeln!(
         out,
-        "{live} live tasks in {} spawn sites, {blocked} blocked on channels",
-        sites.len()
+        "{} in {}, {blocked} blocked on channels",
+        crate::plural::count(live, "live task"),
+        crate::plural::count(sites.len() as u64, "spawn site")
     );
     if let Some(reason) = &session.ended {
         let _ = writeln!(out, "note: {reason}; showing the last state received");
@@ -176,9 +177,8 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
 pub(crate) fn group_line(session: &Session, g: &BlockedGroup) -> String {
     let age_ms = session.now_ms.saturating_sub(g.oldest_since_ms);
     let mut line = format!(
-        "{} {} [{}, {}] at {}",
-        g.count,
-        if g.count == 1 { "task" } else { "tasks" },
+        "{} [{}, {}] at {}",
+        crate::plural::count(g.count, "task"),
         g.key.op.name(),
         age(age_ms),
         session.location(g.key.call_site)
@@ -194,10 +194,6 @@ pub(crate) fn group_line(session: &Session, g: &BlockedGroup) -> String {
     line
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// `mpsc(cap 1, len 1, 3 senders, 1 receiver, last recv 5m12s ago)`
 pub(crate) fn channel_text(now_ms: u64, c: &ChannelStats) -> String {
     let mut parts = Vec::new();
@@ -207,8 +203,8 @@ pub(crate) fn channel_text(now_ms: u64, c: &ChannelStats) -> String {
     if let Some(len) = c.len {
         parts.push(format!("len {len}"));
     }
-    parts.push(plural(c.senders, "sender", "senders"));
-    parts.push(plural(c.receivers, "receiver", "receivers"));
+    parts.push(crate::plural::count(c.senders, "sender"));
+    parts.push(crate::plural::count(c.receivers, "receiver"));
     if c.closed {
         parts.push("closed".into());
     }
@@ -239,10 +235,12 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
                         None => name.to_string(),
                     }
                 }
-                Folded::Hidden { count } => format!(
-                    "… {count} runtime/agent frame{}",
-                    if count == 1 { "" } else { "s" }
-                ),
+                Folded::Hidden { count } => {
+                    format!(
+                        "… {}",
+                        crate::plural::count(count as u64, "runtime/agent frame")
+                    )
+                }
             })
             .collect(),
         None => session
@@ -335,6 +333,35 @@ mod tests {
                  4212 senders, 1 receiver, last send 5m12s ago, never a recv) created at \
                  src/a.rs:8:9\n        stack (not symbolized): 0x1000 0x2abc\n"
             ),
+            "{text}"
+        );
+    }
+
+    /// Issue 22: "1 live tasks in 1 spawn sites".
+    #[test]
+    fn one_site_with_one_task_reads_1_site_not_1_sites() {
+        let mut session = stuck_session();
+        session.apply(&AgentMsg::Snapshot(Snapshot {
+            seq: 2,
+            now_ms: 401_000,
+            sites: vec![SiteStats {
+                site: 1,
+                kind: Some(SiteKind::Spawn),
+                live: 1,
+                blocked_send: 1,
+                spawned: 1,
+                oldest_live_ms: Some(88_000),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        let text = text(&session);
+        assert!(
+            text.contains("1 live task in 1 spawn site, 1 blocked on channels"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("1 sites") && !text.contains("1 tasks"),
             "{text}"
         );
     }

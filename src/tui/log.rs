@@ -29,7 +29,7 @@ pub fn default_path() -> PathBuf {
     }
 }
 
-/// Opens (appends to) the log file; later [`line`] calls write there.
+/// Opens (appends to) the log file; later [`line()`] calls write there.
 pub fn open(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

@@ -4,6 +4,32 @@
 //!
 //! The channel table counts a value once when sent and once per receiver that receives
 //! it; a channel's length is not tracked (it differs per receiver).
+//!
+//! ```
+//! use leaktop_agent::sync::broadcast; // was: use tokio::sync::broadcast;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let (tx, _) = broadcast::channel::<&str>(16);
+//!     let listeners: Vec<_> = (0..2)
+//!         .map(|_| {
+//!             let mut rx = tx.subscribe();
+//!             leaktop_agent::spawn(async move {
+//!                 let mut seen = Vec::new();
+//!                 while let Ok(event) = rx.recv().await {
+//!                     seen.push(event);
+//!                 }
+//!                 seen // `recv` fails with `Closed` once every sender is gone
+//!             })
+//!         })
+//!         .collect();
+//!     tx.send("config reloaded").unwrap();
+//!     drop(tx);
+//!     for listener in listeners {
+//!         assert_eq!(listener.await.unwrap(), ["config reloaded"]);
+//!     }
+//! }
+//! ```
 
 use std::fmt;
 use std::future::Future;

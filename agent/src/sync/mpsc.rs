@@ -1,6 +1,38 @@
 //! Instrumented [`tokio::sync::mpsc`]: bounded and unbounded multi-producer,
 //! single-consumer channels. Same API; see the [module docs](super) for what is observed
 //! and where the mirror is not exact.
+//!
+//! A worker fed by a channel, and how leaktop sees it while it waits (here through
+//! [`crate::testing`], which reads the same task table as `leaktop <pid>`):
+//!
+//! ```
+//! use leaktop_agent::sync::mpsc; // was: use tokio::sync::mpsc;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let guard = leaktop_agent::testing::guard();
+//!     let (tx, mut rx) = mpsc::channel::<String>(8);
+//!     let worker = leaktop_agent::spawn(async move {
+//!         let mut jobs = 0;
+//!         while let Some(_job) = rx.recv().await {
+//!             jobs += 1;
+//!         }
+//!         jobs
+//!     });
+//!     tx.send("resize image".to_string()).await.unwrap();
+//!     tokio::task::yield_now().await; // the worker takes the job and waits for the next
+//!
+//!     let waiting = guard.leaked_now();
+//!     let blocked = waiting[0].blocked.as_ref().expect("blocked on the channel");
+//!     assert_eq!((blocked.op, blocked.channel), ("chan recv", "mpsc"));
+//!
+//!     drop(tx); // the last sender gone: `recv` returns None and the worker ends
+//!     assert_eq!(worker.await.unwrap(), 1);
+//!     guard.finish().await; // no task left behind
+//! }
+//! ```
+//!
+//! `unbounded_channel` works the same way; only its receivers can wait.
 
 use std::fmt;
 use std::future::Future;

@@ -3,6 +3,33 @@
 //!
 //! The [`Receiver`] is itself the future: awaiting it where it returns Pending records the
 //! `.await` (or the `poll` caller) as the blocking call site.
+//!
+//! A request answered by a task, and a task that stops when its caller gives up
+//! ([`Sender::closed`]) instead of leaking:
+//!
+//! ```
+//! use std::time::Duration;
+//! use leaktop_agent::sync::oneshot; // was: use tokio::sync::oneshot;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let (tx, rx) = oneshot::channel();
+//!     leaktop_agent::spawn(async move {
+//!         let _ = tx.send(6 * 7);
+//!     });
+//!     assert_eq!(rx.await.unwrap(), 42);
+//!
+//!     let (mut tx, rx) = oneshot::channel::<u32>();
+//!     let slow = leaktop_agent::spawn(async move {
+//!         tokio::select! {
+//!             _ = tx.closed() => "caller gave up",
+//!             _ = tokio::time::sleep(Duration::from_secs(3600)) => "answered",
+//!         }
+//!     });
+//!     drop(rx);
+//!     assert_eq!(slow.await.unwrap(), "caller gave up");
+//! }
+//! ```
 
 use std::fmt;
 use std::future::Future;

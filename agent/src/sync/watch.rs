@@ -4,6 +4,23 @@
 //!
 //! The channel table counts `send`, `send_modify`, `send_replace` and a modifying
 //! `send_if_modified` as sends, and each completed `changed` / `wait_for` as a receive.
+//!
+//! ```
+//! use leaktop_agent::sync::watch; // was: use tokio::sync::watch;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let (tx, mut rx) = watch::channel("starting");
+//!     let ready = leaktop_agent::spawn(async move {
+//!         // Waits for the value, and ends (with an error) if the sender goes away first:
+//!         // a watcher that never returns would be a `changed` wait that leaktop flags.
+//!         rx.wait_for(|state| *state == "ready").await.map(|s| *s)
+//!     });
+//!     tx.send("loading").unwrap();
+//!     tx.send("ready").unwrap();
+//!     assert_eq!(ready.await.unwrap().ok(), Some("ready"));
+//! }
+//! ```
 
 use std::fmt;
 use std::future::Future;

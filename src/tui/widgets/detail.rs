@@ -49,8 +49,9 @@ fn ago(now: u64, t: Option<u64>) -> String {
     }
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+/// `n` (with thousands separators) and its noun: "1 sender", "4,211 tasks".
+fn plural(n: u64, one: &str) -> String {
+    format!("{} {}", thousands(n), crate::plural::noun(n, one))
 }
 
 /// The text of a blocked group: `[chan send, 5m12s] ×4,211`.
@@ -106,11 +107,11 @@ fn channel_lines(s: &Session, g: &BlockedGroup, width: usize, out: &mut Vec<Line
     if let Some(cs) = totals.filter(|_| width >= 100) {
         out.push(cont(vec![Span::styled(
             format!(
-                "all from this site: {} live of {} created · {} sends · {} recvs",
+                "all from this site: {} live of {} created · {} · {}",
                 thousands(cs.live),
                 thousands(cs.created),
-                thousands(cs.sends),
-                thousands(cs.recvs)
+                plural(cs.sends, "send"),
+                plural(cs.recvs, "recv")
             ),
             theme::dim(),
         )]));
@@ -125,8 +126,8 @@ fn channel_state(c: &ChannelStats) -> String {
         (Some(cap), None) => parts.push(format!("capacity {cap}")),
         (None, None) => {}
     }
-    parts.push(plural(c.senders, "sender", "senders"));
-    parts.push(plural(c.receivers, "receiver", "receivers"));
+    parts.push(plural(c.senders, "sender"));
+    parts.push(plural(c.receivers, "receiver"));
     if c.closed {
         parts.push("closed".into());
     }
@@ -196,7 +197,10 @@ fn stack_lines(app: &App, g: &BlockedGroup, out: &mut Vec<Line<'static>>) {
     }
     if shown < frames.len() {
         out.push(cont(vec![Span::styled(
-            format!("… {} more frames (f: show all)", frames.len() - shown),
+            format!(
+                "… {} (f: show all)",
+                plural((frames.len() - shown) as u64, "more frame")
+            ),
             theme::dim(),
         )]));
     }
@@ -215,10 +219,7 @@ fn symbol_lines(frames: &[Frame], folded: bool, out: &mut Vec<Line<'static>>) {
     for item in fold(frames, mode) {
         match item {
             Folded::Hidden { count } => out.push(cont(vec![Span::styled(
-                format!(
-                    "… {count} runtime frame{} (f shows them)",
-                    if count == 1 { "" } else { "s" }
-                ),
+                format!("… {} (f shows them)", plural(count as u64, "runtime frame")),
                 theme::dim(),
             )])),
             Folded::Frame(f) => {
@@ -388,7 +389,7 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             out.push(cont(vec![Span::styled(
                 format!(
                     "{} idle: awaiting timers, IO, locks or tokio channels",
-                    plural(st.idle(), "task", "tasks")
+                    plural(st.idle(), "task")
                 ),
                 theme::dim(),
             )]));
@@ -409,7 +410,7 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
         Span::styled(
             format!(
                 "  ({}{})",
-                plural(groups.len() as u64, "group", "groups"),
+                plural(groups.len() as u64, "group"),
                 match (groups.len(), app.focus) {
                     (1, _) => "",
                     (_, Focus::Detail) => " · j/k picks one",
