@@ -633,7 +633,7 @@ pub fn lock_cycles(locks: &[LockState]) -> Vec<Vec<u64>> {
         cycles: &mut BTreeSet<Vec<u64>>,
     ) {
         if let Some(i) = path.iter().position(|&p| p == at) {
-            let mut cycle = path[i..].to_vec();
+            let mut cycle = path.get(i..).map(<[u64]>::to_vec).unwrap_or_default();
             let min = cycle
                 .iter()
                 .enumerate()

@@ -1,6 +1,7 @@
-//! Drop-in instrumented channels: `leaktop_agent::sync::{mpsc, oneshot, broadcast, watch}`
-//! mirror `tokio::sync`'s modules of the same names, so moving a program over is a change
-//! of `use` lines:
+//! Drop-in for all of `tokio::sync`: the channels (`mpsc`, `oneshot`, `broadcast`,
+//! `watch`), [`Mutex`], [`RwLock`], [`Semaphore`], [`Notify`], [`Barrier`], [`OnceCell`],
+//! [`SetOnce`] and their guards, permits, futures and errors, so moving a program over is
+//! a change of `use` lines:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,9 +61,19 @@
 //!   leaves its first task marked blocked there until that task ends.
 //! - `watch::Receiver::wait_for` requires its closure to outlive the receiver borrow
 //!   (`F: 'a`); the compiler satisfies that by shortening the borrow.
-//! - `into_inner()` hands out tokio's type; from then on that handle is invisible to the
-//!   agent (it no longer counts as a sender or receiver of the channel). Adapters that
-//!   take tokio's types (tokio-stream's `ReceiverStream` & co.) need it today.
+//! - `into_inner()` (`as_tokio()` for locks and cells) hands out tokio's type; from then on
+//!   that handle is invisible to the agent (it no longer counts as a sender or receiver of
+//!   the channel). The tokio-stream / tokio-util channel adapters have agent counterparts
+//!   (feature `stream`), so they no longer need it.
+//! - Locks, semaphores, `Notify`, `Barrier`, `OnceCell` and `SetOnce` wait like the
+//!   channels (ops `mutex lock`, `rwlock read`/`write`, `semaphore acquire`, `notify`,
+//!   `barrier wait`, `once init`), and the locks also record who holds them: the holder
+//!   task, its spawn site, where it acquired and since when (see the `holders` module's
+//!   docs for the cost: a few stores per acquisition). Their owned guards (`lock_owned`,
+//!   `read_owned`, `write_owned`) need `T: 'static`; tokio's do not.
+//! - A lock future tries tokio's `try_*` first, charged to the cooperative budget like
+//!   tokio's own; when its budget is spent it yields before queueing, as tokio before 1.54
+//!   did (tokio 1.54 queues first).
 //! - A channel's "last send/receive" time has the agent's 100 ms tick resolution, and its
 //!   creation site's message totals include a busy channel's latest messages once the
 //!   tick moves on (or the channel is dropped). Before the agent is started nothing is
