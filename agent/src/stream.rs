@@ -16,9 +16,9 @@
 //! tx.send(1).await.unwrap();
 //! drop(tx);
 //! let mut stream = ReceiverStream::new(rx);
-//! # let mut next = || poll_fn(|cx| Pin::new(&mut stream).poll_next(cx));
-//! assert_eq!(next().await, Some(1)); // stream.next().await with StreamExt
-//! assert_eq!(next().await, None);
+//! // stream.next().await with futures' StreamExt:
+//! assert_eq!(poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await, Some(1));
+//! assert_eq!(poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await, None);
 //! # }
 //! ```
 //!
