@@ -10,9 +10,7 @@
 //! instructions per operation with it when valgrind is installed). Usage:
 //! `cargo bench -p leaktop-agent --bench locks [-- --quick]`.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::Pin;
 use std::time::Instant;
 
 macro_rules! lock_loop {
@@ -64,34 +62,10 @@ acquire_loop!(sem_tokio, tokio::sync, tokio::spawn);
 acquire_loop!(sem_agent, leaktop_agent::sync, leaktop_agent::spawn);
 acquire_loop!(sem_mixed, leaktop_agent::sync, tokio::spawn);
 
-#[derive(Clone, Copy)]
-struct Stat {
-    min: f64,
-    median: f64,
-}
+mod support;
+use support::measure;
 
-type Variant<'a> = &'a dyn Fn() -> Pin<Box<dyn Future<Output = f64>>>;
-
-fn measure(rt: &tokio::runtime::Runtime, trials: usize, variants: &[Variant]) -> Vec<Stat> {
-    let mut samples = vec![Vec::new(); variants.len()];
-    for _ in 0..trials {
-        for (i, v) in variants.iter().enumerate() {
-            samples[i].push(rt.block_on(v()));
-        }
-    }
-    samples
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            Stat {
-                min: v[0],
-                median: v[v.len() / 2],
-            }
-        })
-        .collect()
-}
-
-fn report(what: &str, s: &[Stat]) {
+fn report(what: &str, s: &[support::Stat]) {
     println!(
         "{what:34} per op: tokio {:6.1} ns  agent {:6.1} ns  ratio {:.3}  locks alone {:.3}  (medians {:.1} / {:.1} / {:.1} ns)",
         s[0].min,

@@ -6,22 +6,10 @@
 use std::sync::Arc;
 
 use super::holders::lock_states;
+use super::tests::{rt, settle};
 use super::{Mutex, RwLock, Semaphore};
 use crate::registry::registry;
 use crate::wire::{self, ChannelKind, LockState};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
 
 /// The states of the locks created at `line` of this file (tests run in parallel: other
 /// tests' locks are in the table too).
