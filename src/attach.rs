@@ -11,7 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::paths;
+use leaktop_agent::paths::{self, SocketName};
+
+use crate::proc;
 use leaktop_agent::wire::{self, AgentHello, AgentMsg, ClientMsg};
 
 /// How long the handshake may take before the agent counts as not answering.
@@ -27,6 +29,8 @@ pub enum AttachError {
     PermissionDenied { path: PathBuf, owner: u32, me: u32 },
     #[error("the agent of process {pid} refused the connection: {reason}")]
     Refused { pid: u32, reason: String },
+    #[error("the agent of process {pid} is not serving: {reason} (the process itself runs on; restart it to attach again)")]
+    Stopped { pid: u32, reason: String },
     #[error("protocol version mismatch with process {pid}: leaktop speaks {ours_min}..={ours_max}, its agent {agent_version} speaks {theirs}; use a leaktop built with a matching leaktop-agent")]
     VersionMismatch {
         pid: u32,
@@ -70,9 +74,21 @@ fn our_uid() -> u32 {
 
 /// The effective uid of `pid`, from `/proc/<pid>/status`.
 pub fn process_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+    proc::uid(pid)
+}
+
+/// How long process `pid` has run, from its start time and the system's uptime.
+pub fn process_uptime_ms(pid: u32) -> Option<u64> {
+    let start = SocketName::of_pid(pid)?.start?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(((uptime * 1000.0) as u64).saturating_sub(start * 1000 / hz))
 }
 
 /// The pid a socket path is named for.
@@ -82,17 +98,6 @@ fn pid_of_path(path: &Path) -> Option<u32> {
         .and_then(paths::pid_of_socket_name)
 }
 
-/// True when `pid` has exited (gone, or a zombie not yet reaped).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 /// True when `pid` is gone or goes within a moment. A dying process closes its sockets
 /// before /proc shows it as a zombie, so a connection closed without a word is given a
 /// short grace to be explained by the exit (regression: "not a leaktop agent socket" for a
@@ -100,7 +105,7 @@ fn process_gone(pid: u32) -> bool {
 fn gone_soon(pid: u32) -> bool {
     let until = Instant::now() + Duration::from_millis(250);
     loop {
-        if process_gone(pid) {
+        if proc::gone(pid) {
             return true;
         }
         if Instant::now() >= until {
@@ -110,23 +115,21 @@ fn gone_soon(pid: u32) -> bool {
     }
 }
 
-/// Reads one variable of `pid`'s environment (same uid or root only).
-fn process_env(pid: u32, key: &str) -> Option<String> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0).find_map(|kv| {
-        let kv = std::str::from_utf8(kv).ok()?;
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.to_string())
-    })
-}
-
 /// Directories where `pid`'s socket may be, most specific first: the target's own
-/// environment (it decided where to bind), ours, and the per-uid fallback.
+/// environment (it decided where to bind), seen through its root when it has another one
+/// (a container whose socket directory the host does not share), ours, and the per-uid
+/// fallback.
 pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let target_uid = process_uid(pid);
     if let Some(uid) = target_uid {
-        dirs.push(paths::socket_dir_with(|k| process_env(pid, k), uid));
+        let (theirs, _) = paths::socket_dir_checked(|k| proc::env(pid, k), uid, paths::dir_owner);
+        if other_root(pid) {
+            if let Ok(rel) = theirs.strip_prefix("/") {
+                dirs.push(PathBuf::from(format!("/proc/{pid}/root")).join(rel));
+            }
+        }
+        dirs.push(theirs);
     }
     dirs.push(paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid()));
     if let Some(uid) = target_uid {
@@ -139,17 +142,23 @@ pub fn candidate_dirs(pid: u32) -> Vec<PathBuf> {
     dirs
 }
 
+/// True when `pid` sees other mounts than we do (a container): its paths are reached
+/// through `/proc/<pid>/root` then.
+fn other_root(pid: u32) -> bool {
+    let ours = std::fs::metadata("/proc/self/ns/mnt");
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/mnt"));
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 /// Directories of bound Unix sockets named `<digits>.sock` under a `leaktop` directory,
 /// from `/proc/net/unix`: finds agents whose directory was set in code.
 fn bound_socket_dirs() -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(7))
-        .filter(|p| p.starts_with('/') && p.contains("leaktop"))
+    proc::bound_unix_sockets()
+        .iter()
+        .filter(|p| p.contains("leaktop"))
         .filter_map(|p| {
             let path = Path::new(p);
             let name = path.file_name()?.to_str()?;
@@ -162,9 +171,13 @@ fn bound_socket_dirs() -> Vec<PathBuf> {
 /// One socket found by [`discover`].
 #[derive(Debug, Clone)]
 pub struct Found {
-    pub pid: u32,
+    /// The process as we see it (from a container's socket, its pid on this side); `None`
+    /// when its pid namespace is not visible from here.
+    pub pid: Option<u32>,
+    /// What the socket's name says.
+    pub name: SocketName,
     pub path: PathBuf,
-    /// False when no process has that pid any more.
+    /// False when the process that bound it is gone (or its pid was reused).
     pub alive: bool,
 }
 
@@ -173,6 +186,7 @@ pub fn discover() -> Vec<Found> {
     let mut dirs = vec![paths::socket_dir_with(|k| std::env::var(k).ok(), our_uid())];
     dirs.push(paths::fallback_dir(our_uid()));
     dirs.extend(bound_socket_dirs());
+    let own_ns = paths::pid_ns_inode(Path::new("/proc/self"));
     let mut seen = std::collections::HashSet::new();
     let mut found = Vec::new();
     for dir in dirs {
@@ -183,37 +197,52 @@ pub fn discover() -> Vec<Found> {
             continue;
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(paths::pid_of_socket_name)
-            else {
+            let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
                 continue;
             };
+            let pid = match name.pid_ns {
+                Some(ns) if Some(ns) != own_ns => pid_in_our_namespace(&name),
+                _ => Some(name.pid),
+            };
+            let alive = pid
+                .and_then(SocketName::of_pid)
+                .is_some_and(|now| name.start.is_none() || now.start == name.start);
             found.push(Found {
                 pid,
+                name,
                 path: entry.path(),
-                alive: Path::new(&format!("/proc/{pid}")).exists(),
+                alive: alive || (pid.is_none() && !paths::nobody_listens(&entry.path())),
             });
         }
     }
-    found.sort_by_key(|f| f.pid);
+    found.sort_by_key(|f| (f.pid.is_none(), f.pid, f.name.pid));
     found
 }
 
-/// Finds the socket of `pid`.
+/// The pid, as we see it, of the process a socket name of another pid namespace stands
+/// for: the one whose innermost pid, start time and pid namespace are the name's.
+fn pid_in_our_namespace(name: &SocketName) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| SocketName::of_pid(*pid).is_some_and(|n| n.matches(name) && n.pid_ns.is_some()))
+}
+
+/// Finds the socket of `pid`: in each candidate directory, a name whose pid, pid namespace
+/// and start time are that process's (as it sees them: a process in a container names its
+/// socket with its pid there), or the old `<pid>.sock`.
 pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
-    if !Path::new(&format!("/proc/{pid}")).exists() {
+    let Some(target) = SocketName::of_pid(pid) else {
         return Err(AttachError::NoProcess { pid });
-    }
+    };
     let dirs = candidate_dirs(pid);
-    let name = paths::socket_file_name(pid);
     // A directory we may not look into is the answer only if no other has the socket.
     let mut denied = None;
     for dir in &dirs {
-        let path = dir.join(&name);
-        match std::fs::symlink_metadata(&path) {
-            Ok(_) => return Ok(path),
+        match socket_in(dir, pid, &target) {
+            Ok(Some(path)) => return Ok(path),
+            Ok(None) => {}
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 if denied.is_none() {
                     let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
@@ -230,6 +259,7 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     // Not found: if the process is someone else's, that is the reason (its environment,
     // which names its socket directory, is not readable to us either).
     let me = our_uid();
+    let name = paths::socket_file_name(pid);
     match (process_uid(pid), denied) {
         (Some(uid), _) if uid != me && me != 0 => Err(AttachError::OtherUser { pid, uid, me }),
         (_, Some(denied)) => Err(denied),
@@ -240,13 +270,36 @@ pub fn socket_of(pid: u32) -> Result<PathBuf, AttachError> {
     }
 }
 
+/// The socket of the process `target` (pid `pid` here) in `dir`, if there is one: the
+/// current name first, else an old-style `<pid>.sock` (of an older agent). A directory
+/// we may not list is an error; one that does not exist is not.
+fn socket_in(dir: &Path, pid: u32, target: &SocketName) -> std::io::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut legacy = None;
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
+            continue;
+        };
+        if name.pid_ns.is_some() {
+            if target.matches(&name) {
+                return Ok(Some(entry.path()));
+            }
+        } else if name.pid == pid || name.pid == target.pid {
+            legacy = Some(entry.path());
+        }
+    }
+    Ok(legacy)
+}
+
 /// A connection to an agent after a successful handshake.
 pub struct Connection {
     stream: UnixStream,
     pub hello: AgentHello,
     pub path: PathBuf,
-    /// Messages that arrived with the hello and have not been taken yet.
-    early: std::collections::VecDeque<AgentMsg>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -262,7 +315,7 @@ impl Connection {
     /// Connects to the agent of `pid` and checks it is that process (not a reused pid).
     pub fn attach(pid: u32) -> Result<Connection, AttachError> {
         let path = socket_of(pid)?;
-        let conn = Connection::open(&path)?;
+        let conn = Connection::open_as(&path, Some(pid))?;
         conn.verify(pid)?;
         Ok(conn)
     }
@@ -273,7 +326,9 @@ impl Connection {
     /// leftover socket nor a program squatting on its name passes for it.
     pub fn verify(&self, pid: u32) -> Result<(), AttachError> {
         let path = self.path.clone();
-        if self.hello.pid != pid {
+        // A process in a container says its pid there.
+        let inner = SocketName::of_pid(pid).map_or(pid, |n| n.pid);
+        if self.hello.pid != pid && self.hello.pid != inner {
             return Err(AttachError::PidReused { pid, path });
         }
         if let Some(now) = leaktop_agent::procinfo::start_time_ticks(pid) {
@@ -297,33 +352,17 @@ impl Connection {
 
     /// Connects to the socket at `path` and performs the handshake.
     pub fn open(path: &Path) -> Result<Connection, AttachError> {
+        Self::open_as(path, pid_of_path(path))
+    }
+
+    /// Like [`Connection::open`], for the socket of process `pid` as we see it (a process
+    /// in a container names its socket with its pid there): errors name this pid.
+    pub fn open_as(path: &Path, pid: Option<u32>) -> Result<Connection, AttachError> {
         let io = |source: std::io::Error| AttachError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let stream = match UnixStream::connect(path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let pid_alive = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                return Err(AttachError::Stale {
-                    path: path.to_path_buf(),
-                    pid_alive,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
-                return Err(AttachError::PermissionDenied {
-                    path: path.to_path_buf(),
-                    owner,
-                    me: our_uid(),
-                });
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let stream = connect(path, pid)?;
         stream
             .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(io)?;
@@ -344,18 +383,25 @@ impl Connection {
                 site_cap: 0,
             },
             path: path.to_path_buf(),
-            early: Default::default(),
         };
+        conn.hello = conn.handshake(pid)?;
+        conn.stream.set_read_timeout(None).map_err(io)?;
+        Ok(conn)
+    }
+
+    /// Says hello and reads the agent's.
+    fn handshake(&mut self, pid: Option<u32>) -> Result<AgentHello, AttachError> {
+        let path = self.path.clone();
         // An agent that refuses us (another uid, too many clients) says why at once and
         // closes: our hello may then meet a closed socket, but the reason is still there
         // to read, so a failed send is reported only if no answer follows.
-        let sent = conn.send(&ClientMsg::Hello {
+        let sent = self.send(&ClientMsg::Hello {
             protocol: wire::PROTOCOL_VERSION,
             client: format!("leaktop {}", env!("CARGO_PKG_VERSION")),
         });
         // One deadline for the whole hello: a peer that dribbles bytes cannot hold us.
         let mut until = Deadline {
-            stream: &conn.stream,
+            stream: &self.stream,
             until: Instant::now() + HANDSHAKE_TIMEOUT,
         };
         let first = recv_from(&mut until, wire::MAX_CLIENT_FRAME);
@@ -364,59 +410,9 @@ impl Connection {
                 return Err(e);
             }
         }
-        let first = first.map_err(|e| match e {
-            RecvError::Timeout => AttachError::Timeout {
-                path: path.to_path_buf(),
-            },
-            RecvError::Closed => match pid_of_path(path).filter(|p| gone_soon(*p)) {
-                Some(pid) => AttachError::Exited {
-                    pid,
-                    path: path.to_path_buf(),
-                },
-                None => AttachError::NotAnAgent {
-                    path: path.to_path_buf(),
-                    detail: "it closed the connection without a hello".into(),
-                },
-            },
-            RecvError::Wire(e) => AttachError::NotAnAgent {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            },
-        })?;
-        match first {
-            AgentMsg::Hello(hello) => {
-                if hello.protocol < wire::MIN_PROTOCOL_VERSION
-                    || hello.protocol > wire::PROTOCOL_VERSION
-                {
-                    return Err(AttachError::VersionMismatch {
-                        pid: hello.pid,
-                        ours_min: wire::MIN_PROTOCOL_VERSION,
-                        ours_max: wire::PROTOCOL_VERSION,
-                        theirs: hello.protocol,
-                        agent_version: hello.agent_version,
-                    });
-                }
-                conn.hello = hello;
-            }
-            AgentMsg::Refused { reason } => {
-                let pid = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(paths::pid_of_socket_name)
-                    .unwrap_or(0);
-                return Err(AttachError::Refused { pid, reason });
-            }
-            other => {
-                return Err(AttachError::NotAnAgent {
-                    path: path.to_path_buf(),
-                    detail: format!("it answered {other:?} instead of a hello"),
-                })
-            }
-        }
-        conn.stream.set_read_timeout(None).map_err(io)?;
-        Ok(conn)
+        let first = first.map_err(|e| handshake_error(&path, pid, e))?;
+        accept_hello(&path, pid, first)
     }
-
     /// Sends one request.
     pub fn send(&mut self, msg: &ClientMsg) -> Result<(), AttachError> {
         let frame = wire::encode_frame(msg).map_err(|e| AttachError::Io {
@@ -437,9 +433,6 @@ impl Connection {
 
     /// Receives the next message, waiting at most `timeout` (None: forever).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<AgentMsg, RecvError> {
-        if let Some(msg) = self.early.pop_front() {
-            return Ok(msg);
-        }
         let _ = self.stream.set_read_timeout(timeout);
         self.recv_raw()
     }
@@ -448,6 +441,86 @@ impl Connection {
     pub fn split(self) -> std::io::Result<(UnixStream, UnixStream)> {
         let reader = self.stream.try_clone()?;
         Ok((reader, self.stream))
+    }
+}
+
+/// Connects to the socket at `path`; a refused connection or a denied path says why.
+fn connect(path: &Path, pid: Option<u32>) -> Result<UnixStream, AttachError> {
+    match UnixStream::connect(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let pid_alive = pid.is_some_and(proc::exists);
+            Err(AttachError::Stale {
+                path: path.to_path_buf(),
+                pid_alive,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let owner = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
+            Err(AttachError::PermissionDenied {
+                path: path.to_path_buf(),
+                owner,
+                me: our_uid(),
+            })
+        }
+        Err(source) => Err(AttachError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Why no hello came.
+fn handshake_error(path: &Path, pid: Option<u32>, e: RecvError) -> AttachError {
+    match e {
+        RecvError::Timeout => AttachError::Timeout {
+            path: path.to_path_buf(),
+        },
+        RecvError::Closed => match pid.filter(|p| gone_soon(*p)) {
+            Some(pid) => AttachError::Exited {
+                pid,
+                path: path.to_path_buf(),
+            },
+            None => AttachError::NotAnAgent {
+                path: path.to_path_buf(),
+                detail: "it closed the connection without a hello".into(),
+            },
+        },
+        RecvError::Wire(e) => AttachError::NotAnAgent {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// The agent's first message: a hello of a protocol we speak, or why not.
+fn accept_hello(path: &Path, pid: Option<u32>, first: AgentMsg) -> Result<AgentHello, AttachError> {
+    match first {
+        AgentMsg::Hello(hello) => {
+            if hello.protocol < wire::MIN_PROTOCOL_VERSION
+                || hello.protocol > wire::PROTOCOL_VERSION
+            {
+                return Err(AttachError::VersionMismatch {
+                    pid: hello.pid,
+                    ours_min: wire::MIN_PROTOCOL_VERSION,
+                    ours_max: wire::PROTOCOL_VERSION,
+                    theirs: hello.protocol,
+                    agent_version: hello.agent_version,
+                });
+            }
+            Ok(hello)
+        }
+        AgentMsg::Refused { reason } => {
+            let pid = pid.unwrap_or(0);
+            if reason.starts_with(wire::AGENT_STOPPED) {
+                return Err(AttachError::Stopped { pid, reason });
+            }
+            Err(AttachError::Refused { pid, reason })
+        }
+        other => Err(AttachError::NotAnAgent {
+            path: path.to_path_buf(),
+            detail: format!("it answered {other:?} instead of a hello"),
+        }),
     }
 }
 

@@ -18,29 +18,19 @@
 //! `site="<other>"` row; channel waits outside instrumented tasks are
 //! `site="<uninstrumented>"`.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 
 use leaktop_agent::wire::{LocId, SiteKind, SiteStats};
 
+use crate::cli::ExportFormat;
 use crate::model::{verdict, Session, SiteVerdict, Thresholds, Verdict};
 
-/// Output format of `export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// The OpenMetrics text format (Prometheus reads it when it scrapes).
-    Openmetrics,
-    /// The Prometheus text format 0.0.4, for node_exporter's textfile collector and the
-    /// Pushgateway (they refuse OpenMetrics' stateset and info types). Same samples.
-    Prometheus,
-}
-
 /// The exposition of the session's latest snapshot in `format`, verdicts under `th`.
-pub fn render(session: &Session, th: &Thresholds, format: Format) -> String {
+pub fn render(session: &Session, th: &Thresholds, format: ExportFormat) -> String {
     let text = openmetrics(session, th);
     match format {
-        Format::Openmetrics => text,
-        Format::Prometheus => prometheus_text(&text),
+        ExportFormat::Openmetrics => text,
+        ExportFormat::Prometheus => prometheus_text(&text),
     }
 }
 
@@ -81,12 +71,11 @@ pub fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// The `site` label of a row.
+/// The `site` label of a row (the same the agent's `metrics` feature uses).
 pub fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
-    match kind {
-        Some(SiteKind::Uninstrumented) => "<uninstrumented>".to_string(),
-        Some(SiteKind::Other) => "<other>".to_string(),
-        _ => session.location(id),
+    match kind.and_then(SiteKind::metric_label) {
+        Some(label) => label.to_string(),
+        None => session.location(id),
     }
 }
 
@@ -169,10 +158,7 @@ struct Row<'a> {
 /// The OpenMetrics text exposition of the session's latest snapshot, verdicts under
 /// `th`. Ends with `# EOF`.
 pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
-    let verdicts: HashMap<LocId, SiteVerdict> = verdict::assess(session, th)
-        .into_iter()
-        .map(|v| (v.site, v))
-        .collect();
+    let verdicts = verdict::by_site(session, th);
     let mut rows: Vec<Row> = session
         .sites_by_live()
         .into_iter()
@@ -184,19 +170,27 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         .collect();
     // Stable order for diffs and for the reader: by label.
     rows.sort_by(|a, b| a.site.cmp(&b.site));
-    let now = session.now_ms;
     let mut out = String::new();
+    process_families(&mut out, session);
+    gauge_families(&mut out, &rows, session.now_ms);
+    counter_families(&mut out, &rows);
+    verdict_family(&mut out, &rows);
+    out.push_str("# EOF\n");
+    out
+}
 
+/// What the exposition is of: the target, its uptime, the sites it has seen.
+fn process_families(out: &mut String, session: &Session) {
     if let Some(h) = &session.hello {
         let mut f = family(
-            &mut out,
+            out,
             "leaktop_target",
             "info",
             None,
             "The process leaktop attached to.",
         );
         let pid = h.pid.to_string();
-        let build_id = crate::report::hex(&h.build_id);
+        let build_id = crate::text::hex(&h.build_id);
         f.sample(
             "leaktop_target_info",
             &[
@@ -209,22 +203,29 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "leaktop_uptime_seconds",
         "gauge",
         Some("seconds"),
         "Time since the agent started.",
     )
-    .sample("leaktop_uptime_seconds", &[], now as f64 / 1000.0);
+    .sample(
+        "leaktop_uptime_seconds",
+        &[],
+        session.now_ms as f64 / 1000.0,
+    );
     family(
-        &mut out,
+        out,
         "leaktop_sites_seen",
         "gauge",
         None,
         "Distinct spawn sites seen, including those folded into site=\"<other>\" past the agent's site cap.",
     )
     .sample("leaktop_sites_seen", &[], session.sites_seen as f64);
+}
 
+/// The per-site gauges: counts, ages, growth, blocked tasks by operation.
+fn gauge_families(out: &mut String, rows: &[Row], now: u64) {
     type Value = fn(&Row, u64) -> f64;
     let gauges: [(&str, Option<&str>, &str, Value); 6] = [
         ("leaktop_site_live", None, "Live tasks per spawn site.", |r, _| {
@@ -270,15 +271,15 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
         ),
     ];
     for (name, unit, help, value) in gauges {
-        let mut f = family(&mut out, name, "gauge", unit, help);
-        for r in &rows {
+        let mut f = family(out, name, "gauge", unit, help);
+        for r in rows {
             f.sample(name, &[("site", &r.site)], value(r, now));
         }
     }
     let name = "leaktop_site_blocked";
     let help = "Tasks blocked on instrumented channels, by operation.";
-    let mut f = family(&mut out, name, "gauge", None, help);
-    for r in &rows {
+    let mut f = family(out, name, "gauge", None, help);
+    for r in rows {
         for (op, n) in [
             ("send", r.stats.blocked_send),
             ("recv", r.stats.blocked_recv),
@@ -286,6 +287,10 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             f.sample(name, &[("site", &r.site), ("op", op)], n as f64);
         }
     }
+}
+
+/// The per-site counters: spawned and completed tasks.
+fn counter_families(out: &mut String, rows: &[Row]) {
     for (name, help, get) in [
         (
             "leaktop_site_spawned",
@@ -298,20 +303,24 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             |s: &SiteStats| s.completed,
         ),
     ] {
-        let mut f = family(&mut out, name, "counter", None, help);
+        let mut f = family(out, name, "counter", None, help);
         let sample = format!("{name}_total");
-        for r in &rows {
+        for r in rows {
             f.sample(&sample, &[("site", &r.site)], get(r.stats) as f64);
         }
     }
+}
+
+/// leaktop's verdict on each site, as a stateset.
+fn verdict_family(out: &mut String, rows: &[Row]) {
     let mut f = family(
-        &mut out,
+        out,
         "leaktop_site_verdict",
         "stateset",
         None,
         "leaktop's verdict on the site (see `leaktop check`): leak, stuck, growing or none.",
     );
-    for r in &rows {
+    for r in rows {
         let current = r.verdict.map_or(Verdict::None, |v| v.verdict);
         for state in [
             Verdict::Leak,
@@ -326,8 +335,6 @@ pub fn openmetrics(session: &Session, th: &Thresholds) -> String {
             );
         }
     }
-    out.push_str("# EOF\n");
-    out
 }
 
 #[cfg(test)]
@@ -337,7 +344,7 @@ mod tests {
 
     fn session() -> Session {
         let mut s = Session::new();
-        s.apply(&AgentMsg::Hello(AgentHello {
+        s.apply_msg(&AgentMsg::Hello(AgentHello {
             pid: 42,
             exe: "/srv/app \"v2\"\n".into(),
             agent_version: "0.1.0".into(),
@@ -351,7 +358,7 @@ mod tests {
             history_len: 600,
             site_cap: 10_000,
         }));
-        s.apply(&AgentMsg::Location {
+        s.apply_msg(&AgentMsg::Location {
             id: 1,
             loc: Location {
                 file: "src/a\\b.rs".into(),
@@ -359,7 +366,7 @@ mod tests {
                 column: 5,
             },
         });
-        s.apply(&AgentMsg::Snapshot(Snapshot {
+        s.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 1,
             now_ms: 61_500,
             sites: vec![

@@ -6,17 +6,21 @@
 //! TUI) render that state.
 
 pub mod attach;
-pub mod check;
+pub mod cli;
 pub mod demo;
+pub mod driver;
 pub mod duration;
 pub mod export;
+pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod model;
 pub mod plural;
+pub mod proc;
 pub mod record;
 pub mod report;
-pub mod resolve;
 pub mod shell;
 pub mod source;
 pub mod symbolize;
+pub mod text;
 pub mod tui;
-pub mod util;

@@ -41,7 +41,9 @@ fn check_without_for_sees_the_growth_from_before_it_attached_and_names_the_site(
     let leaky = start(false);
     let fixed = start(true);
     // Let both grow (or not) for a while before anything attaches.
-    std::thread::sleep(Duration::from_millis(3500));
+    for c in [&leaky, &fixed] {
+        wait_for_uptime(&c.socket_dir, c.pid(), Duration::from_millis(3500));
+    }
 
     let out = run(
         &leaky,
@@ -227,7 +229,9 @@ fn blocked_channel_leak_is_flagged_with_the_channel_as_evidence_and_its_fixed_tw
     for c in [&mut leaky, &mut fixed, &mut once] {
         c.wait_ready();
     }
-    std::thread::sleep(Duration::from_millis(3500));
+    for c in [&leaky, &fixed, &once] {
+        wait_for_uptime(&c.socket_dir, c.pid(), Duration::from_millis(3500));
+    }
 
     let out = run(&leaky, &[&["check", "_"], FAST].concat()[..]);
     assert_eq!(

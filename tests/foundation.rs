@@ -32,7 +32,7 @@ fn list_and_dump_show_exact_sites_and_counts_then_report_the_exit() {
     let pid = child.pid().to_string();
 
     // Socket and directory modes.
-    let sock = child.socket_dir.join(format!("{pid}.sock"));
+    let sock = agent_socket(&child.socket_dir, child.pid());
     let dir_mode = std::fs::metadata(&child.socket_dir)
         .unwrap()
         .permissions()

@@ -15,203 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::host::*;
 use common::*;
 use leaktop::attach::Connection;
 use leaktop_agent::wire::{self, AgentMsg, ClientMsg};
-
-fn hostile_host(mode: &str) -> ChildGuard {
-    let bin = fixture_bin("hostile_host", Profile::Debug);
-    let mut child = spawn_child(&bin, &[mode]);
-    child.wait_ready();
-    child
-}
-
-fn sock_of(child: &ChildGuard) -> PathBuf {
-    child.socket_dir.join(format!("{}.sock", child.pid()))
-}
-
-/// What the agent's process holds: descriptors and resident memory.
-#[derive(Debug, Clone, Copy)]
-struct Vitals {
-    fds: usize,
-    rss_kb: u64,
-}
-
-fn vitals(pid: u32) -> Vitals {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/pid/fd")
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    Vitals { fds, rss_kb }
-}
-
-fn agent_thread_alive(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "leaktop-agent")
-            })
-        })
-        .unwrap_or(false)
-}
-
-/// User + system CPU ticks of the `leaktop-agent` thread.
-fn agent_thread_cpu_ticks(pid: u32) -> u64 {
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "leaktop-agent" {
-            let stat = std::fs::read_to_string(t.path().join("stat")).expect("stat");
-            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-            let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            return f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        }
-    }
-    panic!("no leaktop-agent thread in {pid}")
-}
-
-/// The newest `tick N` the host printed (waits for the first one).
-fn latest_tick(child: &mut ChildGuard) -> u64 {
-    let mut latest = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while latest.is_none() && Instant::now() < deadline {
-        for line in child.drain_lines() {
-            if let Some(n) = line.strip_prefix("tick ").and_then(|n| n.parse().ok()) {
-                latest = Some(n);
-            }
-        }
-        if latest.is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    latest.expect("the host printed no tick for 10 s")
-}
-
-/// The host keeps ticking (every 20 ms): a few ticks in half a second at least.
-fn assert_host_progresses(child: &mut ChildGuard, when: &str) {
-    let before = latest_tick(child);
-    std::thread::sleep(Duration::from_millis(500));
-    let after = latest_tick(child);
-    assert!(
-        after >= before + 3,
-        "{when}: the host stalled (tick {before} -> {after} in 500 ms)"
-    );
-}
-
-/// A normal client: handshake, one snapshot.
-fn normal_client(path: &Path) -> Result<wire::Snapshot, String> {
-    let mut conn = Connection::open(path).map_err(|e| e.to_string())?;
-    conn.send(&ClientMsg::Snapshot).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match conn.recv(Some(Duration::from_secs(5))) {
-            Ok(AgentMsg::Snapshot(s)) => return Ok(s),
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err("no snapshot within 5 s".into())
-}
-
-/// The agent after an attack: answers, thread alive, descriptors back, memory bounded,
-/// host still making progress.
-fn assert_healthy(child: &mut ChildGuard, baseline: Vitals, after: &str) {
-    let pid = child.pid();
-    let path = sock_of(child);
-    let snap = normal_client(&path)
-        .unwrap_or_else(|e| panic!("after {after}: a normal client got no answer: {e}"));
-    assert!(
-        snap.sites.iter().map(|s| s.live).sum::<u64>() >= 30,
-        "after {after}: {snap:?}"
-    );
-    assert!(
-        agent_thread_alive(pid),
-        "after {after}: the leaktop-agent thread is gone"
-    );
-    // Closed clients are reaped within a turn of the agent's loop (100 ms).
-    let fds = eventually(Duration::from_secs(5), || {
-        let v = vitals(pid);
-        (v.fds <= baseline.fds).then_some(v.fds)
-    });
-    assert!(
-        fds.is_some(),
-        "after {after}: descriptors not back: {} now, {} before",
-        vitals(pid).fds,
-        baseline.fds
-    );
-    // Freed memory need not go back to the system, but nothing may pile up: at most
-    // one client's output cap (16 MiB) above where it was.
-    let rss = vitals(pid).rss_kb;
-    println!(
-        "after {after}: VmRSS {rss} KiB (baseline {} KiB), fds {}",
-        baseline.rss_kb,
-        vitals(pid).fds
-    );
-    assert!(
-        rss <= baseline.rss_kb + 20 * 1024,
-        "after {after}: VmRSS {rss} KiB, baseline {} KiB",
-        baseline.rss_kb
-    );
-    assert_host_progresses(child, after);
-}
-
-/// A host, warmed up by one normal client, and its vitals then.
-fn host_and_baseline() -> (ChildGuard, Vitals) {
-    let mut child = hostile_host("progress");
-    normal_client(&sock_of(&child)).expect("first client");
-    // Let the first client's socket be reaped.
-    std::thread::sleep(Duration::from_millis(300));
-    let baseline = vitals(child.pid());
-    assert_host_progresses(&mut child, "start");
-    (child, baseline)
-}
-
-fn raw_connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn frame(msg: &ClientMsg) -> Vec<u8> {
-    wire::encode_frame(msg).unwrap()
-}
-
-/// Reads agent frames until the agent closes the connection; panics if it does not close
-/// within `within`.
-fn read_until_closed(s: &mut UnixStream, within: Duration) -> Vec<AgentMsg> {
-    let start = Instant::now();
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut msgs = Vec::new();
-    loop {
-        match wire::read_frame(s, wire::MAX_FRAME) {
-            Ok(Some(p)) => msgs.push(wire::decode::<AgentMsg>(&p).expect("agent frame")),
-            Ok(None) => return msgs,
-            Err(wire::WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return msgs
-            }
-            Err(e) => panic!(
-                "the agent did not close the connection within {within:?} ({:?}): {e}; got {msgs:?}",
-                start.elapsed()
-            ),
-        }
-    }
-}
-
-fn xorshift(seed: &mut u64) -> u8 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed as u8
-}
 
 #[test]
 fn garbage_bytes_are_refused_and_the_agent_carries_on() {
@@ -466,27 +273,6 @@ fn sixty_four_clients_at_once_are_served_and_the_sixty_fifth_told_why_not() {
 // ---------------------------------------------------------------------------------------
 // `leaktop` facing bad targets: one clear line, exit 2, never a panic.
 
-/// A finished `leaktop` run that failed the way a user can act on: exit 2, one line
-/// starting `leaktop:`, no panic. Returns the line.
-fn assert_clean_error(out: &Output, what: &str) -> String {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{what}: exit {:?}, stderr {err}, stdout {}",
-        out.status,
-        stdout(out)
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{what}: {err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
-    assert!(err.starts_with("leaktop: "), "{what}: {err}");
-    println!("{what}: {}", err.trim_end());
-    err
-}
-
 /// Runs `leaktop` as a child (killed on drop) so a test can act while it runs.
 struct Running(std::process::Child);
 
@@ -587,11 +373,6 @@ fn fake_agent(dir: &Path, pid: u32, fake: Fake) {
             held.push(s);
         }
     });
-}
-
-/// A live process that is not an agent (a pid for the fakes to name).
-fn bystander() -> ChildGuard {
-    ChildGuard::spawn(Command::new("sleep").arg("60"))
 }
 
 #[test]
@@ -780,7 +561,17 @@ fn a_recording_in_progress_is_complete_up_to_the_targets_exit() {
         ],
     );
     // Some snapshots in the file, then the target dies without warning.
-    std::thread::sleep(Duration::from_millis(1500));
+    let snapshots = || {
+        leaktop::record::Reader::open(&file)
+            .map(|mut r| {
+                leaktop::record::reader::summarize(&mut r)
+                    .snapshot_times
+                    .len()
+            })
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(10), || (snapshots() >= 3).then_some(()))
+        .expect("the recording got snapshots");
     kill9(&mut child);
     let out = rec.finish(Duration::from_secs(10));
     println!("record: {}", stderr(&out).trim_end());
@@ -861,10 +652,6 @@ fn dump_of_a_target_that_dies_mid_handshake_says_so() {
 
 // ---------------------------------------------------------------------------------------
 // Access: other users, squatted socket directories.
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// A throwaway second user, deleted on drop.
 struct TempUser {
@@ -950,11 +737,10 @@ fn world_runnable_leaktop() -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
-fn another_user_is_refused_by_peer_credentials_and_told_what_to_do() {
+#[ignore = "needs root to create a second user (useradd); scripts/test.sh runs it when run as root"]
+fn as_root_another_user_is_refused_by_peer_credentials_and_told_what_to_do() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(user) = TempUser::create("peer") else {
-        return;
-    };
+    let user = TempUser::create("peer").expect("a second user: this test runs as root");
     let (_keep, bin) = world_runnable_leaktop();
     let (mut child, baseline) = host_and_baseline();
     let pid = child.pid().to_string();
@@ -1022,20 +808,7 @@ fn another_user_is_refused_by_peer_credentials_and_told_what_to_do() {
 /// Starts the host with `env` (no LEAKTOP_SOCKET_DIR unless given) and returns what the
 /// agent said: `Err(agent-error line)` or `Ok(())` when it started.
 fn agent_start(env: &[(&str, &Path)]) -> Result<(), String> {
-    let bin = fixture_bin("hostile_host", Profile::Debug);
-    let mut cmd = Command::new(bin);
-    cmd.arg("progress")
-        .env_remove("LEAKTOP_SOCKET_DIR")
-        .env_remove("XDG_RUNTIME_DIR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = ChildGuard::spawn_unmanaged(&mut cmd);
-    let line = child.read_line(READY_TIMEOUT);
-    match line.strip_prefix("agent-error: ") {
-        Some(e) => Err(e.to_string()),
-        None => Ok(()),
-    }
+    host_with_env(env).map(|_| ())
 }
 
 #[test]

@@ -91,7 +91,7 @@ fn check(name: &str, fixed: bool) -> (i32, Value) {
     let child = ChildGuard::spawn(&mut cmd);
     let pid = child.pid().to_string();
     // Let the leak grow past the short thresholds below.
-    std::thread::sleep(Duration::from_millis(4500));
+    wait_for_uptime(&child.socket_dir, child.pid(), Duration::from_millis(4500));
     let out = leaktop(
         &child.socket_dir,
         &[

@@ -12,6 +12,8 @@
 //!   names are in [`series`].
 //! - [`wire`]: the protocol between the agent and `leaktop` (the one definition);
 //!   [`paths`]: where the sockets are.
+//! - [`safety`]: what runs where, every `unsafe` and why it is sound, and what happens
+//!   under `fork`, exit, `panic = "abort"`, seccomp and containers (`agent/SAFETY.md`).
 
 #![cfg_attr(not(feature = "runtime"), allow(dead_code))]
 // Nothing from outside (a client's bytes, /proc, the environment) may panic the host: no
@@ -22,12 +24,17 @@ pub mod paths;
 pub mod series;
 pub mod wire;
 
+#[doc = include_str!("../SAFETY.md")]
+pub mod safety {}
+
 #[cfg(feature = "runtime")]
 mod blocked;
 #[cfg(feature = "runtime")]
 mod chan;
 #[cfg(feature = "runtime")]
 mod clock;
+#[cfg(feature = "runtime")]
+mod forked;
 #[cfg(feature = "runtime")]
 mod history;
 #[cfg(feature = "runtime")]

@@ -58,7 +58,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::clock;
 use crate::registry::{registry, Site};
 use crate::series;
-use crate::wire::{BlockedGroup, Op, SiteKind};
+use crate::wire::{BlockedGroup, Op};
 
 /// Publishes every site's current counts to the current `metrics` recorder.
 /// O(sites + blocked groups).
@@ -73,12 +73,11 @@ pub fn publish() {
 }
 
 fn label(site: &Site) -> String {
-    match site.kind {
-        SiteKind::Spawn | SiteKind::Blocking => registry()
+    match site.kind.metric_label() {
+        Some(label) => label.to_string(),
+        None => registry()
             .location(site.loc)
             .map_or_else(|| format!("<location {}>", site.loc), |l| l.to_string()),
-        SiteKind::Uninstrumented => "<uninstrumented>".to_string(),
-        SiteKind::Other => "<other>".to_string(),
     }
 }
 

@@ -12,9 +12,7 @@ pub fn start_time_ticks(pid: u32) -> Option<u64> {
 /// Parses `starttime` out of a `/proc/<pid>/stat` line. The command name (field 2) may
 /// hold spaces and parentheses, so fields are counted after its last `)`.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After ")" come fields 3.. ; starttime is field 22, so index 19 here.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::paths::parse_start_time(stat)
 }
 
 /// `/proc/self/exe` as a string (lossy), or empty.
@@ -61,7 +59,8 @@ pub fn parse_maps(maps: &str) -> Vec<Mapping> {
 pub fn build_id() -> Vec<u8> {
     let mut out: Vec<u8> = Vec::new();
     // SAFETY: dl_iterate_phdr calls back with valid `dl_phdr_info` for each loaded object;
-    // the first one is the main program. We read only within the segments it describes.
+    // the first one is the main program. `callback` reads only notes that lie inside one
+    // of its PT_LOAD segments (mapped by the loader).
     unsafe {
         libc::dl_iterate_phdr(
             Some(callback),
@@ -83,7 +82,7 @@ unsafe extern "C" fn callback(
     }
     let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
     for ph in phdrs {
-        if ph.p_type != libc::PT_NOTE {
+        if ph.p_type != libc::PT_NOTE || !mapped_by_a_load_segment(phdrs, ph) {
             continue;
         }
         let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize) as *const u8;
@@ -94,6 +93,23 @@ unsafe extern "C" fn callback(
         }
     }
     1 // stop after the main program
+}
+
+/// True when the bytes of `note` lie inside a `PT_LOAD` segment of the same object: only
+/// those are mapped. A `PT_NOTE` is usually inside one, but nothing in ELF says it must
+/// (regression: reading a note the loader never mapped would fault in the host).
+fn mapped_by_a_load_segment(phdrs: &[libc::Elf64_Phdr], note: &libc::Elf64_Phdr) -> bool {
+    let Some(note_end) = note.p_vaddr.checked_add(note.p_memsz) else {
+        return false;
+    };
+    phdrs.iter().any(|load| {
+        load.p_type == libc::PT_LOAD
+            && load.p_vaddr <= note.p_vaddr
+            && load
+                .p_vaddr
+                .checked_add(load.p_memsz)
+                .is_some_and(|end| note_end <= end)
+    })
 }
 
 /// Finds the `NT_GNU_BUILD_ID` descriptor in a block of ELF notes.
@@ -125,6 +141,7 @@ mod tests {
             "123 (a) b) (c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert!(start_time_ticks(std::process::id()).is_some());
+        assert!(!build_id().is_empty(), "the test binary has a build id");
         assert_eq!(parse_start_time("garbage"), None);
     }
 
@@ -154,5 +171,50 @@ mod tests {
         assert_eq!(find_build_id(&note), Some(&[0xaa, 0xbb, 0xcc][..]));
         assert_eq!(find_build_id(&note[..7]), None);
         assert_eq!(find_build_id(&[0xff; 40]), None);
+    }
+
+    fn phdr(p_type: u32, vaddr: u64, memsz: u64) -> libc::Elf64_Phdr {
+        libc::Elf64_Phdr {
+            p_type,
+            p_flags: 0,
+            p_offset: 0,
+            p_vaddr: vaddr,
+            p_paddr: vaddr,
+            p_filesz: memsz,
+            p_memsz: memsz,
+            p_align: 4,
+        }
+    }
+
+    /// Regression: a PT_NOTE outside every PT_LOAD segment (so never mapped) was read
+    /// anyway, faulting in the host. Here it points at page zero, which is never mapped:
+    /// before the check this test died of SIGSEGV.
+    #[test]
+    fn a_note_segment_outside_every_load_segment_is_not_read() {
+        let phdrs = [
+            phdr(libc::PT_LOAD, 0x1000, 0x1000),
+            phdr(libc::PT_NOTE, 0x10, 0x40),
+            // Straddles the end of the load segment.
+            phdr(libc::PT_NOTE, 0x1ff0, 0x40),
+            phdr(libc::PT_NOTE, u64::MAX - 4, 0x40),
+        ];
+        let mut info: libc::dl_phdr_info = unsafe { std::mem::zeroed() };
+        info.dlpi_addr = 0;
+        info.dlpi_phdr = phdrs.as_ptr();
+        info.dlpi_phnum = phdrs.len() as u16;
+        let mut out = vec![1u8];
+        let stop = unsafe {
+            callback(
+                &mut info,
+                std::mem::size_of::<libc::dl_phdr_info>(),
+                &mut out as *mut Vec<u8> as *mut libc::c_void,
+            )
+        };
+        assert_eq!(stop, 1);
+        assert_eq!(out, vec![1u8], "nothing was read");
+        assert!(mapped_by_a_load_segment(
+            &phdrs,
+            &phdr(libc::PT_NOTE, 0x1800, 0x20)
+        ));
     }
 }

@@ -27,10 +27,14 @@ pub const MAX_STACKS: usize = 1 << 16;
 /// which differs from poll to poll) is left out. No allocation.
 #[inline(never)]
 pub fn capture(out: &mut [u64; MAX_FRAMES], boundary: usize) -> usize {
+    // One capture per thread at a time: a capture interrupted by a signal handler that
+    // captures again (a profiler linking the agent) returns an empty stack instead of
+    // re-entering the unwinder.
+    let Ok(Some(_in_capture)) = IN_CAPTURE.try_with(CaptureGuard::enter) else {
+        return 0;
+    };
     let mut n = 0;
-    // The synchronized variant takes a global lock; captures are rare (once per key per
-    // RESAMPLE_MS), so that costs nothing in the steady state and keeps this safe.
-    backtrace::trace(|frame| {
+    let mut keep = |frame: &backtrace::Frame| {
         let ip = frame.ip() as usize as u64;
         if n == MAX_FRAMES || ip == 0 {
             return false;
@@ -44,8 +48,48 @@ pub fn capture(out: &mut [u64; MAX_FRAMES], boundary: usize) -> usize {
         // way the frame holding an inlined await chain is kept and nothing that varies
         // with the runtime's path is.
         boundary == 0 || (frame.sp() as usize) < boundary
-    });
+    };
+    // `backtrace::trace` takes the crate's process-wide lock, shared with every other
+    // user of the crate in the host (an error reporter symbolizing a panic holds it for
+    // seconds; a panic under it poisons it, and then `trace` panics on the host's thread
+    // that polled a channel). The lock exists for Windows' dbghelp, which is not
+    // thread-safe; std's own backtraces skip it too.
+    #[cfg(unix)]
+    // SAFETY: on Unix `backtrace` walks the stack with the platform unwinder
+    // (`_Unwind_Backtrace`), which is thread-safe (its FDE caches have their own locks and
+    // `dl_iterate_phdr` takes the loader's); nothing of the crate's shared symbolization
+    // state is touched by a trace. The two remaining hazards are handled here: re-entry on
+    // this thread (the guard above), and a panicking callback (`keep` cannot panic: it
+    // checks `n` before writing `out[n]`).
+    unsafe {
+        backtrace::trace_unsynchronized(&mut keep)
+    };
+    #[cfg(not(unix))]
+    backtrace::trace(&mut keep);
     n
+}
+
+thread_local! {
+    static IN_CAPTURE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as capturing while it lives.
+struct CaptureGuard(&'static std::thread::LocalKey<std::cell::Cell<bool>>);
+
+impl CaptureGuard {
+    /// None when this thread is already capturing.
+    fn enter(flag: &std::cell::Cell<bool>) -> Option<CaptureGuard> {
+        if flag.replace(true) {
+            return None;
+        }
+        Some(CaptureGuard(&IN_CAPTURE))
+    }
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let _ = self.0.try_with(|f| f.set(false));
+    }
 }
 
 /// Interned stacks: one id per distinct address list, for the life of the process.
@@ -128,5 +172,44 @@ mod tests {
         assert!(frames.iter().all(|ip| *ip != 0));
         assert_eq!(t.count(), 1);
         assert_eq!(t.intern(&[]), None);
+    }
+
+    /// Regression: capture took `backtrace`'s process-wide lock, so a host thread polling
+    /// a channel waited for as long as anyone else in the process held it (an error
+    /// reporter symbolizing a panic). Here another thread holds it (inside its own
+    /// `backtrace::trace`) until our capture is done; before the fix the capture waited
+    /// for ever.
+    #[test]
+    fn capture_does_not_wait_for_another_users_backtrace_lock() {
+        use std::sync::mpsc;
+        let (inside_tx, inside_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            backtrace::trace(|_| {
+                let _ = inside_tx.send(());
+                let _ = release_rx.recv();
+                false
+            });
+        });
+        inside_rx.recv().expect("the other thread holds the lock");
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u64; MAX_FRAMES];
+            let _ = done_tx.send(capture(&mut buf, 0));
+        });
+        let captured = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let n = captured.expect("capture blocked on backtrace's global lock");
+        assert!(n > 2, "{n} frames");
+    }
+
+    #[test]
+    fn a_nested_capture_on_one_thread_returns_nothing() {
+        let mut buf = [0u64; MAX_FRAMES];
+        let guard = IN_CAPTURE.with(CaptureGuard::enter).unwrap();
+        assert_eq!(capture(&mut buf, 0), 0);
+        drop(guard);
+        assert!(capture(&mut buf, 0) > 2);
     }
 }

@@ -1,16 +1,19 @@
 //! Starting the agent: socket directory checks, stale socket cleanup, bind, and the one
 //! `leaktop-agent` thread. Errors are returned, never panicked, and never stop the host.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::paths;
+use crate::paths::{self, SocketName};
 use crate::registry::{lock, registry, DEFAULT_SITE_CAP};
-use crate::server::{Server, ServerConfig};
+use crate::server::{Limits, Server, ServerConfig, Shared, MAX_SAMPLE_INTERVAL};
+use crate::{clock, forked};
 
 /// Why the agent could not start. The host program goes on either way.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,10 @@ pub enum StartError {
     },
     #[error("cannot start the leaktop-agent thread: {0}")]
     Thread(std::io::Error),
+    /// The agent of this process stopped serving after an internal error; it is not
+    /// restarted by itself ([`Agent::shutdown`] first, then `start` again, if you must).
+    #[error("the leaktop agent of this process stopped: {reason}")]
+    Stopped { reason: String },
 }
 
 /// A running agent. Cheap to clone; the agent runs until the process exits (its socket is
@@ -47,8 +54,33 @@ pub struct Agent {
 #[derive(Debug)]
 struct Running {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// The process that started it: in a forked child (another pid) the agent's thread
+    /// does not exist and its socket is the parent's.
+    pid: u32,
+    shared: Arc<Shared>,
+    /// Write end of the pipe that ends the thread's wait at once.
+    wake: Option<OwnedFd>,
+    wake_slot: Option<forked::Slot>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Running {
+    fn forked_away(&self) -> bool {
+        self.pid != std::process::id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.forked_away() {
+            // The descriptors were closed by the fork handler and their numbers may be
+            // another's now; the thread handle names a thread of the parent.
+            std::mem::forget(self.wake.take());
+            std::mem::forget(lock(&self.thread).take());
+        } else if let Some(slot) = self.wake_slot.take() {
+            forked::unregister(slot);
+        }
+    }
 }
 
 impl Agent {
@@ -57,18 +89,42 @@ impl Agent {
         &self.inner.path
     }
 
+    /// Why the agent stopped serving by itself, if it did: a panic on its thread (a bug,
+    /// or a panicking `metrics` recorder) is caught, and from then on every client is told
+    /// this reason. The host program is not affected.
+    pub fn error(&self) -> Option<String> {
+        self.inner.shared.failed.get().cloned()
+    }
+
     /// Stops the agent thread and removes the socket. Later [`start`] calls start anew.
+    ///
+    /// Never blocks for long: the thread is woken at once, and it is waited for only
+    /// outside async code (inside a tokio runtime it ends by itself within a moment, so a
+    /// runtime worker never waits on it). In a forked child, where the agent is the
+    /// parent's, it only forgets it: the parent's socket stays.
     pub fn shutdown(&self) {
-        self.inner.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = lock(&self.inner.thread).take() {
-            let _ = t.join();
+        let mut running = lock(&RUNNING);
+        let ours = running
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(&a.inner, &self.inner));
+        if self.inner.forked_away() {
+            if ours {
+                std::mem::forget(running.take());
+            }
+            return;
+        }
+        self.inner.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(wake) = &self.inner.wake {
+            let _ = nix::unistd::write(wake, &[1]);
+        }
+        if let Some(thread) = lock(&self.inner.thread).take() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = thread.join();
+            }
         }
         let _ = std::fs::remove_file(&self.inner.path);
-        let mut running = lock(&RUNNING);
-        if running
-            .as_ref()
-            .is_some_and(|a| Arc::ptr_eq(&a.inner, &self.inner))
-        {
+        forget_exit_cleanup(&self.inner.path);
+        if ours {
             *running = None;
         }
     }
@@ -76,6 +132,8 @@ impl Agent {
 
 static RUNNING: Mutex<Option<Agent>> = Mutex::new(None);
 static EXIT_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The process that registered `EXIT_PATH` (a forked child must not remove it).
+static EXIT_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Starts the agent with default settings; see [`Builder`]. Call it once, early; later
 /// calls return the agent already running.
@@ -96,7 +154,8 @@ static EXIT_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// ```
 /// match leaktop_agent::start() {
 ///     Ok(agent) => {
-///         assert!(agent.socket_path().ends_with(format!("{}.sock", std::process::id())));
+///         let name = agent.socket_path().file_name().unwrap().to_string_lossy();
+///         assert!(name.starts_with(&format!("{}-", std::process::id())));
 ///         agent.shutdown(); // stops the thread, removes the socket
 ///     }
 ///     Err(e) => eprintln!("leaktop agent not started: {e}"),
@@ -127,6 +186,7 @@ pub struct Builder {
     sample_interval: Duration,
     history: Duration,
     history_memory: usize,
+    client_timeout: Duration,
 }
 
 impl Default for Builder {
@@ -144,11 +204,13 @@ impl Builder {
             sample_interval: Duration::from_secs(1),
             history: Duration::from_secs(600),
             history_memory: crate::history::DEFAULT_BUDGET_BYTES,
+            client_timeout: crate::server::STALL_TIMEOUT,
         }
     }
 
     /// Directory for the socket (default: `$LEAKTOP_SOCKET_DIR`, else
-    /// `$XDG_RUNTIME_DIR/leaktop`, else `/tmp/leaktop-<uid>`).
+    /// `$XDG_RUNTIME_DIR/leaktop` if that directory exists and is ours, else
+    /// `/tmp/leaktop-<uid>`).
     pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
         self.socket_dir = Some(dir.into());
         self
@@ -161,9 +223,9 @@ impl Builder {
         self
     }
 
-    /// How often per-site history is sampled (default 1 s).
+    /// How often per-site history is sampled (default 1 s; 10 ms ..= 1 day).
     pub fn sample_interval(mut self, every: Duration) -> Builder {
-        self.sample_interval = every.max(Duration::from_millis(10));
+        self.sample_interval = every.clamp(Duration::from_millis(10), MAX_SAMPLE_INTERVAL);
         self
     }
 
@@ -182,22 +244,48 @@ impl Builder {
         self
     }
 
+    /// How long a connected client may leave the agent's replies unread before it is
+    /// dropped (default 30 s; at least 100 ms), so clients that stopped reading cannot
+    /// hold the agent's client slots.
+    pub fn client_timeout(mut self, timeout: Duration) -> Builder {
+        self.client_timeout = timeout.max(Duration::from_millis(100));
+        self
+    }
+
     /// Starts the agent, or returns the one already running.
+    ///
+    /// In a child forked after `start`, the parent's agent is not this process's: this
+    /// starts the child's own (its own thread and socket), and the parent's socket stays.
     pub fn start(self) -> Result<Agent, StartError> {
+        forked::install();
         let mut running = lock(&RUNNING);
-        if let Some(agent) = running.as_ref() {
-            return Ok(agent.clone());
+        match running.as_ref() {
+            Some(agent) if agent.inner.forked_away() => std::mem::forget(running.take()),
+            Some(agent) => {
+                return match agent.error() {
+                    Some(reason) => Err(StartError::Stopped { reason }),
+                    None => Ok(agent.clone()),
+                }
+            }
+            None => {}
         }
         registry().set_site_cap(self.site_cap);
         let uid = nix::unistd::geteuid().as_raw();
         let dir = match self.socket_dir {
             Some(d) => d,
-            None => paths::socket_dir_with(|k| std::env::var(k).ok(), uid),
+            None => {
+                let (dir, note) =
+                    paths::socket_dir_checked(|k| std::env::var(k).ok(), uid, paths::dir_owner);
+                if let Some(note) = note {
+                    // One line, never a panic (stderr may be closed or a broken pipe).
+                    let _ = writeln!(std::io::stderr(), "leaktop-agent: {note}");
+                }
+                dir
+            }
         };
         prepare_dir(&dir, uid)?;
         remove_stale_sockets(&dir);
-        let pid = std::process::id();
-        let path = dir.join(paths::socket_file_name(pid));
+        let path = dir.join(SocketName::own().file_name());
         let len = path.as_os_str().len();
         if len > paths::MAX_SOCKET_PATH {
             return Err(StartError::PathTooLong {
@@ -206,36 +294,44 @@ impl Builder {
                 max: paths::MAX_SOCKET_PATH,
             });
         }
-        // A leftover of an earlier process with our pid.
+        // Our name is ours alone (pid, pid namespace and start time): a file there is a
+        // leftover of an agent of this very process.
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|source| StartError::Bind {
+        let listener = bind_private(&path).map_err(|source| StartError::Bind {
             path: path.clone(),
             source,
         })?;
-        if let Err(source) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        {
+        let (wake_rx, wake_tx) = wake_pipe().map_err(|source| {
             let _ = std::fs::remove_file(&path);
-            return Err(StartError::Bind { path, source });
-        }
-        let stop = Arc::new(AtomicBool::new(false));
+            StartError::Bind {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let shared = Arc::new(Shared::default());
         let samples = (self.history.as_millis() / self.sample_interval.as_millis().max(1)).max(1);
         let server = Server::new(
             listener,
-            path.clone(),
+            wake_rx,
             ServerConfig {
                 sample_interval: self.sample_interval,
                 history_len: samples.min(1 << 20) as usize,
                 history_budget: self.history_memory,
+                limits: Limits {
+                    stall_timeout: self.client_timeout,
+                    ..Limits::default()
+                },
             },
-            stop.clone(),
+            shared.clone(),
         );
         // Hot paths stamp times from the agent thread's ticks; the first is now, so
         // anything that happens once `start` returns is stamped.
-        crate::clock::tick();
+        clock::tick();
         let thread = std::thread::Builder::new()
             .name("leaktop-agent".into())
             .spawn(move || server.run())
             .map_err(|e| {
+                clock::stop_ticking();
                 let _ = std::fs::remove_file(&path);
                 StartError::Thread(e)
             })?;
@@ -243,13 +339,43 @@ impl Builder {
         let agent = Agent {
             inner: Arc::new(Running {
                 path,
-                stop,
+                pid: std::process::id(),
+                shared,
+                wake_slot: forked::register(wake_tx.as_raw_fd()),
+                wake: Some(wake_tx),
                 thread: Mutex::new(Some(thread)),
             }),
         };
         *running = Some(agent.clone());
         Ok(agent)
     }
+}
+
+/// Binds and listens on `path` with the socket file 0600 from its first moment: the mode
+/// is set on the socket before `bind` (Linux creates the file with the socket's mode, less
+/// the umask), so no path is ever followed to set it (a `chmod` by path after `bind`
+/// would follow a symlink swapped in between).
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    nix::sys::stat::fchmod(
+        fd.as_raw_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    bind(fd.as_raw_fd(), &nix::sys::socket::UnixAddr::new(path)?)?;
+    listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
+    Ok(UnixListener::from(fd))
+}
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+fn wake_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?)
 }
 
 /// Creates the directory 0700, or checks that an existing one is ours, a real directory
@@ -318,25 +444,31 @@ fn prepare_dir(dir: &Path, uid: u32) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Removes `<pid>.sock` files of processes that no longer exist.
+/// Removes the sockets in `dir` that nobody listens on any more. A socket is judged by a
+/// connection attempt that cannot block: refused means no listener (whatever pid
+/// namespace made it), anything else (accepted, or a full backlog of a frozen process)
+/// means alive. Sockets of this pid namespace whose process is gone (or is another
+/// process now, by its start time) are removed without a probe. Names are unique across
+/// pid namespaces and pid reuse, so a name judged stale cannot have been taken since.
 fn remove_stale_sockets(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let own = SocketName::own();
+    // Our /proc shows our pid namespace (not a host's /proc left mounted in a container).
+    let proc_is_ours = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        == Some(own.pid);
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(paths::pid_of_socket_name) else {
+        let Some(name) = entry.file_name().to_str().and_then(SocketName::parse) else {
             continue;
         };
-        let dead = !Path::new(&format!("/proc/{pid}")).exists();
-        // A live pid may be a reused one whose socket nobody listens on any more.
-        let orphaned = || {
-            matches!(
-                std::os::unix::net::UnixStream::connect(entry.path()),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
-            )
-        };
-        if dead || orphaned() {
+        let gone = proc_is_ours
+            && own.pid_ns.is_some()
+            && name.pid_ns == own.pid_ns
+            && SocketName::of_pid(name.pid).is_none_or(|now| now.start != name.start);
+        if gone || paths::nobody_listens(&entry.path()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -344,11 +476,13 @@ fn remove_stale_sockets(dir: &Path) {
 
 /// Removes the socket when the process exits normally (return from `main`,
 /// `std::process::exit`). A killed process leaves it; the next agent and `leaktop list`
-/// recognise it as stale.
+/// recognise it as stale. Only in the process that started the agent: a forked child
+/// exiting leaves its parent's socket alone.
 fn register_exit_cleanup(path: &Path) {
     let mut slot = lock(&EXIT_PATH);
-    let first = slot.is_none();
+    let first = slot.is_none() && EXIT_PID.load(Ordering::SeqCst) == 0;
     *slot = Some(path.to_path_buf());
+    EXIT_PID.store(std::process::id(), Ordering::SeqCst);
     if first {
         // SAFETY: registering a plain extern "C" function with no captured state.
         unsafe {
@@ -357,7 +491,18 @@ fn register_exit_cleanup(path: &Path) {
     }
 }
 
+/// The agent at `path` was shut down: nothing to remove at exit.
+fn forget_exit_cleanup(path: &Path) {
+    let mut slot = lock(&EXIT_PATH);
+    if slot.as_deref() == Some(path) {
+        *slot = None;
+    }
+}
+
 extern "C" fn remove_socket_at_exit() {
+    if EXIT_PID.load(Ordering::SeqCst) != std::process::id() {
+        return;
+    }
     // try_lock: never block process exit on a lock some other thread holds.
     if let Ok(slot) = EXIT_PATH.try_lock() {
         if let Some(path) = slot.as_ref() {

@@ -53,6 +53,10 @@ pub const MAX_FRAME: usize = 32 * 1024 * 1024;
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
+/// How the reason of [`AgentMsg::Refused`] begins when the agent stopped serving after an
+/// internal error (a panic on its thread); the rest of the reason says which. The host
+/// program runs on; restarting it brings the agent back.
+pub const AGENT_STOPPED: &str = "agent stopped after an internal error";
 
 /// Id of an interned [`Location`], stable for the life of the agent.
 pub type LocId = u32;
@@ -205,6 +209,27 @@ pub enum SiteKind {
     // Protocol 2 (appended).
     /// A `spawn_blocking` site: closures on tokio's blocking pool.
     Blocking,
+}
+
+impl SiteKind {
+    /// The `site` label of a synthetic row in metrics (`site="<other>"`); `None` for a
+    /// real site, which is labelled by its location.
+    pub fn metric_label(self) -> Option<&'static str> {
+        match self {
+            SiteKind::Uninstrumented => Some("<uninstrumented>"),
+            SiteKind::Other => Some("<other>"),
+            SiteKind::Spawn | SiteKind::Blocking => None,
+        }
+    }
+
+    /// The name of a synthetic row in reports and the live view; `None` for a real site.
+    pub fn row_label(self) -> Option<&'static str> {
+        match self {
+            SiteKind::Uninstrumented => Some("<uninstrumented tasks>"),
+            SiteKind::Other => Some("<other sites, past the site cap>"),
+            SiteKind::Spawn | SiteKind::Blocking => None,
+        }
+    }
 }
 
 /// Counters of one spawn site, kept incrementally in the agent.

@@ -181,11 +181,13 @@ fn publish_sends_per_site_series_to_the_current_recorder() {
     assert_eq!(g("leaktop_site_completed_total", &done), 1.0);
     assert_eq!(g("leaktop_site_oldest_live_seconds", &done), 0.0);
     assert!(g("leaktop_site_oldest_live_seconds", &idle) >= 0.0);
-    // Nobody receives: the senders' channel has made no progress since they blocked.
-    std::thread::sleep(Duration::from_millis(1100));
-    metrics::with_local_recorder(&store, leaktop_agent::metrics::publish);
+    // Nobody receives: the senders' channel has made no progress since they blocked,
+    // and the stall the agent reports grows past a second.
     assert!(
-        g("leaktop_site_stalled_seconds", &blocked_site) >= 1.0,
+        eventually(|| {
+            metrics::with_local_recorder(&store, leaktop_agent::metrics::publish);
+            g("leaktop_site_stalled_seconds", &blocked_site) >= 1.0
+        }),
         "{}",
         store.dump()
     );

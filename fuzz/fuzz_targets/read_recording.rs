@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    leaktop::record::fuzz_one(data);
+    leaktop::fuzz::recording(data);
 });

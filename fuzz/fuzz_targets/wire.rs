@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     leaktop_agent::wire::fuzz_one(data);
-    leaktop::source::fuzz_fold(data);
+    leaktop::fuzz::wire(data);
 });

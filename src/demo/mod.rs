@@ -4,7 +4,7 @@
 //! differs only by the fix its seed describes.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod scenarios;
 
@@ -75,18 +75,6 @@ pub fn spawn_child_with(
         .spawn()
 }
 
-/// Waits until the child's agent socket answers, up to `timeout`.
-pub fn wait_for_agent(pid: u32, timeout: Duration) -> Result<(), crate::attach::AttachError> {
-    let start = Instant::now();
-    loop {
-        match crate::attach::Connection::attach(pid) {
-            Ok(_) => return Ok(()),
-            Err(e) if start.elapsed() >= timeout => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
 /// Kills and reaps a child when dropped, whatever happened.
 pub struct ChildGuard(pub Child);
 
@@ -97,41 +85,39 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Parsed arguments of the hidden child mode.
+/// Arguments of the hidden child mode (`leaktop __demo-child [SCENARIO…] [--fixed]
+/// [--tick-ms=N] [--sample-ms=N]`).
+#[derive(clap::Parser, Debug)]
+#[command(name = "leaktop __demo-child", no_binary_name = true)]
 struct ChildArgs {
+    /// Scenarios to run (default: all).
     names: Vec<String>,
+    /// Run the fixed twins.
+    #[arg(long)]
     fixed: bool,
-    pace: Pace,
-    /// History sample interval of the agent (tests use short ones).
-    sample: Option<Duration>,
+    /// One request (or job, or connection) every N ms.
+    #[arg(long = "tick-ms", value_name = "N")]
+    tick_ms: Option<u64>,
+    /// History sample interval of the agent, ms (tests use short ones).
+    #[arg(long = "sample-ms", value_name = "N")]
+    sample_ms: Option<u64>,
 }
 
-fn parse_child_args(args: &[String]) -> Result<ChildArgs, String> {
-    let mut out = ChildArgs {
-        names: Vec::new(),
-        fixed: false,
-        pace: Pace::default(),
-        sample: None,
-    };
-    for a in args {
-        if a == "--fixed" {
-            out.fixed = true;
-        } else if let Some(ms) = a.strip_prefix("--sample-ms=") {
-            let ms: u64 = ms.parse().map_err(|_| format!("bad --sample-ms {ms:?}"))?;
-            out.sample = Some(Duration::from_millis(ms.max(10)));
-        } else if let Some(ms) = a.strip_prefix("--tick-ms=") {
-            let ms: u64 = ms.parse().map_err(|_| format!("bad --tick-ms {ms:?}"))?;
-            out.pace = Pace::with_tick(Duration::from_millis(ms.max(1)));
-        } else {
-            out.names.push(a.clone());
-        }
+impl ChildArgs {
+    fn pace(&self) -> Pace {
+        self.tick_ms.map_or_else(Pace::default, |ms| {
+            Pace::with_tick(Duration::from_millis(ms.max(1)))
+        })
     }
-    Ok(out)
+
+    fn sample(&self) -> Option<Duration> {
+        self.sample_ms.map(|ms| Duration::from_millis(ms.max(10)))
+    }
 }
 
 /// The demo program itself (runs in the child): every selected scenario at once.
 pub fn run_child(args: &[String]) -> ! {
-    let args = match parse_child_args(args) {
+    let args = match <ChildArgs as clap::Parser>::try_parse_from(args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("leaktop demo: {e}");
@@ -159,7 +145,7 @@ pub fn run_child(args: &[String]) -> ! {
     };
     rt.block_on(async move {
         let mut agent = leaktop_agent::Builder::new();
-        if let Some(every) = args.sample {
+        if let Some(every) = args.sample() {
             agent = agent.sample_interval(every);
         }
         if let Err(e) = agent.start() {
@@ -167,8 +153,9 @@ pub fn run_child(args: &[String]) -> ! {
             std::process::exit(2);
         }
         let mut running = tokio::task::JoinSet::new();
+        let pace = args.pace();
         for s in selected {
-            running.spawn((s.run)(args.fixed, args.pace));
+            running.spawn((s.run)(args.fixed, pace));
         }
         while running.join_next().await.is_some() {}
     });

@@ -8,13 +8,15 @@
 //! - [`progress`]: per-channel-site send/receive throughput over time.
 
 pub mod baseline;
+pub mod check;
 pub mod progress;
 pub mod series;
 pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::symbolize::Frame;
+use crate::frame::Frame;
+use crate::source::Event;
 use leaktop_agent::wire::{
     AgentHello, AgentMsg, BlockedGroup, ChannelSiteStats, History, LocId, Location, Mapping,
     Sample, SiteStats, Snapshot, StackId, TaskList,
@@ -57,8 +59,8 @@ pub struct Session {
     pub baseline: Option<Baseline>,
     /// Send/receive counts over time, per channel creation site.
     pub channel_progress: BTreeMap<LocId, ChannelProgress>,
-    /// Resolved frames of each raw stack, innermost first (filled by the source side:
-    /// the live resolver or a recording's symbol table).
+    /// Resolved frames of each raw stack, innermost first (from `Event::Symbols`: the
+    /// symbolizing stage of a live source, or a recording's symbol table).
     pub symbols: HashMap<StackId, Vec<Frame>>,
     /// What the symbolizer had to say (missing debug info, replaced binary, …), once each.
     pub symbol_notes: Vec<String>,
@@ -69,8 +71,24 @@ impl Session {
         Session::default()
     }
 
-    /// Folds one message into the state.
-    pub fn apply(&mut self, msg: &AgentMsg) {
+    /// Folds one event into the state: a message, the symbols of a stack, the end.
+    pub fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::Msg(msg) => self.apply_msg(msg),
+            Event::Symbols { stack, frames } => {
+                self.symbols.insert(*stack, frames.clone());
+            }
+            Event::SymbolNote(note) => {
+                if !self.symbol_notes.contains(note) {
+                    self.symbol_notes.push(note.clone());
+                }
+            }
+            Event::End(reason) => self.end(reason),
+        }
+    }
+
+    /// Folds one protocol message: one arm per message kind.
+    pub fn apply_msg(&mut self, msg: &AgentMsg) {
         match msg {
             AgentMsg::Hello(h) => {
                 // A different process (agent restart under a reused pid): start over.
@@ -278,7 +296,7 @@ mod tests {
     #[test]
     fn snapshots_extend_history_without_overlap() {
         let mut s = Session::new();
-        s.apply(&AgentMsg::History(History {
+        s.apply_msg(&AgentMsg::History(History {
             interval_ms: 1000,
             end_ms: 3000,
             sites: vec![SiteHistory {
@@ -299,7 +317,7 @@ mod tests {
                 ],
             }],
         }));
-        s.apply(&AgentMsg::Snapshot(Snapshot {
+        s.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 1,
             now_ms: 3500,
             sites: vec![stats(1, 4)],

@@ -41,7 +41,7 @@ fn hello(pid: u32, start_time_ticks: u64, now_ms: u64) -> AgentMsg {
 impl Sim {
     fn new() -> Sim {
         let mut session = Session::new();
-        session.apply(&hello(42, 1000, 0));
+        session.apply_msg(&hello(42, 1000, 0));
         Sim {
             session,
             sites: Vec::new(),
@@ -50,7 +50,7 @@ impl Sim {
     }
 
     fn site(&mut self, id: LocId, gen: impl Fn(u64) -> (SiteStats, Vec<BlockedGroup>) + 'static) {
-        self.session.apply(&AgentMsg::Location {
+        self.session.apply_msg(&AgentMsg::Location {
             id,
             loc: Location {
                 file: format!("src/site{id}.rs"),
@@ -82,7 +82,7 @@ impl Sim {
         let mut t = from;
         while t <= to {
             let msg = self.snapshot_at(t);
-            self.session.apply(&msg);
+            self.session.apply_msg(&msg);
             t += step;
         }
     }
@@ -97,13 +97,13 @@ impl Sim {
                 .collect();
             sites.push(SiteHistory { site: *id, samples });
         }
-        self.session.apply(&AgentMsg::History(History {
+        self.session.apply_msg(&AgentMsg::History(History {
             interval_ms: 1000,
             end_ms: end,
             sites,
         }));
         let msg = self.snapshot_at(end);
-        self.session.apply(&msg);
+        self.session.apply_msg(&msg);
     }
 
     fn verdict(&self, id: LocId, th: &Thresholds) -> SiteVerdict {
@@ -117,6 +117,11 @@ impl Sim {
             .map(|v| (v.site, v.verdict))
             .collect()
     }
+}
+
+/// The evidence as the reports word it (the sentences are part of what these pin).
+fn words(sim: &Sim, v: &SiteVerdict) -> Vec<String> {
+    crate::report::evidence::sentences(&sim.session, v)
 }
 
 fn sample_of(st: &SiteStats) -> Sample {
@@ -305,7 +310,7 @@ fn slow_leak_among_5000_healthy_waiters_flags_that_site_alone() {
     assert!((v.rate_per_min - 30.0).abs() < 1.0, "{}", v.rate_per_min);
     assert_eq!(v.stuck_tasks, 91);
     assert_eq!(v.oldest_stuck_age_ms, Some(3 * MIN));
-    let text = v.evidence.join("\n");
+    let text = words(&sim, &v).join("\n");
     assert!(
         text.contains("rose from 31 to 91 over the last 2m00s (+29."),
         "{text}"
@@ -356,11 +361,11 @@ fn defaults_flag_a_leak_growing_90s_with_tasks_stuck_60s() {
     assert_eq!(v.verdict, Verdict::Leak, "{v:#?}");
     assert_eq!(v.oldest_stuck_age_ms, Some(60 * SEC));
     assert!(
-        v.evidence[1].contains(
+        words(&sim, &v)[1].contains(
             "its receiver is alive but has not received since the wait began (queue 1/1)"
         ),
         "{:#?}",
-        v.evidence
+        words(&sim, &v)
     );
 
     // Idle flavour: same growth, nothing instrumented to wait on.
@@ -370,14 +375,14 @@ fn defaults_flag_a_leak_growing_90s_with_tasks_stuck_60s() {
     let v = sim.verdict(1, &th);
     assert_eq!(v.verdict, Verdict::Leak, "{v:#?}");
     assert!(
-        v.evidence[1].contains("91 tasks are idle"),
+        words(&sim, &v)[1].contains("91 tasks are idle"),
         "{:#?}",
-        v.evidence
+        words(&sim, &v)
     );
     assert!(
-        v.evidence[1].contains("oldest live task is 1m30s old"),
+        words(&sim, &v)[1].contains("oldest live task is 1m30s old"),
         "{:#?}",
-        v.evidence
+        words(&sim, &v)
     );
 }
 
@@ -457,14 +462,14 @@ fn a_fixed_set_of_stuck_tasks_is_stuck_not_leaking() {
         sim.flagged(&th),
         vec![(1, Verdict::Stuck), (2, Verdict::Stuck)]
     );
-    let one = sim.verdict(1, &th).evidence.join("\n");
+    let one = words(&sim, &sim.verdict(1, &th)).join("\n");
     assert!(one.contains("4 tasks blocked in chan recv"), "{one}");
     assert!(one.contains("5m50s without progress"), "{one}");
     assert!(
         one.contains("2 senders are alive but has never sent"),
         "{one}"
     );
-    let two = sim.verdict(2, &th).evidence.join("\n");
+    let two = words(&sim, &sim.verdict(2, &th)).join("\n");
     assert!(two.contains("every receiver is gone"), "{two}");
 }
 
@@ -485,7 +490,7 @@ fn waiters_that_get_a_message_every_30s_are_never_stuck_even_when_they_grow() {
     assert_eq!(v.verdict, Verdict::Growing, "{v:#?}");
     assert_eq!(v.stuck_tasks, 0);
     assert!(
-        v.evidence[1].contains("no task of this site has waited"),
+        words(&sim, &v)[1].contains("no task of this site has waited"),
         "{v:#?}"
     );
 }
@@ -518,11 +523,11 @@ fn agent_restart_under_a_reused_pid_starts_a_new_session() {
     assert_eq!(sim.flagged(&th), vec![(1, Verdict::Leak)]);
     sim.session.mark_baseline();
     // The same process again (a reconnect): nothing is lost.
-    sim.session.apply(&hello(42, 1000, 3 * MIN));
+    sim.session.apply_msg(&hello(42, 1000, 3 * MIN));
     assert_eq!(sim.flagged(&th), vec![(1, Verdict::Leak)]);
     assert!(sim.session.baseline.is_some());
     // Same pid, another start time: another process; its clock starts again at 0.
-    sim.session.apply(&hello(42, 5000, 100));
+    sim.session.apply_msg(&hello(42, 5000, 100));
     assert!(sim.session.sites.is_empty());
     assert!(sim.session.baseline.is_none());
     sim.sites.clear();
@@ -595,7 +600,7 @@ fn a_growing_queue_on_a_busy_channel_is_a_leak() {
     sim.run(0, 3 * MIN, SEC);
     let v = sim.verdict(1, &th);
     assert_eq!(v.verdict, Verdict::Leak, "{v:#?}");
-    let evidence = v.evidence.join("\n");
+    let evidence = words(&sim, &v).join("\n");
     assert!(
         evidence.contains("while the channel keeps moving"),
         "{evidence}"

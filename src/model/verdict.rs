@@ -1,4 +1,5 @@
-//! Leak verdicts per spawn site, each with its evidence in words.
+//! Leak verdicts per spawn site, each with its evidence as data ([`Evidence`]): the kind,
+//! the numbers, the groups it rests on. `report` and `tui` word them.
 //!
 //! - **stuck**: tasks blocked on a channel that has made no progress that could wake them
 //!   for longer than [`Thresholds::stuck_age_ms`] while they wait (the receiver is alive
@@ -15,11 +16,10 @@
 //!
 //! Everything here is a pure function of the [`Session`].
 
-use leaktop_agent::wire::{BlockedGroup, GroupKey, LocId, Op, SiteKind, SiteStats};
+use leaktop_agent::wire::{BlockedGroup, ChannelKind, GroupKey, LocId, Op, SiteKind, SiteStats};
 
 use super::series::{self, Series};
 use super::Session;
-use crate::duration::age;
 
 /// What counts as a leak. Durations in agent milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,7 @@ pub struct Thresholds {
 }
 
 impl Default for Thresholds {
-    /// Flags a leak that has grown for 90 s with its oldest tasks stuck for 60 s; does not
+    /// Flags a leak that has grown for 90 s with its oldest tasks stuck for 45 s; does not
     /// flag waiters that get a message every 30 s, nor a busy channel with many waiters.
     fn default() -> Self {
         Thresholds {
@@ -177,70 +177,105 @@ pub fn growth(series: &Series, now_ms: u64, th: &Thresholds) -> Growth {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stall {
     pub key: GroupKey,
+    /// The kind of channel the group waits on.
+    pub kind: ChannelKind,
     pub count: u64,
     /// Age of the oldest wait in the group.
     pub waiting_ms: u64,
     /// Time without progress on the channel while the oldest task waited (≤ waiting_ms).
     pub stalled_ms: u64,
-    /// The other side of the channel, in words ("its receiver is alive but has not
-    /// received for 5m12s").
-    pub why: String,
+    /// The other side of the channel; `None` when leaktop has no state of the channel
+    /// (the wait alone counts).
+    pub peer: Option<Peer>,
+}
+
+/// The side of a channel that would wake a blocked group, and what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub side: Side,
+    /// How many of them are alive.
+    pub alive: u64,
+    pub progress: Progress,
+    /// Length of the channel's queue, and its capacity when bounded.
+    pub queue: Option<(u64, Option<u64>)>,
+}
+
+/// Who would wake a blocked group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A blocked sender waits for a receiver to receive.
+    Receiver,
+    /// A blocked receiver waits for a sender to send.
+    Sender,
+    /// Any peer (other waits).
+    Peer,
+}
+
+/// What the waking side did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Never,
+    /// Nothing since the oldest task began to wait.
+    NotSinceTheWait,
+    /// Last progress this long ago.
+    Ago(u64),
 }
 
 /// The stall of one blocked group at `now_ms`.
 pub fn stall(group: &BlockedGroup, now_ms: u64) -> Stall {
     let waiting_ms = now_ms.saturating_sub(group.oldest_since_ms);
-    let op = group.key.op;
-    let (stalled_ms, why) = match &group.channel {
-        None => (
-            waiting_ms,
-            "leaktop has no state of its channel, so the wait alone counts".to_string(),
-        ),
+    let (stalled_ms, peer) = match &group.channel {
+        None => (waiting_ms, None),
         Some(c) => {
             // Which side would wake this task, and when it last did anything.
-            let (peers, peer_name, verb, progress) = match op {
-                Op::Send | Op::Reserve => (c.receivers, "receiver", "received", c.last_recv_ms),
-                Op::Recv | Op::Changed => (c.senders, "sender", "sent", c.last_send_ms),
+            let (side, alive, last) = match group.key.op {
+                Op::Send | Op::Reserve => (Side::Receiver, c.receivers, c.last_recv_ms),
+                Op::Recv | Op::Changed => (Side::Sender, c.senders, c.last_send_ms),
                 _ => (
+                    Side::Peer,
                     c.receivers + c.senders,
-                    "peer",
-                    "sent or received",
                     c.last_send_ms.max(c.last_recv_ms),
                 ),
             };
-            let since = group.oldest_since_ms.max(progress.unwrap_or(0));
+            let since = group.oldest_since_ms.max(last.unwrap_or(0));
             let stalled = now_ms.saturating_sub(since);
-            let queue = match (c.len, c.capacity) {
-                (Some(len), Some(cap)) => format!(" (queue {len}/{cap})"),
-                (Some(len), None) => format!(" (queue {len})"),
-                _ => String::new(),
+            let progress = match last {
+                None => Progress::Never,
+                Some(_) if stalled >= waiting_ms => Progress::NotSinceTheWait,
+                Some(_) => Progress::Ago(stalled),
             };
-            let why = if peers == 0 && op != Op::Closed {
-                format!("every {peer_name} is gone, so nothing can wake it{queue}")
-            } else {
-                let alive = if peers == 1 {
-                    format!("its {peer_name} is alive")
-                } else {
-                    format!("{peers} {peer_name}s are alive")
-                };
-                match progress {
-                    None => format!("{alive} but has never {verb}{queue}"),
-                    Some(_) if stalled >= waiting_ms => {
-                        format!("{alive} but has not {verb} since the wait began{queue}")
-                    }
-                    Some(_) => format!("{alive}; last {verb} {} ago{queue}", age(stalled)),
-                }
+            let peer = Peer {
+                side,
+                alive,
+                progress,
+                queue: c.len.map(|len| (len, c.capacity)),
             };
-            (stalled.min(waiting_ms), why)
+            (stalled.min(waiting_ms), Some(peer))
         }
     };
     Stall {
         key: group.key.clone(),
+        kind: group.kind,
         count: group.count,
         waiting_ms,
         stalled_ms,
-        why,
+        peer,
     }
+}
+
+/// What a verdict rests on, strongest first in a [`SiteVerdict`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evidence {
+    /// The live count rose over the window.
+    Growth(Growth),
+    /// Tasks blocked on a channel that made no progress that could wake them.
+    Stalled(Stall),
+    /// Waiters that arrive faster than their (moving) channel drains.
+    PilingUp(Stall),
+    /// Tasks idle, waiting on nothing instrumented, the oldest live this long.
+    Idle { tasks: u64, oldest_live_ms: u64 },
+    /// Growing, but no task has waited without progress long enough to call it leaked.
+    NotStuckYet,
 }
 
 /// The verdict on one site with what it rests on.
@@ -262,8 +297,8 @@ pub struct SiteVerdict {
     pub oldest_stuck_age_ms: Option<u64>,
     /// Age of the site's oldest live task.
     pub oldest_live_age_ms: Option<u64>,
-    /// Sentences a user can check, most important first. Empty for `Verdict::None`.
-    pub evidence: Vec<String>,
+    /// What the verdict rests on, most important first. Empty for `Verdict::None`.
+    pub evidence: Vec<Evidence>,
 }
 
 impl SiteVerdict {
@@ -290,6 +325,17 @@ pub fn assess(session: &Session, th: &Thresholds) -> Vec<SiteVerdict> {
             .then(a.site.cmp(&b.site))
     });
     out
+}
+
+/// The verdicts of every site, by site.
+pub fn by_site(
+    session: &Session,
+    th: &Thresholds,
+) -> std::collections::HashMap<LocId, SiteVerdict> {
+    assess(session, th)
+        .into_iter()
+        .map(|v| (v.site, v))
+        .collect()
 }
 
 /// The verdict of one site; `None` when the latest snapshot does not name it.
@@ -332,51 +378,15 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
     } else {
         Verdict::None
     };
-
-    let mut evidence = Vec::new();
-    if verdict != Verdict::None {
-        if g.growing {
-            evidence.push(format!(
-                "live tasks rose from {} to {} over the last {} (+{:.1}/min; {:.0}% of sample pairs rising)",
-                g.from_live,
-                g.to_live,
-                age(g.span_ms),
-                g.rate_per_min,
-                g.rising_share * 100.0
-            ));
-        }
-        let limit = if verdict == Verdict::Leak {
-            th.min_age_ms
-        } else {
-            th.stuck_age_ms
-        };
-        for s in over(limit).take(3) {
-            evidence.push(stall_sentence(session, s));
-        }
-        if verdict == Verdict::Leak && stuck_tasks == 0 {
-            for s in piling_up.iter().take(3) {
-                evidence.push(piling_sentence(session, s));
-            }
-        }
-        if verdict == Verdict::Leak && stuck_tasks == 0 && piling_up.is_empty() && idle_old {
-            let (are, they_wait) = if idle == 1 {
-                ("is", "it waits")
-            } else {
-                ("are", "they wait")
-            };
-            evidence.push(format!(
-                "{} {are} idle, not waiting on any instrumented channel, and the oldest live task is {} old: {they_wait} on something leaktop does not see (a socket read without a timeout, a lock, a future that is never woken)",
-                crate::plural::count(idle, "task"),
-                age(oldest_live_age_ms.unwrap_or(0))
-            ));
-        }
-        if verdict == Verdict::Growing {
-            evidence.push(
-                "no task of this site has waited without progress long enough to call it leaked yet"
-                    .to_string(),
-            );
-        }
-    }
+    let found = Found {
+        verdict,
+        growth: g,
+        stalls: &stalls,
+        piling_up: &piling_up,
+        stuck_tasks,
+        idle_old: idle_old.then(|| (idle, oldest_live_age_ms.unwrap_or(0))),
+    };
+    let evidence = found.evidence(th);
     Some(SiteVerdict {
         site,
         kind: stats.kind,
@@ -393,42 +403,47 @@ pub fn assess_site(session: &Session, site: LocId, th: &Thresholds) -> Option<Si
     })
 }
 
-/// "4,211 tasks blocked in chan send at src/a.rs:10:5 on an mpsc channel created at
-/// src/b.rs:3:9 for 5m12s without progress: its receiver is alive but …"
-/// "300 tasks have waited in chan send at … for up to 40s while the channel keeps moving:
-/// they arrive faster than it drains" — a growing queue on a busy channel.
-pub fn piling_sentence(session: &Session, s: &Stall) -> String {
-    let kind = session
-        .groups
-        .iter()
-        .find(|g| g.key == s.key)
-        .map(|g| g.kind.name())
-        .unwrap_or("channel");
-    format!(
-        "{} waiting in {} at {} on a {kind} channel created at {}, the oldest for {}, while the channel keeps moving (last progress {} ago): they arrive faster than it drains",
-        crate::plural::count(s.count, "task"),
-        s.key.op.name(),
-        session.location(s.key.call_site),
-        session.location(s.key.channel_site),
-        age(s.waiting_ms),
-        age(s.stalled_ms),
-    )
+/// What a site's verdict was decided on, for [`Found::evidence`].
+struct Found<'a> {
+    verdict: Verdict,
+    growth: Growth,
+    /// Longest stalled first.
+    stalls: &'a [Stall],
+    piling_up: &'a [&'a Stall],
+    stuck_tasks: u64,
+    /// Idle tasks and the oldest live age, when they explain the growth.
+    idle_old: Option<(u64, u64)>,
 }
 
-pub fn stall_sentence(session: &Session, s: &Stall) -> String {
-    let kind = session
-        .groups
-        .iter()
-        .find(|g| g.key == s.key)
-        .map(|g| g.kind.name())
-        .unwrap_or("channel");
-    let tasks = crate::plural::count(s.count, "task");
-    format!(
-        "{tasks} blocked in {} at {} on a {kind} channel created at {}, {} without progress: {}",
-        s.key.op.name(),
-        session.location(s.key.call_site),
-        session.location(s.key.channel_site),
-        age(s.stalled_ms),
-        s.why
-    )
+impl Found<'_> {
+    /// The evidence of the verdict, strongest first (at most three groups of a kind).
+    fn evidence(&self, th: &Thresholds) -> Vec<Evidence> {
+        let mut evidence = Vec::new();
+        if self.verdict == Verdict::None {
+            return evidence;
+        }
+        let leak = self.verdict == Verdict::Leak;
+        if self.growth.growing {
+            evidence.push(Evidence::Growth(self.growth));
+        }
+        let limit = if leak { th.min_age_ms } else { th.stuck_age_ms };
+        let stalled = self.stalls.iter().filter(|s| s.stalled_ms >= limit).take(3);
+        evidence.extend(stalled.cloned().map(Evidence::Stalled));
+        if leak && self.stuck_tasks == 0 {
+            let piling = self.piling_up.iter().take(3);
+            evidence.extend(piling.map(|s| Evidence::PilingUp((*s).clone())));
+            if let (true, Some((tasks, oldest_live_ms))) =
+                (self.piling_up.is_empty(), self.idle_old)
+            {
+                evidence.push(Evidence::Idle {
+                    tasks,
+                    oldest_live_ms,
+                });
+            }
+        }
+        if self.verdict == Verdict::Growing {
+            evidence.push(Evidence::NotStuckYet);
+        }
+        evidence
+    }
 }

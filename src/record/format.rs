@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use leaktop_agent::wire::AgentMsg;
 
+use crate::frame::Frame;
+
 use super::delta::{PackedHistory, SnapshotDelta};
 
 /// First bytes of every recording. The high byte and the CR LF catch a file that went
@@ -62,28 +64,26 @@ pub struct Meta {
     pub recorded_by: String,
 }
 
-/// One resolved frame of a raw return address, as the symbolizer produced it when the
-/// target was alive. Stored so a recording needs no binary to show await chains.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct SymFrame {
-    /// Demangled function name.
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-    /// True for a DWARF inline frame (the caller's frames follow it).
-    pub inlined: bool,
-    /// Module (executable or shared object) the address is in.
-    pub module: Option<String>,
-    /// Classification by the symbolizer (user / runtime / std / agent), as its name.
-    pub class: Option<String>,
-}
-
 /// The resolved frames of one raw address, innermost first.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SymbolEntry {
     pub addr: u64,
-    pub frames: Vec<SymFrame>,
+    /// As the symbolizer resolved them while the target was alive (their `addr` is this
+    /// entry's).
+    pub frames: Vec<Frame>,
+}
+
+impl SymbolEntry {
+    /// The frames of a resolved stack as a recording stores them: under each raw address
+    /// (an address's inlined frames are consecutive and carry it).
+    pub fn of_frames(frames: &[Frame]) -> impl Iterator<Item = SymbolEntry> + '_ {
+        frames
+            .chunk_by(|a, b| a.addr == b.addr)
+            .map(|run| SymbolEntry {
+                addr: run.first().map_or(0, |f| f.addr),
+                frames: run.to_vec(),
+            })
+    }
 }
 
 /// What a frame holds. postcard encodes the variant index first, so variants are only

@@ -23,7 +23,7 @@
 //!   `r` key).
 //! - [`Reader`] reads frames back, never panicking on any bytes; [`RecordingSource`] is
 //!   the replay [`Source`](crate::source::Source) with a
-//!   [`Timeline`](crate::source::Timeline); [`session_at`] folds a file up to a time
+//!   [`Timeline`](crate::source::Timeline); `driver::session_of` folds a file up to a time
 //!   (`leaktop dump s.ltrec --at 5m`).
 
 // Data from outside (agent bytes, recordings, /proc) must never panic leaktop.
@@ -31,54 +31,21 @@
 
 pub mod delta;
 pub mod format;
-pub mod headless;
 pub mod reader;
 pub mod replay;
-pub mod symbols;
 pub mod tee;
 pub mod writer;
 
 use std::path::PathBuf;
 
-pub use format::{Meta, SymFrame, SymbolEntry, FORMAT_VERSION};
+pub use format::{Meta, SymbolEntry, FORMAT_VERSION};
 pub use reader::{Entry, Item, OpenError, Reader, Summary, Tail};
-pub use replay::{session_at, RecordingSource};
-pub use tee::{RecordState, Resolver, Tee};
+pub use replay::RecordingSource;
+pub use tee::{RecordState, Tee};
 pub use writer::{RecordOptions, RecordStats, Recorder, WriteError};
 
 /// File name extension of recordings.
 pub const EXTENSION: &str = "ltrec";
-
-/// What `dump` and `check` look at: a live process or a recording.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Pid(u32),
-    Recording(PathBuf),
-}
-
-impl Target {
-    /// A number is a pid; anything else is a path (write `./1234` for a file named
-    /// `1234`).
-    pub fn parse(s: &str) -> Result<Target, String> {
-        if s.is_empty() {
-            return Err("expected a pid or the path of a .ltrec recording".into());
-        }
-        if s.bytes().all(|b| b.is_ascii_digit()) {
-            return s
-                .parse()
-                .map(Target::Pid)
-                .map_err(|_| format!("{s} is not a valid pid"));
-        }
-        Ok(Target::Recording(PathBuf::from(s)))
-    }
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Target, String> {
-        Target::parse(s)
-    }
-}
 
 /// Parses a time in a recording of `duration_ms`: `5m`, `1m30s`, `90` (seconds), `500ms`,
 /// `50%`, `-30s` (before the end), `start`, `end`. Times past the end clamp to it.
@@ -148,46 +115,19 @@ pub fn auto_name(pid: u32) -> PathBuf {
     PathBuf::from(format!("leaktop-{pid}-{}.{EXTENSION}", utc_stamp(now)))
 }
 
-/// Reads `data` as a recording every way replay does, for the fuzz target
-/// (`fuzz/fuzz_targets/read_recording.rs`) and the property tests. Never panics, whatever
-/// the bytes. An odd first byte wraps the rest in a valid header and intact frames (each
-/// chunk's length is its first byte), so the search reaches the record decoders past the
-/// checksums; an even one takes the rest as a whole file.
-#[doc(hidden)]
-pub fn fuzz_one(data: &[u8]) {
-    use crate::source::Timeline;
-    let Some((&mode, rest)) = data.split_first() else {
-        return;
-    };
-    let bytes: Vec<u8> = if mode % 2 == 1 {
-        let mut v = format::file_header().to_vec();
-        let mut rest = rest;
-        while let Some((&len, tail)) = rest.split_first() {
-            let n = (len as usize).min(tail.len());
-            v.extend_from_slice(&format::frame_with_payload(&tail[..n]));
-            rest = &tail[n..];
-        }
-        v
-    } else {
-        rest.to_vec()
-    };
-    let path = std::path::Path::new("fuzz.ltrec");
-    let Ok(mut reader) = Reader::new(bytes.into(), path) else {
-        return;
-    };
-    for entry in reader.by_ref() {
-        std::hint::black_box(entry);
+/// `1.5 KB`-style size.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
     }
-    let _ = reader.tail().and_then(Tail::describe);
-    if let Ok(mut src) = RecordingSource::from_reader(reader.rewound(), path) {
-        let mut session = crate::model::Session::new();
-        let end = src.duration_ms();
-        src.seek(end / 2, &mut session);
-        src.seek(end, &mut session);
-        src.step(false, &mut session);
-        let _ = crate::report::text(&session);
-        let _ = src.warning();
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
     }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -198,18 +138,10 @@ mod unit_tests {
     use super::*;
 
     #[test]
-    fn targets_are_pids_or_paths() {
-        assert_eq!(Target::parse("1234"), Ok(Target::Pid(1234)));
-        assert_eq!(
-            Target::parse("s.ltrec"),
-            Ok(Target::Recording("s.ltrec".into()))
-        );
-        assert_eq!(
-            Target::parse("./1234"),
-            Ok(Target::Recording("./1234".into()))
-        );
-        assert!(Target::parse("99999999999").is_err());
-        assert!(Target::parse("").is_err());
+    fn sizes_read_like_ls_h() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 KB");
+        assert_eq!(human_bytes(52_000_000), "52.0 MB");
     }
 
     #[test]

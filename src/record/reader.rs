@@ -11,10 +11,11 @@ use std::collections::HashMap;
 
 use leaktop_agent::wire::{AgentHello, AgentMsg, StackId};
 
+use crate::frame::Frame;
+
 use super::delta::{unpack_history, SnapshotDecoder};
 use super::format::{
-    self, Meta, Record, SymFrame, SymbolEntry, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN,
-    MAGIC,
+    self, Meta, Record, SymbolEntry, FILE_HEADER_LEN, FORMAT_VERSION, FRAME_HEADER_LEN, MAGIC,
 };
 
 /// A recording that cannot be read at all.
@@ -230,7 +231,12 @@ impl Reader {
             Record::Msg(m) => Item::Msg(m),
             Record::Snapshot(d) => Item::Msg(AgentMsg::Snapshot(self.snapshots.decode(&d).ok()?)),
             Record::History(h) => Item::Msg(AgentMsg::History(unpack_history(&h).ok()?)),
-            Record::Symbols(s) => Item::Symbols(s),
+            Record::Symbols(mut s) => {
+                for e in &mut s {
+                    e.frames.iter_mut().for_each(|f| f.addr = e.addr);
+                }
+                Item::Symbols(s)
+            }
             Record::End { reason } => Item::End(reason),
             Record::Stop { reason } => Item::Stop(reason),
         })
@@ -307,7 +313,7 @@ pub struct Summary {
     /// The first hello: the process the recording is of.
     pub hello: Option<AgentHello>,
     /// Every resolved symbol in the file (symbols do not change over time).
-    pub symbols: HashMap<u64, Vec<SymFrame>>,
+    pub symbols: HashMap<u64, Vec<Frame>>,
     /// Every raw stack defined in the file (ids are stable for the agent's life).
     pub stacks: HashMap<StackId, Vec<u64>>,
     /// Time of the last frame.

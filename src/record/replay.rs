@@ -6,16 +6,36 @@
 
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::wire::{AgentHello, ClientMsg, StackId};
+use leaktop_agent::wire::{AgentHello, AgentMsg, ClientMsg, StackId};
 
-use super::format::{Meta, SymFrame};
+use super::format::Meta;
 use super::reader::{summarize, Entry, Item, OpenError, Reader, Summary};
-use crate::model::Session;
-use crate::source::{Event, Source, Timeline};
+use crate::frame::{Frame, FrameClass};
+use crate::source::{Event, Refold, Saved, Source, Timeline};
+
+/// Where a replay's time comes from: the wall clock, or (in tests) one they move.
+pub trait Clock: Send {
+    fn now(&self) -> Instant;
+    /// Waits `d` of this clock's time.
+    fn sleep(&self, d: Duration);
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d)
+    }
+}
 
 /// Slowest and fastest playback.
 pub const MIN_SPEED: f64 = 1.0 / 64.0;
@@ -27,17 +47,18 @@ const CHECKPOINT_EVERY_MS: u64 = 10_000;
 const MAX_CHECKPOINTS: u64 = 128;
 
 /// The replay's state just before the frame `pending`: every frame up to `from_ms` is
-/// folded into `session`. Good for any seek to `from_ms` or later.
+/// folded into `saved`. Good for any seek to `from_ms` or later.
 #[derive(Debug, Clone)]
 struct Checkpoint {
     from_ms: u64,
-    session: Session,
+    saved: Saved,
     reader: Reader,
     pending: Entry,
     end_sent: bool,
 }
 
-/// A recording as a source.
+/// A recording as a source. It yields the recorded messages and, right after each
+/// `Stack`, the [`Event::Symbols`] of that stack from the file's symbol table.
 pub struct RecordingSource {
     path: PathBuf,
     hello: AgentHello,
@@ -45,10 +66,13 @@ pub struct RecordingSource {
     reader: Reader,
     /// Read but not yet due.
     pending: Option<Entry>,
+    /// Due and not yet handed out (the symbols that follow a stack).
+    queued: VecDeque<Event>,
     pos_ms: f64,
     playing: bool,
     speed: f64,
     last_tick: Instant,
+    clock: Box<dyn Clock>,
     /// Folded states along the recording, so going back starts from the nearest one
     /// instead of the start. Kept once the timeline is used (a seek), not for one-off
     /// folds like `dump --at`.
@@ -94,10 +118,12 @@ impl RecordingSource {
             summary,
             reader,
             pending: None,
+            queued: VecDeque::new(),
             pos_ms: 0.0,
             playing: false,
             speed: 1.0,
             last_tick: Instant::now(),
+            clock: Box::new(SystemClock),
             end_sent: false,
             checkpoints: Vec::new(),
             checkpointing: false,
@@ -109,6 +135,44 @@ impl RecordingSource {
         &self.path
     }
 
+    /// Where and how playback starts: everything up to `at_ms` is due at once (the first
+    /// view shows the state then), then it plays on at `speed` when `playing`.
+    pub fn start_at(&mut self, at_ms: u64, speed: f64, playing: bool) {
+        self.pos_ms = at_ms.min(self.summary.duration_ms) as f64;
+        self.set_speed(speed);
+        self.playing = playing;
+        self.last_tick = self.clock.now();
+    }
+
+    /// Plays by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Box<dyn Clock>) -> RecordingSource {
+        self.last_tick = clock.now();
+        self.clock = clock;
+        self
+    }
+
+    /// The snapshot interval it was recorded at, or else the typical gap between its
+    /// snapshots.
+    pub fn interval(&self) -> Duration {
+        let ms = match self.meta().map_or(0, |m| m.interval_ms) {
+            0 => {
+                let mut gaps: Vec<u64> = self
+                    .summary
+                    .snapshot_times
+                    .windows(2)
+                    .filter_map(|w| match w {
+                        [a, b] => Some(b.saturating_sub(*a)),
+                        _ => None,
+                    })
+                    .collect();
+                gaps.sort_unstable();
+                gaps.get(gaps.len() / 2).copied().unwrap_or(1000).max(1)
+            }
+            ms => ms as u64,
+        };
+        Duration::from_millis(ms)
+    }
+
     pub fn summary(&self) -> &Summary {
         &self.summary
     }
@@ -118,32 +182,17 @@ impl RecordingSource {
     }
 
     /// Resolved frames of every raw address the recording has symbols for.
-    pub fn symbols(&self) -> &HashMap<u64, Vec<SymFrame>> {
+    pub fn symbols(&self) -> &HashMap<u64, Vec<Frame>> {
         &self.summary.symbols
     }
 
-    /// The resolved frames of every stack in the recording, innermost first (an address
-    /// without symbols becomes a frame named by its address). Stacks none of whose
-    /// addresses were resolved are left out.
-    pub fn stack_symbols(&self) -> HashMap<StackId, Vec<SymFrame>> {
-        let table = &self.summary.symbols;
+    /// The resolved frames of every stack in the recording (see `expand`); stacks none
+    /// of whose addresses were resolved are left out.
+    pub fn stack_symbols(&self) -> HashMap<StackId, Vec<Frame>> {
         self.summary
             .stacks
             .iter()
-            .filter(|(_, addrs)| addrs.iter().any(|a| table.contains_key(a)))
-            .map(|(id, addrs)| {
-                let frames = addrs
-                    .iter()
-                    .flat_map(|a| match table.get(a) {
-                        Some(f) => f.clone(),
-                        None => vec![SymFrame {
-                            function: Some(format!("{a:#x}")),
-                            ..Default::default()
-                        }],
-                    })
-                    .collect();
-                (*id, frames)
-            })
+            .filter_map(|(id, addrs)| Some((*id, expand(&self.summary.symbols, addrs)?)))
             .collect()
     }
 
@@ -168,12 +217,12 @@ impl RecordingSource {
             "{}: {what}; replaying the {} before it ({})",
             self.path.display(),
             crate::plural::count(s.frames, "whole frame"),
-            crate::report::age(s.duration_ms)
+            crate::duration::age(s.duration_ms)
         ))
     }
 
     fn tick(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         if self.playing {
             let dt = now.duration_since(self.last_tick).as_secs_f64() * 1000.0 * self.speed;
             self.pos_ms = (self.pos_ms + dt).min(self.summary.duration_ms as f64);
@@ -185,14 +234,24 @@ impl RecordingSource {
         self.pending.take().or_else(|| self.reader.next())
     }
 
-    fn event_of(&mut self, item: Item) -> Option<Event> {
+    /// Queues what a due frame yields: its message (and the symbols of a stack), or its
+    /// end.
+    fn queue(&mut self, item: Item) {
         match item {
-            Item::Msg(m) => Some(Event::Msg(m)),
+            Item::Msg(m) => {
+                let symbols = match &m {
+                    AgentMsg::Stack { id, frames } => expand(&self.summary.symbols, frames)
+                        .map(|frames| Event::Symbols { stack: *id, frames }),
+                    _ => None,
+                };
+                self.queued.push_back(Event::Msg(m));
+                self.queued.extend(symbols);
+            }
             Item::End(reason) => {
                 self.end_sent = true;
-                Some(Event::End(reason))
+                self.queued.push_back(Event::End(reason));
             }
-            Item::Meta(_) | Item::Symbols(_) | Item::Stop(_) => None,
+            Item::Meta(_) | Item::Symbols(_) | Item::Stop(_) => {}
         }
     }
 
@@ -206,6 +265,7 @@ impl RecordingSource {
     fn rewind_reader(&mut self) {
         self.reader = self.reader.rewound();
         self.pending = None;
+        self.queued.clear();
         self.end_sent = false;
         self.folded_ms = 0;
     }
@@ -216,7 +276,7 @@ impl RecordingSource {
 
     /// Keeps the state before `next` (the frame about to be folded) when it is far enough
     /// from the last checkpoint.
-    fn maybe_checkpoint(&mut self, next: &Entry, session: &Session) {
+    fn maybe_checkpoint(&mut self, next: &Entry, into: &dyn Refold) {
         let due = self
             .checkpoints
             .last()
@@ -226,7 +286,7 @@ impl RecordingSource {
         if self.checkpointing && due && next.t_ms > self.folded_ms {
             self.checkpoints.push(Checkpoint {
                 from_ms: self.folded_ms,
-                session: session.clone(),
+                saved: into.save(),
                 reader: self.reader.clone(),
                 pending: next.clone(),
                 end_sent: self.end_sent,
@@ -234,32 +294,29 @@ impl RecordingSource {
         }
     }
 
-    /// Folds every frame up to `t_ms` into `session`.
-    fn fold_until(&mut self, t_ms: u64, session: &mut Session) {
+    /// Folds every frame up to `t_ms` into `into`.
+    fn fold_until(&mut self, t_ms: u64, into: &mut dyn Refold) {
         loop {
             let entry = self.take_entry();
             if let Some(e) = &entry {
                 if e.t_ms <= t_ms {
-                    self.maybe_checkpoint(e, session);
+                    self.maybe_checkpoint(e, into);
                     self.folded_ms = e.t_ms;
                 }
             }
             match entry {
-                Some(e) if e.t_ms <= t_ms => match e.item {
-                    Item::Msg(m) => session.apply(&m),
-                    Item::End(reason) => {
-                        self.end_sent = true;
-                        session.end(&reason);
+                Some(e) if e.t_ms <= t_ms => {
+                    self.queue(e.item);
+                    for ev in self.queued.drain(..) {
+                        into.fold(&ev);
                     }
-                    _ => {}
-                },
+                }
                 Some(e) => {
                     self.pending = Some(e);
                     return;
                 }
                 None => {
-                    let reason = self.end_reason();
-                    session.end(&reason);
+                    into.fold(&Event::End(self.end_reason()));
                     self.end_sent = true;
                     return;
                 }
@@ -276,6 +333,9 @@ impl Source for RecordingSource {
     fn next(&mut self, timeout: Duration) -> Option<Event> {
         self.tick();
         loop {
+            if let Some(ev) = self.queued.pop_front() {
+                return Some(ev);
+            }
             match self.take_entry() {
                 None => {
                     self.pos_ms = self.summary.duration_ms as f64;
@@ -284,14 +344,12 @@ impl Source for RecordingSource {
                         self.end_sent = true;
                         return Some(Event::End(self.end_reason()));
                     }
-                    std::thread::sleep(timeout);
+                    self.clock.sleep(timeout);
                     return None;
                 }
                 Some(e) if e.t_ms as f64 <= self.pos_ms => {
                     self.folded_ms = e.t_ms;
-                    if let Some(ev) = self.event_of(e.item) {
-                        return Some(ev);
-                    }
+                    self.queue(e.item);
                 }
                 Some(e) => {
                     let due = e.t_ms as f64;
@@ -304,7 +362,7 @@ impl Source for RecordingSource {
                     } else {
                         timeout
                     };
-                    std::thread::sleep(wait);
+                    self.clock.sleep(wait);
                     self.tick();
                     if due > self.pos_ms {
                         return None;
@@ -320,54 +378,26 @@ impl Source for RecordingSource {
     fn timeline(&mut self) -> Option<&mut dyn Timeline> {
         Some(self)
     }
-
-    fn fill_symbols(&mut self, session: &mut Session) -> bool {
-        let table = &self.summary.symbols;
-        for (id, addrs) in &session.stacks {
-            if session.symbols.contains_key(id) || !addrs.iter().any(|a| table.contains_key(a)) {
-                continue;
-            }
-            let frames = addrs
-                .iter()
-                .flat_map(|a| match table.get(a) {
-                    Some(frames) => frames.iter().map(|f| frame_of(*a, f)).collect(),
-                    None => vec![raw_frame(*a)],
-                })
-                .collect();
-            session.symbols.insert(*id, frames);
-        }
-        true
-    }
 }
 
-/// A resolved frame as the symbolizer would have given it live.
-fn frame_of(addr: u64, f: &SymFrame) -> crate::symbolize::Frame {
-    use crate::symbolize::FrameClass;
-    crate::symbolize::Frame {
-        function: f.function.as_deref().unwrap_or("??").into(),
-        file: f.file.as_deref().map(Into::into),
-        line: f.line,
-        column: f.column,
-        inlined: f.inlined,
-        class: match f.class.as_deref() {
-            Some("runtime") => FrameClass::Runtime,
-            Some("std") => FrameClass::Std,
-            Some("agent") => FrameClass::Agent,
-            _ => FrameClass::User,
-        },
-        module: f.module.as_deref().unwrap_or("").into(),
-        addr,
-    }
-}
-
-/// An address the recording has no symbols for (folded away like runtime frames).
-fn raw_frame(addr: u64) -> crate::symbolize::Frame {
-    crate::symbolize::unknown_frame(
-        format!("{addr:#x}"),
-        crate::symbolize::FrameClass::Runtime,
-        "",
-        addr,
-    )
+/// The frames of a recorded stack from the file's symbol table, innermost first: each
+/// address's resolved frames in place, an address without symbols as a frame named by it
+/// (folded away like runtime frames). `None` when no address of the stack was resolved.
+fn expand(table: &HashMap<u64, Vec<Frame>>, addrs: &[u64]) -> Option<Vec<Frame>> {
+    addrs.iter().any(|a| table.contains_key(a)).then(|| {
+        addrs
+            .iter()
+            .flat_map(|a| match table.get(a) {
+                Some(frames) => frames.clone(),
+                None => vec![Frame::unknown(
+                    format!("{a:#x}"),
+                    FrameClass::Runtime,
+                    "",
+                    *a,
+                )],
+            })
+            .collect()
+    })
 }
 
 impl Timeline for RecordingSource {
@@ -391,7 +421,7 @@ impl Timeline for RecordingSource {
             self.rewind_reader();
         }
         self.playing = playing;
-        self.last_tick = Instant::now();
+        self.last_tick = self.clock.now();
     }
 
     fn speed(&self) -> f64 {
@@ -415,7 +445,7 @@ impl Timeline for RecordingSource {
         &self.summary.snapshot_times
     }
 
-    fn seek(&mut self, t_ms: u64, session: &mut Session) {
+    fn seek(&mut self, t_ms: u64, into: &mut dyn Refold) {
         self.tick();
         self.checkpointing = true;
         let t = t_ms.min(self.summary.duration_ms);
@@ -425,41 +455,21 @@ impl Timeline for RecordingSource {
             match self.checkpoints.iter().rev().find(|c| c.from_ms <= t) {
                 Some(c) => {
                     let c = c.clone();
-                    *session = c.session;
+                    into.restore(Some(&c.saved));
                     self.reader = c.reader;
                     self.pending = Some(c.pending);
+                    self.queued.clear();
                     self.end_sent = c.end_sent;
                     self.folded_ms = c.from_ms;
                 }
                 None => {
-                    *session = Session::new();
+                    into.restore(None);
                     self.rewind_reader();
                 }
             }
         }
-        self.fold_until(t, session);
-        self.fill_symbols(session);
+        self.fold_until(t, into);
         self.pos_ms = t as f64;
-        self.last_tick = Instant::now();
+        self.last_tick = self.clock.now();
     }
-}
-
-/// Opens `path` and folds it up to `at_ms` (the end when `None`): what `leaktop dump` and
-/// `leaktop check` show of a recording.
-pub fn session_at(
-    path: &Path,
-    at_ms: Option<u64>,
-) -> Result<(Session, RecordingSource), OpenError> {
-    session_of(RecordingSource::open(path)?, at_ms)
-}
-
-/// [`session_at`] of an opened recording.
-pub fn session_of(
-    mut src: RecordingSource,
-    at_ms: Option<u64>,
-) -> Result<(Session, RecordingSource), OpenError> {
-    let mut session = Session::new();
-    let t = at_ms.unwrap_or(u64::MAX);
-    src.seek(t, &mut session);
-    Ok((session, src))
 }

@@ -4,7 +4,11 @@
 //! Recording can start at any moment: the tee remembers what a recording must begin with
 //! (hello, module map, every location and stack defined so far, their symbols, the last
 //! snapshot) and writes that first, then asks the agent for its history again, so a file
-//! started mid-session replays on its own.
+//! started mid-session replays on its own. That memory is the stream's definitions, kept
+//! here rather than read from the model, so recording depends on nothing above the source.
+//!
+//! Symbols come as the [`Event::Symbols`] of the symbolizing stage before the tee
+//! ([`crate::source::Symbolize`]); they are stored per raw address, as the format wants.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,51 +18,10 @@ use leaktop_agent::wire::{
     AgentHello, AgentMsg, ClientMsg, LocId, Location, Mapping, Snapshot, StackId,
 };
 
-use super::format::{SymFrame, SymbolEntry};
+use super::format::SymbolEntry;
 use super::writer::{RecordOptions, RecordStats, Recorder, WriteError};
+use crate::frame::Frame;
 use crate::source::{Event, Recorder as RecorderControl, Source, Timeline};
-
-/// Resolves raw return addresses of the live target to frames (the symbolizer, when the
-/// source is live). Called once per new address.
-pub type Resolver = Box<dyn FnMut(&AgentHello, &[Mapping], &[u64]) -> Vec<SymbolEntry> + Send>;
-
-/// Longest a stopping recording waits for symbols still being resolved.
-pub const SYMBOLS_WAIT: Duration = Duration::from_secs(30);
-
-/// The symbolizer's thread: requests in, resolved entries out.
-struct Worker {
-    tx: std::sync::mpsc::Sender<(AgentHello, Vec<Mapping>, Vec<u64>)>,
-    rx: std::sync::mpsc::Receiver<Vec<SymbolEntry>>,
-}
-
-impl Worker {
-    fn start(mut resolver: Resolver) -> Option<Worker> {
-        let (tx, requests) = std::sync::mpsc::channel::<(AgentHello, Vec<Mapping>, Vec<u64>)>();
-        let (answers, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("leaktop-symbolize".into())
-            .spawn(move || {
-                for (hello, modules, addrs) in requests {
-                    let mut entries = resolver(&hello, &modules, &addrs);
-                    // Every address asked gets an answer, resolved or not, so nobody
-                    // waits for it.
-                    let answered: std::collections::HashSet<u64> =
-                        entries.iter().map(|e| e.addr).collect();
-                    entries.extend(addrs.iter().filter(|a| !answered.contains(a)).map(|a| {
-                        SymbolEntry {
-                            addr: *a,
-                            frames: Vec::new(),
-                        }
-                    }));
-                    if answers.send(entries).is_err() {
-                        return;
-                    }
-                }
-            })
-            .ok()?;
-        Some(Worker { tx, rx })
-    }
-}
 
 /// What happened to a recording, for a status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +46,9 @@ pub struct Tee<S> {
     modules: Option<Vec<Mapping>>,
     locations: BTreeMap<LocId, Location>,
     stacks: BTreeMap<StackId, Vec<u64>>,
-    symbols: HashMap<u64, Vec<SymFrame>>,
+    /// Resolved frames of every raw address seen in a `Symbols` event.
+    symbols: HashMap<u64, Vec<Frame>>,
     last_snapshot: Option<Snapshot>,
-    symbolizer: Option<Worker>,
-    /// Addresses handed to the symbolizer and not answered yet.
-    requested: std::collections::HashSet<u64>,
     recorder: Option<Recorder>,
     /// Snapshot interval asked of the agent, for the meta frame of files started by `r`.
     interval_ms: u32,
@@ -105,21 +66,11 @@ impl<S: Source> Tee<S> {
             stacks: BTreeMap::new(),
             symbols: HashMap::new(),
             last_snapshot: None,
-            symbolizer: None,
-            requested: Default::default(),
             recorder: None,
             interval_ms: 0,
             state: RecordState::Off,
             ended: false,
         }
-    }
-
-    /// Sets the symbolizer used to store resolved frames alongside stacks. It runs on a
-    /// thread of its own: reading a large binary's DWARF the first time takes a while, and
-    /// the source (and the screen) must not wait for it.
-    pub fn with_resolver(mut self, resolver: Resolver) -> Tee<S> {
-        self.symbolizer = Worker::start(resolver);
-        self
     }
 
     /// The snapshot interval the source was asked for (kept up to date from the
@@ -131,10 +82,6 @@ impl<S: Source> Tee<S> {
 
     pub fn inner(&self) -> &S {
         &self.inner
-    }
-
-    pub fn inner_mut(&mut self) -> &mut S {
-        &mut self.inner
     }
 
     pub fn state(&self) -> &RecordState {
@@ -187,16 +134,6 @@ impl<S: Source> Tee<S> {
     }
 
     fn write_preamble(&mut self, rec: &mut Recorder) -> Result<(), WriteError> {
-        let mut missing: Vec<u64> = self
-            .stacks
-            .values()
-            .flatten()
-            .copied()
-            .filter(|a| !self.symbols.contains_key(a))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        self.request_symbols(missing);
         rec.write_msg(&AgentMsg::Hello(self.hello.clone()))?;
         if let Some(m) = &self.modules {
             rec.write_msg(&AgentMsg::Modules(m.clone()))?;
@@ -230,11 +167,8 @@ impl<S: Source> Tee<S> {
         Ok(())
     }
 
-    /// Stops recording; `reason` is stored as the recording's last frame. Symbols still
-    /// being resolved are waited for (at most [`SYMBOLS_WAIT`]) so the file has them.
+    /// Stops recording; `reason` is stored as the recording's last frame.
     pub fn stop(&mut self, reason: &str) -> Option<Result<RecordStats, WriteError>> {
-        self.recorder.as_ref()?;
-        self.collect_symbols(SYMBOLS_WAIT);
         let rec = self.recorder.take()?;
         let path = rec.path().to_path_buf();
         let result = rec.finish(reason);
@@ -253,9 +187,11 @@ impl<S: Source> Tee<S> {
         Some(result)
     }
 
-    fn remember(&mut self, msg: &AgentMsg) -> Vec<u64> {
-        match msg {
-            AgentMsg::Hello(h) => {
+    /// Keeps what a recording started later must begin with; returns the symbol entries
+    /// this event adds (each raw address once).
+    fn remember(&mut self, ev: &Event) -> Vec<SymbolEntry> {
+        match ev {
+            Event::Msg(AgentMsg::Hello(h)) => {
                 if h.pid != self.hello.pid || h.start_time_ticks != self.hello.start_time_ticks {
                     self.locations.clear();
                     self.stacks.clear();
@@ -264,82 +200,29 @@ impl<S: Source> Tee<S> {
                 }
                 self.hello = h.clone();
             }
-            AgentMsg::Modules(m) => self.modules = Some(m.clone()),
-            AgentMsg::Location { id, loc } => {
+            Event::Msg(AgentMsg::Modules(m)) => self.modules = Some(m.clone()),
+            Event::Msg(AgentMsg::Location { id, loc }) => {
                 self.locations.insert(*id, loc.clone());
             }
-            AgentMsg::Stack { id, frames } => {
+            Event::Msg(AgentMsg::Stack { id, frames }) => {
                 self.stacks.insert(*id, frames.clone());
-                let mut new: Vec<u64> = frames
-                    .iter()
-                    .copied()
-                    .filter(|a| !self.symbols.contains_key(a))
-                    .collect();
-                new.sort_unstable();
-                new.dedup();
+            }
+            Event::Msg(AgentMsg::Snapshot(s)) => self.last_snapshot = Some(s.clone()),
+            Event::Symbols { frames, .. } => {
+                let mut new = Vec::new();
+                for e in SymbolEntry::of_frames(frames) {
+                    if let std::collections::hash_map::Entry::Vacant(v) = self.symbols.entry(e.addr)
+                    {
+                        v.insert(e.frames.clone());
+                        new.push(e);
+                    }
+                }
                 return new;
             }
-            AgentMsg::Snapshot(s) => self.last_snapshot = Some(s.clone()),
+            Event::End(_) => self.ended = true,
             _ => {}
         }
         Vec::new()
-    }
-
-    /// Hands addresses without symbols to the symbolizer thread.
-    fn request_symbols(&mut self, mut addrs: Vec<u64>) {
-        let Some(worker) = &self.symbolizer else {
-            return;
-        };
-        addrs.retain(|a| !self.symbols.contains_key(a) && !self.requested.contains(a));
-        if addrs.is_empty() {
-            return;
-        }
-        let modules = self.modules.clone().unwrap_or_default();
-        if worker
-            .tx
-            .send((self.hello.clone(), modules, addrs.clone()))
-            .is_ok()
-        {
-            self.requested.extend(addrs);
-        }
-    }
-
-    /// Takes what the symbolizer has answered, waiting up to `wait` while something is
-    /// still asked, and records it.
-    fn collect_symbols(&mut self, wait: Duration) {
-        let Some(worker) = &self.symbolizer else {
-            return;
-        };
-        let deadline = std::time::Instant::now() + wait;
-        let mut got = Vec::new();
-        while !self.requested.is_empty() {
-            let answer = if wait.is_zero() {
-                worker.rx.try_recv().ok()
-            } else {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                worker.rx.recv_timeout(left).ok()
-            };
-            let Some(entries) = answer else {
-                break;
-            };
-            for e in &entries {
-                self.requested.remove(&e.addr);
-            }
-            got.extend(entries);
-        }
-        // Unresolved addresses are remembered (not asked again) but not written.
-        for e in &got {
-            self.symbols.insert(e.addr, e.frames.clone());
-        }
-        got.retain(|e| !e.frames.is_empty());
-        if got.is_empty() {
-            return;
-        }
-        if let Some(rec) = self.recorder.as_mut() {
-            if let Err(e) = rec.write_symbols(got) {
-                self.fail(e);
-            }
-        }
     }
 
     fn fail(&mut self, e: WriteError) {
@@ -351,16 +234,16 @@ impl<S: Source> Tee<S> {
         };
     }
 
-    fn record(&mut self, ev: &Event) {
+    fn record(&mut self, ev: &Event, symbols: Vec<SymbolEntry>) {
         let end = matches!(ev, Event::End(_));
-        if end {
-            // The process is gone: what is being resolved still goes in before the end.
-            self.collect_symbols(SYMBOLS_WAIT);
-        }
         let Some(rec) = self.recorder.as_mut() else {
             return;
         };
-        let result = rec.write_event(ev);
+        let result = match ev {
+            Event::Symbols { .. } => rec.write_symbols(symbols),
+            Event::SymbolNote(_) => Ok(()),
+            Event::Msg(_) | Event::End(_) => rec.write_event(ev),
+        };
         match result {
             Ok(()) if end => {
                 let rec = self.recorder.take();
@@ -396,20 +279,8 @@ impl<S: Source> Source for Tee<S> {
 
     fn next(&mut self, timeout: Duration) -> Option<Event> {
         let ev = self.inner.next(timeout)?;
-        let new_addrs = match &ev {
-            Event::Msg(m) => self.remember(m),
-            Event::End(_) => {
-                self.ended = true;
-                Vec::new()
-            }
-        };
-        // Symbolize only what goes into a file; a recording started later resolves the
-        // stacks it missed in its preamble.
-        if self.recorder.is_some() {
-            self.request_symbols(new_addrs);
-            self.collect_symbols(Duration::ZERO);
-        }
-        self.record(&ev);
+        let symbols = self.remember(&ev);
+        self.record(&ev, symbols);
         Some(ev)
     }
 
@@ -428,8 +299,8 @@ impl<S: Source> Source for Tee<S> {
         Some(self)
     }
 
-    fn fill_symbols(&mut self, session: &mut crate::model::Session) -> bool {
-        self.inner.fill_symbols(session)
+    fn busy(&self) -> bool {
+        self.inner.busy()
     }
 }
 
@@ -450,7 +321,7 @@ impl<S: Source> RecorderControl for Tee<S> {
                 self.state_path()
                     .map_or_else(String::new, |p| p.display().to_string()),
                 crate::plural::count(stats.snapshots, "snapshot"),
-                super::headless::human_bytes(stats.bytes)
+                super::human_bytes(stats.bytes)
             )),
             Err(e) => Some(e.to_string()),
         }
@@ -466,13 +337,13 @@ impl<S: Source> RecorderControl for Tee<S> {
             RecordState::On { path, stats } => Some(format!(
                 "{} {}",
                 path.display(),
-                super::headless::human_bytes(stats.bytes)
+                super::human_bytes(stats.bytes)
             )),
             RecordState::Done { error: Some(e), .. } => Some(format!("recording stopped: {e}")),
             RecordState::Done { path, stats, .. } => Some(format!(
                 "saved {} ({})",
                 path.display(),
-                super::headless::human_bytes(stats.bytes)
+                super::human_bytes(stats.bytes)
             )),
         }
     }

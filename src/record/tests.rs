@@ -11,11 +11,13 @@ use leaktop_agent::wire::{
     SiteStats, Snapshot,
 };
 
-use super::format::{self, SymFrame, SymbolEntry, FILE_HEADER_LEN, FORMAT_VERSION};
+use super::format::{self, SymbolEntry, FILE_HEADER_LEN, FORMAT_VERSION};
 use super::reader::{summarize, Damage, Entry, Item, OpenError, Reader, Tail};
-use super::replay::{session_of, RecordingSource};
+use super::replay::RecordingSource;
 use super::tee::Tee;
 use super::writer::{RecordOptions, Recorder, WriteError};
+use crate::driver::session_of;
+use crate::frame::{Frame, FrameClass};
 use crate::model::Session;
 use crate::source::{Event, Source};
 
@@ -145,16 +147,36 @@ pub(crate) fn script(snapshots: u64, sites: u32) -> Vec<(u64, Event)> {
 fn symbols() -> Vec<SymbolEntry> {
     vec![SymbolEntry {
         addr: 0x1234,
-        frames: vec![SymFrame {
-            function: Some("app::worker::{{closure}}".into()),
+        frames: vec![Frame {
+            function: "app::worker::{{closure}}".into(),
             file: Some("src/worker.rs".into()),
             line: Some(42),
             column: Some(9),
             inlined: true,
-            module: Some("/srv/app".into()),
-            class: Some("user".into()),
+            module: "/srv/app".into(),
+            class: FrameClass::User,
+            addr: 0x1234,
         }],
     }]
+}
+
+/// A replay clock that moves only when the replay waits on it.
+struct ManualClock(std::sync::Mutex<std::time::Instant>);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock(std::sync::Mutex::new(std::time::Instant::now()))
+    }
+}
+
+impl super::replay::Clock for ManualClock {
+    fn now(&self) -> std::time::Instant {
+        *self.0.lock().unwrap()
+    }
+
+    fn sleep(&self, d: Duration) {
+        *self.0.lock().unwrap() += d;
+    }
 }
 
 fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
@@ -208,10 +230,7 @@ fn fold(script: &[(u64, Event)], until: u64) -> Session {
         if *t > until {
             break;
         }
-        match ev {
-            Event::Msg(m) => s.apply(m),
-            Event::End(r) => s.end(r),
-        }
+        s.apply(ev);
     }
     s
 }
@@ -241,7 +260,7 @@ fn session_at_any_time_equals_the_live_fold_up_to_then() {
     let script = script(20, 30);
     write(&path, &script);
     for t in [0, 999, 1000, 5500, 12_000, 20_000, 20_500, 99_999] {
-        let (session, _) = session_of(RecordingSource::open(&path).unwrap(), Some(t)).unwrap();
+        let (session, _) = session_of(RecordingSource::open(&path).unwrap(), Some(t));
         let mut want = fold(&script, t);
         if t >= 20_500 {
             want.end("process 4242 exited");
@@ -288,7 +307,9 @@ fn seeking_back_and_forth_matches_a_fresh_fold() {
     let path = temp_path(&dir, "a.ltrec");
     let script = script(20, 30);
     write(&path, &script);
-    let mut src = RecordingSource::open(&path).unwrap();
+    let mut src = RecordingSource::open(&path)
+        .unwrap()
+        .with_clock(Box::new(ManualClock::default()));
     let mut session = Session::new();
     for t in [15_000, 3_000, 3_000, 7_250, 20_500, 0, 11_000] {
         src.seek(t, &mut session);
@@ -307,18 +328,15 @@ fn seeking_back_and_forth_matches_a_fresh_fold() {
     src.step(false, &mut session);
     assert_eq!(src.position_ms(), 10_000);
     assert_eq!(fingerprint(&session), fingerprint(&fold(&script, 10_000)));
-    // After a seek, what `next` yields continues exactly from there.
+    // After a seek, what `next` yields continues exactly from there, in real time by
+    // the replay's clock (which here moves as fast as the replay waits on it).
     let mut tail = Vec::new();
-    src.set_speed(1024.0);
     src.set_playing(true);
-    while let Some(ev) = src.next(Duration::from_millis(50)) {
+    while let Some(ev) = src.next(Duration::from_secs(60)) {
         tail.push(ev.clone());
-        match &ev {
-            Event::Msg(m) => session.apply(m),
-            Event::End(r) => {
-                session.end(r);
-                break;
-            }
+        session.apply(&ev);
+        if matches!(ev, Event::End(_)) {
+            break;
         }
     }
     let want: Vec<Event> = script
@@ -367,7 +385,7 @@ fn a_cut_at_every_byte_replays_up_to_the_last_whole_frame() {
             Path::new("cut.ltrec"),
         ) {
             Ok(src) => {
-                let (session, src) = session_of(src, None).unwrap();
+                let (session, src) = session_of(src, None);
                 assert!(session.hello.is_some());
                 assert!(session.ended.is_some());
                 assert_eq!(src.warning().is_some(), !at_boundary, "cut at {cut}");
@@ -541,7 +559,17 @@ impl Source for Scripted {
         &self.hello
     }
     fn next(&mut self, _timeout: Duration) -> Option<Event> {
-        self.events.pop_front()
+        let ev = self.events.pop_front()?;
+        // As the symbolizing stage would: the symbols of a stack follow it.
+        if let Event::Msg(AgentMsg::Stack { id, frames }) = &ev {
+            let frames = frames
+                .iter()
+                .map(|a| Frame::unknown(format!("f{a:x}"), FrameClass::User, "", *a))
+                .collect();
+            self.events
+                .push_front(Event::Symbols { stack: *id, frames });
+        }
+        Some(ev)
     }
     fn request(&mut self, msg: ClientMsg) {
         // The agent answers a history request with its rings.
@@ -562,33 +590,19 @@ fn a_tee_started_mid_session_writes_a_self_contained_recording() {
         hello: hello(4242),
         events: script.iter().map(|(_, e)| e.clone()).collect(),
         requests: Vec::new(),
-    })
-    .with_resolver(Box::new(|h, modules, addrs| {
-        assert_eq!(h.pid, 4242);
-        assert_eq!(modules.len(), 1);
-        addrs
-            .iter()
-            .map(|a| SymbolEntry {
-                addr: *a,
-                frames: vec![SymFrame {
-                    function: Some(format!("f{a:x}")),
-                    ..Default::default()
-                }],
-            })
-            .collect()
-    }));
+    });
     let mut live = Session::new();
     let pump = |tee: &mut Tee<Scripted>, n: usize, live: &mut Session| {
         for _ in 0..n {
             match tee.next(Duration::ZERO) {
-                Some(Event::Msg(m)) => live.apply(&m),
-                Some(Event::End(r)) => live.end(&r),
+                Some(ev) => live.apply(&ev),
                 None => break,
             }
         }
     };
-    // Hello, modules, 5 locations, stack, history, 4 snapshots; then record.
-    pump(&mut tee, 9 + 4, &mut live);
+    // Hello, modules, 5 locations, stack and its symbols, history, 4 snapshots; then
+    // record.
+    pump(&mut tee, 10 + 4, &mut live);
     tee.start(&path, &RecordOptions::default()).unwrap();
     assert!(tee.is_recording());
     assert_eq!(tee.inner().requests, vec![ClientMsg::History]);
@@ -619,13 +633,13 @@ fn a_tee_started_mid_session_writes_a_self_contained_recording() {
     assert_eq!(
         src.symbols()
             .get(&0x5678)
-            .and_then(|f| f[0].function.clone()),
+            .map(|f| f[0].function.to_string()),
         Some("f5678".into())
     );
 }
 
 fn session_at_path(path: &Path) -> (Session, RecordingSource) {
-    session_of(RecordingSource::open(path).unwrap(), None).unwrap()
+    session_of(RecordingSource::open(path).unwrap(), None)
 }
 
 #[test]
@@ -671,7 +685,7 @@ mod properties {
         let reader = reader.rewound();
         if let Ok(src) = RecordingSource::from_reader(reader, path) {
             let d = src.summary().duration_ms;
-            let (_, mut src) = session_of(src, Some(d / 2)).unwrap();
+            let (_, mut src) = session_of(src, Some(d / 2));
             let mut s = Session::new();
             crate::source::Timeline::seek(&mut src, d, &mut s);
             let _ = src.warning();
@@ -765,7 +779,7 @@ mod properties {
 
         #[test]
         fn the_fuzz_entry_point_never_panics(data in prop::collection::vec(any::<u8>(), 0..1024)) {
-            crate::record::fuzz_one(&data);
+            crate::fuzz::recording(&data);
         }
 
         #[test]
@@ -854,7 +868,7 @@ fn size_table() {
         let n = Reader::open(&path).unwrap().count();
         eprintln!("  decode only: {} ms ({n} frames)", t.elapsed().as_millis());
         let t = std::time::Instant::now();
-        let (session, _) = session_of(RecordingSource::open(&path).unwrap(), None).unwrap();
+        let (session, _) = session_of(RecordingSource::open(&path).unwrap(), None);
         eprintln!(
             "1000 sites, 1 in {every} changing each second: {} bytes/minute; open + fold 10 min: {} ms ({} sites)",
             (stats.bytes - start) / 10,

@@ -92,12 +92,6 @@ fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 fn create_new(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
@@ -177,7 +171,7 @@ impl Recorder {
             leaktop_version: env!("CARGO_PKG_VERSION").to_string(),
             started_unix_ms: unix_ms_now(),
             interval_ms: opts.interval_ms,
-            hostname: hostname(),
+            hostname: crate::proc::hostname(),
             recorded_by: opts.recorded_by.clone(),
         }))?;
         Ok(rec)
@@ -289,6 +283,12 @@ impl Recorder {
                     reason: reason.clone(),
                 },
             ),
+            Event::Symbols { frames, .. } => {
+                let entries: Vec<SymbolEntry> = SymbolEntry::of_frames(frames).collect();
+                self.write_record_at(t_ms, &Record::Symbols(entries))
+            }
+            // What the symbolizer said is about this machine, not the recording.
+            Event::SymbolNote(_) => Ok(()),
         }
     }
 

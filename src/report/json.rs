@@ -51,9 +51,9 @@ use serde::Serialize;
 
 use leaktop_agent::wire::{BlockedGroup, LocId, Op, SiteKind, SiteStats};
 
-use super::{hex, verdict_map};
+use crate::frame::{fold, FoldMode, Folded};
 use crate::model::{Session, SiteVerdict, Thresholds};
-use crate::symbolize::{fold, FoldMode, Folded, FrameClass};
+use crate::text::hex;
 
 #[derive(Serialize)]
 struct JsonDump<'a> {
@@ -111,6 +111,36 @@ pub(crate) struct JsonLocation {
     column: u32,
 }
 
+impl JsonLocation {
+    pub(crate) fn of(session: &Session, id: LocId) -> Option<JsonLocation> {
+        session.locations.get(&id).map(|l| JsonLocation {
+            file: l.file.clone(),
+            line: l.line,
+            column: l.column,
+        })
+    }
+
+    /// The location of a spawn site; `None` for the synthetic rows.
+    pub(crate) fn of_site(
+        session: &Session,
+        id: LocId,
+        kind: Option<SiteKind>,
+    ) -> Option<JsonLocation> {
+        (kind_name(kind) == "spawn")
+            .then(|| JsonLocation::of(session, id))
+            .flatten()
+    }
+}
+
+/// `"spawn"`, `"uninstrumented"` or `"other"`.
+pub(crate) fn kind_name(kind: Option<SiteKind>) -> &'static str {
+    match kind {
+        Some(SiteKind::Uninstrumented) => "uninstrumented",
+        Some(SiteKind::Other) => "other",
+        _ => "spawn",
+    }
+}
+
 #[derive(Serialize)]
 struct JsonSite {
     site: Option<JsonLocation>,
@@ -137,21 +167,9 @@ fn json_site(
     verdict: Option<&SiteVerdict>,
     mode: FoldMode,
 ) -> JsonSite {
-    let kind = match st.kind {
-        Some(SiteKind::Uninstrumented) => "uninstrumented",
-        Some(SiteKind::Other) => "other",
-        _ => "spawn",
-    };
     JsonSite {
-        site: (kind == "spawn")
-            .then(|| session.locations.get(&id))
-            .flatten()
-            .map(|l| JsonLocation {
-                file: l.file.clone(),
-                line: l.line,
-                column: l.column,
-            }),
-        kind,
+        site: JsonLocation::of_site(session, id, st.kind),
+        kind: kind_name(st.kind),
         live: st.live,
         running: st.running,
         idle: st.idle(),
@@ -162,7 +180,7 @@ fn json_site(
         oldest_live_age_ms: st.oldest_live_ms.map(|t| session.now_ms.saturating_sub(t)),
         verdict: verdict.map_or("none", |v| v.verdict.name()),
         rate_per_min: verdict.map_or(0.0, |v| (v.rate_per_min * 10.0).round() / 10.0),
-        evidence: verdict.map(|v| v.evidence.clone()).unwrap_or_default(),
+        evidence: verdict.map_or_else(Vec::new, |v| super::evidence::sentences(session, v)),
         delta: session.delta(id).map(|d| JsonDelta {
             live: d.live,
             blocked_send: d.blocked_send,
@@ -186,7 +204,7 @@ pub fn json(session: &Session) -> String {
 
 /// The JSON report with each site's verdict under `th`.
 pub fn json_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
-    let verdicts = verdict_map(session, th);
+    let verdicts = crate::model::verdict::by_site(session, th);
     let sites: Vec<(LocId, &SiteStats)> = session.sites_by_live();
     let totals = JsonTotals {
         live: sites.iter().map(|s| s.1.live).fold(0, u64::saturating_add),
@@ -291,14 +309,6 @@ fn op_key(op: Op) -> &'static str {
     }
 }
 
-fn json_location(session: &Session, id: LocId) -> Option<JsonLocation> {
-    session.locations.get(&id).map(|l| JsonLocation {
-        file: l.file.clone(),
-        line: l.line,
-        column: l.column,
-    })
-}
-
 pub(crate) fn json_group(session: &Session, g: &BlockedGroup, mode: FoldMode) -> JsonGroup {
     let now = session.now_ms;
     JsonGroup {
@@ -306,8 +316,8 @@ pub(crate) fn json_group(session: &Session, g: &BlockedGroup, mode: FoldMode) ->
         op_name: g.key.op.name(),
         count: g.count,
         oldest_age_ms: now.saturating_sub(g.oldest_since_ms),
-        call_site: json_location(session, g.key.call_site),
-        channel_site: json_location(session, g.key.channel_site),
+        call_site: JsonLocation::of(session, g.key.call_site),
+        channel_site: JsonLocation::of(session, g.key.channel_site),
         channel_kind: g.kind.name(),
         channel: g.channel.as_ref().map(|c| JsonChannel {
             id: c.id,
@@ -341,21 +351,12 @@ pub(crate) fn json_group(session: &Session, g: &BlockedGroup, mode: FoldMode) ->
                             line: f.line,
                             column: f.column,
                             inlined: f.inlined,
-                            class: class_name(f.class),
+                            class: f.class.name(),
                         }),
                         Folded::Hidden { .. } => None,
                     })
                     .collect()
             })
             .unwrap_or_default(),
-    }
-}
-
-fn class_name(c: FrameClass) -> &'static str {
-    match c {
-        FrameClass::User => "user",
-        FrameClass::Runtime => "runtime",
-        FrameClass::Std => "std",
-        FrameClass::Agent => "agent",
     }
 }

@@ -2,32 +2,29 @@
 //! `goroutine?debug=1`, with `debug=2`-style blocked groups and await chains under each
 //! site) and its JSON form ([`json`], schema documented there).
 
-use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, SiteKind, StackId};
+use std::collections::HashMap;
+use std::fmt::Write;
 
+use leaktop_agent::wire::{BlockedGroup, ChannelStats, LocId, SiteKind, SiteStats, StackId};
+
+use crate::frame::{display_name, fold, FoldMode, Folded};
 use crate::model::{Session, SiteVerdict, Thresholds, Verdict};
-use crate::symbolize::{fold, FoldMode, Folded};
 
+pub mod check;
+pub mod evidence;
 mod json;
 pub use json::{json, json_with};
-pub(crate) use json::{json_group, JsonGroup};
-
-/// Output format of `dump`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 /// `5m12s`-style age (see [`crate::duration::age`]).
 pub fn age(ms: u64) -> String {
     crate::duration::age(ms)
 }
 
+/// The name of a site's row: its location, or what the synthetic rows stand for.
 pub(crate) fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
-    match kind {
-        Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
-        Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
-        _ => session.location(id),
+    match kind.and_then(SiteKind::row_label) {
+        Some(label) => label.into(),
+        None => session.location(id),
     }
 }
 
@@ -36,22 +33,29 @@ pub fn text(session: &Session) -> String {
     text_with(session, &Thresholds::default(), FoldMode::UserOnly)
 }
 
-pub(crate) fn verdict_map(
-    session: &Session,
-    th: &Thresholds,
-) -> std::collections::HashMap<LocId, SiteVerdict> {
-    crate::model::assess(session, th)
-        .into_iter()
-        .map(|v| (v.site, v))
-        .collect()
-}
-
 /// The text report with each site's verdict (under `th`), Δ/min and evidence.
 /// Await chains show the user's own frames unless `mode` is [`FoldMode::All`].
 pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
-    let verdicts = verdict_map(session, th);
-    use std::fmt::Write;
+    let verdicts = crate::model::verdict::by_site(session, th);
     let mut out = String::new();
+    dump_header(&mut out, session, th, &verdicts);
+    for (id, st) in session.sites_by_live() {
+        let _ = writeln!(out);
+        site_paragraph(&mut out, session, id, st, verdicts.get(&id), mode);
+    }
+    for note in &session.symbol_notes {
+        let _ = writeln!(out, "\nnote: {note}");
+    }
+    out
+}
+
+/// The lines above the sites: the process, the totals, notes, the verdicts' tally.
+fn dump_header(
+    out: &mut String,
+    session: &Session,
+    th: &Thresholds,
+    verdicts: &HashMap<LocId, SiteVerdict>,
+) {
     if let Some(h) = &session.hello {
         let _ = writeln!(
             out,
@@ -63,24 +67,25 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
         );
     }
     let (live, blocked) = session.totals();
-    let sites = session.sites_by_live();
     let _ = writeln!(
         out,
         "{} in {}, {blocked} blocked on channels",
         crate::plural::count(live, "live task"),
-        crate::plural::count(sites.len() as u64, "spawn site")
+        crate::plural::count(session.sites_by_live().len() as u64, "spawn site")
     );
     if let Some(reason) = &session.ended {
         let _ = writeln!(out, "note: {reason}; showing the last state received");
     }
-    if let Some(h) = &session.hello {
-        if session.sites_seen > h.site_cap as u64 {
-            let _ = writeln!(
-                out,
-                "note: {} spawn sites seen, past the agent's cap of {}: the rest are counted together as <other sites>",
-                session.sites_seen, h.site_cap
-            );
-        }
+    if let Some(h) = session
+        .hello
+        .as_ref()
+        .filter(|h| session.sites_seen > h.site_cap as u64)
+    {
+        let _ = writeln!(
+            out,
+            "note: {} spawn sites seen, past the agent's cap of {}: the rest are counted together as <other sites>",
+            session.sites_seen, h.site_cap
+        );
     }
     let count = |v: Verdict| verdicts.values().filter(|x| x.verdict == v).count();
     let _ = writeln!(
@@ -99,77 +104,85 @@ pub fn text_with(session: &Session, th: &Thresholds, mode: FoldMode) -> String {
             age(session.now_ms.saturating_sub(b.t_ms))
         );
     }
-    for (id, st) in sites {
-        let _ = writeln!(out);
-        let v = verdicts.get(&id);
-        let mut tags = Vec::new();
-        if let Some(v) = v {
-            if v.verdict != Verdict::None {
-                tags.push(v.verdict.name().to_uppercase());
-            }
-            if v.growth.enough_data {
-                tags.push(format!("{:+.1}/min", v.rate_per_min));
-            }
+}
+
+/// One site: its counts and verdict, its tasks' states, the change since the baseline,
+/// the evidence, then its blocked groups with their await chains.
+fn site_paragraph(
+    out: &mut String,
+    session: &Session,
+    id: LocId,
+    st: &SiteStats,
+    v: Option<&SiteVerdict>,
+    mode: FoldMode,
+) {
+    let mut tags = Vec::new();
+    if let Some(v) = v {
+        if v.verdict != Verdict::None {
+            tags.push(v.verdict.name().to_uppercase());
         }
+        if v.growth.enough_data {
+            tags.push(format!("{:+.1}/min", v.rate_per_min));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} live ({} spawned, {} done) @ {}{}",
+        st.live,
+        st.spawned,
+        st.completed,
+        site_label(session, id, st.kind),
+        if tags.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", tags.join(", "))
+        }
+    );
+    let states = task_states(session, st);
+    if !states.is_empty() {
+        let _ = writeln!(out, "    {}", states.join(", "));
+    }
+    if let Some(d) = session.delta(id) {
         let _ = writeln!(
             out,
-            "{} live ({} spawned, {} done) @ {}{}",
-            st.live,
-            st.spawned,
-            st.completed,
-            site_label(session, id, st.kind),
-            if tags.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", tags.join(", "))
-            }
+            "    Δ {:+} live ({:+.1}/min), {} spawned, {} done",
+            d.live,
+            d.live_per_min(),
+            d.spawned,
+            d.completed
         );
-        let mut states = Vec::new();
-        if st.running > 0 {
-            states.push(format!("{} running", st.running));
-        }
-        if st.idle() > 0 {
-            states.push(format!("{} idle", st.idle()));
-        }
-        if st.blocked_send > 0 {
-            states.push(format!("{} blocked on send", st.blocked_send));
-        }
-        if st.blocked_recv > 0 {
-            states.push(format!("{} blocked on recv", st.blocked_recv));
-        }
-        if let Some(oldest) = st.oldest_live_ms {
-            states.push(format!(
-                "oldest {}",
-                age(session.now_ms.saturating_sub(oldest))
-            ));
-        }
-        if !states.is_empty() {
-            let _ = writeln!(out, "    {}", states.join(", "));
-        }
-        if let Some(d) = session.delta(id) {
-            let _ = writeln!(
-                out,
-                "    Δ {:+} live ({:+.1}/min), {} spawned, {} done",
-                d.live,
-                d.live_per_min(),
-                d.spawned,
-                d.completed
-            );
-        }
-        for e in v.map(|v| v.evidence.as_slice()).unwrap_or(&[]) {
-            let _ = writeln!(out, "    {e}");
-        }
-        for g in session.groups_of(id) {
-            let _ = writeln!(out, "    {}", group_line(session, g));
-            for line in chain_lines(session, g.key.stack, mode) {
-                let _ = writeln!(out, "        {line}");
-            }
+    }
+    for e in v.iter().flat_map(|v| &v.evidence) {
+        let _ = writeln!(out, "    {}", evidence::sentence(session, e));
+    }
+    for g in session.groups_of(id) {
+        let _ = writeln!(out, "    {}", group_line(session, g));
+        for line in chain_lines(session, g.key.stack, mode) {
+            let _ = writeln!(out, "        {line}");
         }
     }
-    for note in &session.symbol_notes {
-        let _ = writeln!(out, "\nnote: {note}");
+}
+
+/// `1 idle, 53 blocked on send, oldest 4.0s`.
+fn task_states(session: &Session, st: &SiteStats) -> Vec<String> {
+    let mut states = Vec::new();
+    for (n, what) in [
+        (st.running, "running"),
+        (st.idle(), "idle"),
+        (st.blocked_send, "blocked on send"),
+        (st.blocked_recv, "blocked on recv"),
+    ] {
+        if n > 0 {
+            states.push(format!("{n} {what}"));
+        }
     }
-    out
+    if let Some(oldest) = st.oldest_live_ms {
+        states.push(format!(
+            "oldest {}",
+            age(session.now_ms.saturating_sub(oldest))
+        ));
+    }
+    states
 }
 
 /// `4211 tasks [chan send, 5m12s] at src/a.rs:22:18 on mpsc(cap 1, len 1, 1 sender,
@@ -229,7 +242,7 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
             .into_iter()
             .map(|f| match f {
                 Folded::Frame(f) => {
-                    let name = crate::symbolize::display_name(&f.function);
+                    let name = display_name(&f.function);
                     match f.location() {
                         Some(loc) => format!("{name}\n            at {loc}"),
                         None => name.to_string(),
@@ -254,11 +267,6 @@ pub fn chain_lines(session: &Session, stack: Option<StackId>, mode: FoldMode) ->
     }
 }
 
-/// Hex of a build id.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +277,7 @@ mod tests {
     fn stuck_session() -> Session {
         let mut s = Session::new();
         for (id, line) in [(1, 3), (2, 8), (3, 22)] {
-            s.apply(&AgentMsg::Location {
+            s.apply_msg(&AgentMsg::Location {
                 id,
                 loc: Location {
                     file: "src/a.rs".into(),
@@ -278,7 +286,7 @@ mod tests {
                 },
             });
         }
-        s.apply(&AgentMsg::Stack {
+        s.apply_msg(&AgentMsg::Stack {
             id: 0,
             frames: vec![0x1000, 0x2abc],
         });
@@ -289,7 +297,7 @@ mod tests {
             call_site: 3,
             stack: Some(0),
         };
-        s.apply(&AgentMsg::Snapshot(Snapshot {
+        s.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 1,
             now_ms: 400_000,
             sites: vec![SiteStats {
@@ -341,7 +349,7 @@ mod tests {
     #[test]
     fn one_site_with_one_task_reads_1_site_not_1_sites() {
         let mut session = stuck_session();
-        session.apply(&AgentMsg::Snapshot(Snapshot {
+        session.apply_msg(&AgentMsg::Snapshot(Snapshot {
             seq: 2,
             now_ms: 401_000,
             sites: vec![SiteStats {

@@ -1,21 +1,7 @@
 //! Who a frame belongs to: the user's code, the async runtime (and other third-party
 //! crates), the standard library and system libraries, or leaktop's own agent.
 
-use serde::{Deserialize, Serialize};
-
-/// Owner of a frame, used to fold everything but the user's await chain by default.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FrameClass {
-    /// The program's own code (anything not recognised as one of the others).
-    User,
-    /// The async runtime and its helpers (tokio, futures, mio, parking_lot, …) and any
-    /// other crate compiled from the cargo registry or a git checkout.
-    Runtime,
-    /// std, core, alloc, libc, the dynamic loader, compiler glue.
-    Std,
-    /// leaktop's agent, linked into the target.
-    Agent,
-}
+pub use crate::frame::FrameClass;
 
 /// The rules of [`FrameClass`]. The lists hold crate names as they appear in demangled
 /// paths (`tokio_util`, not `tokio-util`); extend them through the public fields.

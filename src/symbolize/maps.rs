@@ -55,14 +55,13 @@ pub struct ProcessMaps {
 impl ProcessMaps {
     /// Reads `/proc/<pid>/maps` and `/proc/<pid>/exe`.
     pub fn read(pid: u32) -> Result<Self, SymbolizeError> {
-        let path = format!("/proc/{pid}/maps");
-        let text = std::fs::read_to_string(&path).map_err(|source| SymbolizeError::Maps {
+        let text = crate::proc::maps(pid).map_err(|source| SymbolizeError::Maps {
             pid,
-            path: path.into(),
+            path: crate::proc::pid_path(pid, "maps"),
             source,
         })?;
         let mut maps = Self::parse(&text).with_pid(pid);
-        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        if let Some(exe) = crate::proc::exe(pid) {
             let exe = exe.to_string_lossy();
             let exe = exe.strip_suffix(DELETED_SUFFIX).unwrap_or(&exe);
             maps.exe_path = Some(exe.to_owned());

@@ -11,7 +11,6 @@
 mod classify;
 mod elf;
 mod error;
-mod fold;
 mod maps;
 mod module;
 mod open;
@@ -26,47 +25,14 @@ use std::sync::Arc;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-pub use classify::{crate_of, Classifier, FrameClass};
+pub use crate::frame::{display_name, fold, FoldMode, Folded, Frame, FrameClass};
+pub use classify::{crate_of, Classifier};
 pub use error::SymbolizeError;
-pub use fold::{display_name, fold, FoldMode, Folded};
 pub use maps::{ProcessMaps, Region};
 pub use module::{DebugSource, ModuleInfo};
 
 use module::{Module, RawFrame};
 use open::hex;
-
-/// One function frame of a resolved address. An address inside inlined code yields several
-/// frames, innermost first; all but the last of them have `inlined == true`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
-    /// Demangled Rust path without hash (`app::worker::{{closure}}`), a C name, or, when
-    /// nothing is known, `<module file name>+0x<offset>` (the ELF virtual address when the
-    /// module could be read, else the file offset), or the raw `0x<addr>` outside any module.
-    /// Strings are shared with the symbolizer's cache: cloning a frame allocates nothing.
-    pub function: Arc<str>,
-    pub file: Option<Arc<str>>,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-    /// This frame was inlined into the next one (same machine frame).
-    pub inlined: bool,
-    pub class: FrameClass,
-    /// Path of the module as the process maps it; empty outside any module.
-    pub module: Arc<str>,
-    /// The raw address this frame was resolved from, as given.
-    pub addr: u64,
-}
-
-impl Frame {
-    /// `file:line[:column]`, or `None` without line information.
-    pub fn location(&self) -> Option<String> {
-        let file = self.file.as_deref()?;
-        Some(match (self.line, self.column) {
-            (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
-            (Some(l), None) => format!("{file}:{l}"),
-            _ => file.to_owned(),
-        })
-    }
-}
 
 /// The frames of one raw address.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -306,7 +272,7 @@ impl Symbolizer {
         let Some(region) = maps.find(probe) else {
             // Outside every mapping: the end-of-stack 0, a corrupt unwind, JIT code. Not the
             // user's known code, so folded by default.
-            return vec![unknown_frame(
+            return vec![Frame::unknown(
                 format!("{addr:#x}"),
                 FrameClass::Std,
                 "",
@@ -315,7 +281,7 @@ impl Symbolizer {
         };
         if region.is_pseudo() {
             let class = self.opts.classifier.classify("", None, &region.path);
-            return vec![unknown_frame(
+            return vec![Frame::unknown(
                 region.path.clone(),
                 class,
                 &region.path,
@@ -325,7 +291,7 @@ impl Symbolizer {
         // The offset comes from outside (the agent's list): never let it overflow.
         let Some(file_off) = (probe - region.start).checked_add(region.offset) else {
             let class = self.opts.classifier.classify("", None, &region.path);
-            return vec![unknown_frame(
+            return vec![Frame::unknown(
                 format!("{addr:#x}"),
                 class,
                 &region.path,
@@ -337,12 +303,12 @@ impl Symbolizer {
         let RegionSlot::Module(mid, module) = slot else {
             let name = format!("{basename}+{file_off:#x}");
             let class = self.opts.classifier.classify(&name, None, &region.path);
-            return vec![unknown_frame(name, class, &region.path, addr)];
+            return vec![Frame::unknown(name, class, &region.path, addr)];
         };
         let Some(svma) = self.modules[mid].svma(file_off) else {
             let name = format!("{basename}+{file_off:#x}");
             let class = self.opts.classifier.classify(&name, None, &region.path);
-            return vec![unknown_frame(name, class, &region.path, addr)];
+            return vec![Frame::unknown(name, class, &region.path, addr)];
         };
         let syms = match self.addrs.get(&(mid, svma)) {
             Some(s) => s.clone(),
@@ -486,73 +452,16 @@ impl Symbolizer {
         opened: open::OpenedModule,
     ) -> Option<Module> {
         let name = region.path.clone();
-        let data = match elf::read_all(&opened.file) {
-            Ok(d) => d,
-            Err(e) => {
-                self.note(Note::ModuleUnavailable {
-                    module: name,
-                    reason: format!("{}: {e}", opened.via),
-                });
-                return None;
-            }
-        };
-        let own = match elf::load(&data) {
-            Ok(l) => l,
-            Err(e) => {
-                self.note(Note::ModuleUnavailable {
-                    module: name,
-                    reason: format!("{}: {e}", opened.via),
-                });
-                return None;
-            }
-        };
-        drop(data);
+        let own = self.load_own(&name, &opened)?;
         let mut bad_dwarf = None;
-        let own_dwarf = match own.dwarf {
-            Ok(d) => d,
-            Err(e) => {
-                bad_dwarf = Some(e);
-                None
-            }
-        };
+        let own_dwarf = own.dwarf.unwrap_or_else(|e| {
+            bad_dwarf = Some(e);
+            None
+        });
         let (dwarf, mut symbols, debug) = if own_dwarf.is_some() {
             (own_dwarf, own.symbols, DebugSource::Embedded)
         } else {
-            let mut search = open::DebugSearchNotes::default();
-            let found = open::find_debug_file(
-                &region.path,
-                maps.pid(),
-                &opened.probe,
-                &self.opts.debug_dirs,
-                &mut search,
-            );
-            for path in search.crc_mismatch {
-                self.note(Note::DebugLinkCrcMismatch {
-                    module: name.clone(),
-                    debug_file: path.display().to_string(),
-                });
-            }
-            match found.map(|d| (elf::load(&d.data), d.source)) {
-                Some((Ok(dbg), source)) => {
-                    let symbols = if dbg.symbols.is_empty() {
-                        own.symbols
-                    } else {
-                        dbg.symbols
-                    };
-                    match dbg.dwarf {
-                        Ok(dwarf) => (dwarf, symbols, source),
-                        Err(e) => {
-                            bad_dwarf = Some(e);
-                            (None, symbols, DebugSource::SymbolsOnly)
-                        }
-                    }
-                }
-                Some((Err(e), _)) => {
-                    bad_dwarf = Some(e);
-                    (None, own.symbols, DebugSource::SymbolsOnly)
-                }
-                None => (None, own.symbols, DebugSource::SymbolsOnly),
-            }
+            self.separate_debug(maps, region, &opened, own.symbols, &mut bad_dwarf)
         };
         let ctx = match dwarf.map(addr2line::Context::from_dwarf) {
             Some(Ok(ctx)) => Some(ctx),
@@ -562,12 +471,6 @@ impl Symbolizer {
             }
             None => None,
         };
-        if let Some(message) = bad_dwarf {
-            self.note(Note::BadDebugInfo {
-                module: name.clone(),
-                message,
-            });
-        }
         let debug = if ctx.is_some() {
             debug
         } else if symbols.is_empty() {
@@ -575,15 +478,7 @@ impl Symbolizer {
         } else {
             DebugSource::SymbolsOnly
         };
-        match debug {
-            DebugSource::Nothing => self.note(Note::NoSymbols {
-                module: name.clone(),
-            }),
-            DebugSource::SymbolsOnly => self.note(Note::NoDebugInfo {
-                module: name.clone(),
-            }),
-            _ => {}
-        }
+        self.note_quality(&name, &debug, bad_dwarf);
         symbols.shrink_to_fit();
         let info = ModuleInfo {
             path: name,
@@ -593,18 +488,90 @@ impl Symbolizer {
         };
         Some(Module::new(info, opened.probe.loads, ctx, symbols))
     }
-}
 
-pub(crate) fn unknown_frame(function: String, class: FrameClass, module: &str, addr: u64) -> Frame {
-    Frame {
-        function: function.into(),
-        file: None,
-        line: None,
-        column: None,
-        inlined: false,
-        class,
-        module: module.into(),
-        addr,
+    /// The module file itself, read and parsed; `None` (with a note) when it cannot be.
+    fn load_own(&mut self, name: &str, opened: &open::OpenedModule) -> Option<elf::Loaded> {
+        let loaded = elf::read_all(&opened.file)
+            .map_err(|e| e.to_string())
+            .and_then(|data| elf::load(&data));
+        loaded
+            .map_err(|e| {
+                self.note(Note::ModuleUnavailable {
+                    module: name.to_string(),
+                    reason: format!("{}: {e}", opened.via),
+                })
+            })
+            .ok()
+    }
+
+    /// DWARF (and better symbols) from a separate debug file, when the module has none
+    /// of its own: `.gnu_debuglink` and build-id files.
+    fn separate_debug(
+        &mut self,
+        maps: &ProcessMaps,
+        region: &Region,
+        opened: &open::OpenedModule,
+        own_symbols: Vec<elf::Symbol>,
+        bad_dwarf: &mut Option<String>,
+    ) -> (
+        Option<gimli::Dwarf<elf::Reader>>,
+        Vec<elf::Symbol>,
+        DebugSource,
+    ) {
+        let mut search = open::DebugSearchNotes::default();
+        let found = open::find_debug_file(
+            &region.path,
+            maps.pid(),
+            &opened.probe,
+            &self.opts.debug_dirs,
+            &mut search,
+        );
+        for path in search.crc_mismatch {
+            self.note(Note::DebugLinkCrcMismatch {
+                module: region.path.clone(),
+                debug_file: path.display().to_string(),
+            });
+        }
+        match found.map(|d| (elf::load(&d.data), d.source)) {
+            Some((Ok(dbg), source)) => {
+                let symbols = if dbg.symbols.is_empty() {
+                    own_symbols
+                } else {
+                    dbg.symbols
+                };
+                match dbg.dwarf {
+                    Ok(dwarf) => (dwarf, symbols, source),
+                    Err(e) => {
+                        *bad_dwarf = Some(e);
+                        (None, symbols, DebugSource::SymbolsOnly)
+                    }
+                }
+            }
+            Some((Err(e), _)) => {
+                *bad_dwarf = Some(e);
+                (None, own_symbols, DebugSource::SymbolsOnly)
+            }
+            None => (None, own_symbols, DebugSource::SymbolsOnly),
+        }
+    }
+
+    /// Notes what the user should know about a module's debug info.
+    fn note_quality(&mut self, name: &str, debug: &DebugSource, bad_dwarf: Option<String>) {
+        if let Some(message) = bad_dwarf {
+            self.note(Note::BadDebugInfo {
+                module: name.to_string(),
+                message,
+            });
+        }
+        match debug {
+            DebugSource::Nothing => self.note(Note::NoSymbols {
+                module: name.to_string(),
+            }),
+            DebugSource::SymbolsOnly => self.note(Note::NoDebugInfo {
+                module: name.to_string(),
+            }),
+            _ => {}
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Finding the right file for a mapping (never a rebuilt one) and its separate debug file.
 
+pub(crate) use crate::text::hex;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -53,24 +54,27 @@ fn candidates(maps: &ProcessMaps, region: &Region) -> Vec<Candidate> {
     }
     if let Some(pid) = maps.pid() {
         if is_exe {
-            let p = format!("/proc/{pid}/exe");
+            let p = crate::proc::pid_path(pid, "exe");
             out.push(Candidate {
-                label: p.clone(),
-                source: Source::Path(p.into()),
+                label: p.display().to_string(),
+                source: Source::Path(p),
                 exact: true,
             });
         }
-        let p = format!("/proc/{pid}/map_files/{:x}-{:x}", region.start, region.end);
+        let p = crate::proc::pid_path(
+            pid,
+            &format!("map_files/{:x}-{:x}", region.start, region.end),
+        );
         out.push(Candidate {
-            label: p.clone(),
-            source: Source::Path(p.into()),
+            label: p.display().to_string(),
+            source: Source::Path(p),
             exact: true,
         });
         if !region.deleted && region.path.starts_with('/') {
-            let p = format!("/proc/{pid}/root{}", region.path);
+            let p = crate::proc::pid_path(pid, &format!("root{}", region.path));
             out.push(Candidate {
-                label: p.clone(),
-                source: Source::Path(p.into()),
+                label: p.display().to_string(),
+                source: Source::Path(p),
                 exact: false,
             });
         }
@@ -188,7 +192,7 @@ pub(crate) fn find_debug_file(
     let in_root = |p: &Path| -> Vec<PathBuf> {
         let mut v = vec![p.to_path_buf()];
         if let (Some(pid), true) = (pid, p.is_absolute()) {
-            v.push(PathBuf::from(format!("/proc/{pid}/root{}", p.display())));
+            v.push(crate::proc::pid_path(pid, &format!("root{}", p.display())));
         }
         v
     };
@@ -254,10 +258,6 @@ fn read_verified(
         }
     }
     Some(data)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hex_or_none(bytes: &[u8]) -> String {

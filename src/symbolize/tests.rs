@@ -245,7 +245,11 @@ fn frames_serialize() {
     let mut sym = Symbolizer::new(opts());
     let resolved = sym.resolve(&self_maps(), &ips);
     let bytes = postcard::to_allocvec(&resolved).unwrap();
-    let back: Vec<ResolvedAddr> = postcard::from_bytes(&bytes).unwrap();
+    let mut back: Vec<ResolvedAddr> = postcard::from_bytes(&bytes).unwrap();
+    // A frame's address is stored once, under its entry (as in a recording).
+    for r in &mut back {
+        r.frames.iter_mut().for_each(|f| f.addr = r.addr);
+    }
     assert_eq!(back, resolved);
 }
 
@@ -283,12 +287,31 @@ fn hostile_mapping_offsets_do_not_panic() {
     assert!(out.iter().all(|r| r.frames[0].file.is_none()));
 }
 
-/// The live view and its recorder's symbol thread share one symbolizer: the second to
-/// resolve an address finds the module loaded (and the address cached) by the first, so a
-/// recorded live view loads the target's debug info once, not twice.
+/// The symbolizing stage resolves a stack the agent defines into an `Event::Symbols`
+/// on its worker thread, with the one resolver's rules (this process's maps, its exe and
+/// build id), and a recording made after it stores those frames.
 #[test]
-fn the_live_view_and_its_recorder_share_one_symbolizer() {
-    use leaktop_agent::wire::{AgentHello, AgentMsg};
+fn the_stage_answers_a_stack_with_its_symbols() {
+    use crate::source::{Event, Source, Symbolize};
+    use leaktop_agent::wire::{AgentHello, AgentMsg, ClientMsg};
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    struct Once(AgentHello, VecDeque<Event>);
+    impl Source for Once {
+        fn hello(&self) -> &AgentHello {
+            &self.0
+        }
+        fn next(&mut self, timeout: Duration) -> Option<Event> {
+            let ev = self.1.pop_front();
+            if ev.is_none() {
+                std::thread::sleep(timeout);
+            }
+            ev
+        }
+        fn request(&mut self, _msg: ClientMsg) {}
+    }
+
     let exe = std::env::current_exe().expect("own exe");
     let hello = AgentHello {
         protocol: leaktop_agent::wire::PROTOCOL_VERSION,
@@ -304,28 +327,20 @@ fn the_live_view_and_its_recorder_share_one_symbolizer() {
         history_len: 120,
         site_cap: 1000,
     };
-    let addrs = outer_frame();
-    let shared = super::shared();
-    let modules = |s: &super::SharedSymbolizer| s.lock().expect("not poisoned").modules.len();
-
-    let mut recorder = crate::record::symbols::live_resolver_with(shared.clone());
-    let recorded = recorder(&hello, &[], &addrs);
-    assert!(recorded.iter().any(|e| e
-        .frames
-        .iter()
-        .any(|f| f.function.as_deref() == Some("leaktop::symbolize::tests::outer_frame"))));
-    let loaded = modules(&shared);
-    assert!(loaded >= 1);
-
-    let mut session = crate::model::Session::new();
-    session.apply(&AgentMsg::Hello(hello));
-    session.apply(&AgentMsg::Stack {
+    let stack = AgentMsg::Stack {
         id: 1,
-        frames: addrs.clone(),
-    });
-    crate::resolve::StackResolver::for_session_with(&session, shared.clone())
-        .resolve_new(&mut session);
+        frames: outer_frame(),
+    };
+    let mut stage = Symbolize::new(Once(hello, VecDeque::from([Event::Msg(stack.clone())])));
+    assert_eq!(stage.next(Duration::ZERO), Some(Event::Msg(stack)));
+    let mut session = crate::model::Session::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while session.symbols.is_empty() && Instant::now() < until {
+        if let Some(ev) = stage.next(Duration::from_millis(100)) {
+            session.apply(&ev);
+        }
+    }
     let frames = session.symbols.get(&1).expect("the stack resolved");
     find(frames, "leaktop::symbolize::tests::outer_frame");
-    assert_eq!(modules(&shared), loaded, "no module loaded a second time");
+    assert!(!stage.busy(), "every stack asked was answered");
 }

@@ -11,10 +11,24 @@ use ratatui::layout::{Position, Rect};
 
 use leaktop_agent::wire::{AgentMsg, BlockedGroup, ClientMsg, GroupKey, LocId};
 
+use super::keys::{self, Command};
 use super::layout::{self, Areas};
 use super::rows::{self, Row, Sort, SortKey, Verdicts};
 use crate::model::{Baseline, Session, Thresholds};
 use crate::source::Event;
+
+/// What has the keyboard: the panes (one of them focused), a prompt, or an overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Normal,
+    /// The filter prompt (`/`): keys edit [`App::filter`].
+    Filter,
+    /// The replay's "jump to" prompt (`:`), with what was typed.
+    Goto(String),
+    /// The help overlay, scrolled by this many lines.
+    Help(u16),
+}
 
 /// Which pane has the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,24 +99,6 @@ pub struct Detail {
 /// What the `:` prompt says before what the user types.
 pub const GOTO_PROMPT: &str = "jump to (5m, 1m30s, 50%, -30s; Enter / Esc): ";
 
-/// The replay meaning of a key, if it has one (they take precedence over the live view's
-/// meaning of the same key: `g`/`G` move in time, Home/End still move in the table).
-fn replay_key(key: KeyEvent) -> Option<ReplayCmd> {
-    Some(match key.code {
-        KeyCode::Char(' ' | 'p') => ReplayCmd::PlayPause,
-        KeyCode::Left => ReplayCmd::Step { forward: false },
-        KeyCode::Right => ReplayCmd::Step { forward: true },
-        KeyCode::Char('[') => ReplayCmd::Speed { faster: false },
-        KeyCode::Char(']') => ReplayCmd::Speed { faster: true },
-        KeyCode::Char('{') => ReplayCmd::SeekBy(-10_000),
-        KeyCode::Char('}') => ReplayCmd::SeekBy(10_000),
-        KeyCode::Char('g') => ReplayCmd::SeekStart,
-        KeyCode::Char('G') => ReplayCmd::SeekEnd,
-        KeyCode::Char(':') => ReplayCmd::Goto(String::new()),
-        _ => return None,
-    })
-}
-
 /// Oldest tasks asked for with `t`.
 pub const TASK_LIMIT: u32 = 20;
 
@@ -121,8 +117,8 @@ pub struct App {
     pub focus: Focus,
     pub sort: Sort,
     pub filter: String,
-    /// The filter prompt has the keyboard.
-    pub filter_editing: bool,
+    /// What has the keyboard.
+    pub mode: Mode,
     /// Table rows: sorted, filtered; recomputed when the data or the view changes.
     pub rows: Vec<Row>,
     /// Selected row (index into `rows`) and its site, kept across re-sorts.
@@ -135,8 +131,6 @@ pub struct App {
     /// First table row on screen.
     pub table_offset: usize,
     pub detail: Detail,
-    /// The help overlay is open, scrolled by this many lines.
-    pub help: Option<u16>,
     /// What the verdicts count as a leak.
     pub thresholds: Thresholds,
     /// The verdicts behind the rows' marks and order.
@@ -145,8 +139,6 @@ pub struct App {
     pub recording: Option<String>,
     /// Replay position; `None` for a live process.
     pub timeline: Option<Timeline>,
-    /// The replay's "jump to" prompt has the keyboard (`:`), with what was typed.
-    pub goto: Option<String>,
     /// A one-line message for the footer, cleared by the next key.
     pub status: Option<String>,
     /// Terminal size, for paging and mouse hit-tests.
@@ -164,19 +156,17 @@ impl App {
             focus: Focus::Sites,
             sort: Sort::default(),
             filter: String::new(),
-            filter_editing: false,
+            mode: Mode::Normal,
             rows: Vec::new(),
             selected: 0,
             selected_site: None,
             chosen: false,
             table_offset: 0,
             detail: Detail::default(),
-            help: None,
             thresholds: Thresholds::default(),
             verdicts: Verdicts::default(),
             recording: None,
             timeline: None,
-            goto: None,
             status: None,
             size: Rect::new(0, 0, 80, 24),
             quit: false,
@@ -211,15 +201,6 @@ impl App {
         self.refresh_rows();
     }
 
-    /// Runs `f` on the session and, while paused, on the frozen one too: for what the
-    /// loop adds beside the messages (resolved symbols).
-    pub fn update_sessions(&mut self, mut f: impl FnMut(&mut Session)) {
-        f(&mut self.session);
-        if let Some(frozen) = &mut self.frozen {
-            f(frozen);
-        }
-    }
-
     /// The baseline of the shown state (`b`).
     pub fn baseline(&self) -> Option<&Baseline> {
         self.view().baseline.as_ref()
@@ -234,21 +215,9 @@ impl App {
         self.rows.get(self.selected)
     }
 
-    /// Blocked groups of a site, largest first.
+    /// Blocked groups of a site in the shown state, largest first.
     pub fn site_groups(&self, site: LocId) -> Vec<&BlockedGroup> {
-        let mut g: Vec<&BlockedGroup> = self
-            .view()
-            .groups
-            .iter()
-            .filter(|g| g.key.site == site)
-            .collect();
-        g.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then(a.oldest_since_ms.cmp(&b.oldest_since_ms))
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        g
+        self.view().groups_of(site)
     }
 
     /// The selected blocked group of the selected site.
@@ -264,9 +233,9 @@ impl App {
 
     /// Folds one source event.
     pub fn on_event(&mut self, ev: &Event) {
+        self.session.apply(ev);
         match ev {
             Event::Msg(msg) => {
-                self.session.apply(msg);
                 if self.session.errors.len() != self.errors_seen {
                     self.errors_seen = self.session.errors.len();
                     if let Some(e) = self.session.errors.last() {
@@ -281,12 +250,14 @@ impl App {
                     self.refresh_rows();
                 }
             }
-            Event::End(reason) => {
-                self.session.end(reason);
+            // Symbols and the end are facts about the shown state too.
+            Event::Symbols { .. } | Event::SymbolNote(_) | Event::End(_) => {
                 if let Some(f) = &mut self.frozen {
-                    f.end(reason);
+                    f.apply(ev);
                 }
-                self.refresh_rows();
+                if matches!(ev, Event::End(_)) {
+                    self.refresh_rows();
+                }
             }
         }
     }
@@ -382,7 +353,7 @@ impl App {
         }
     }
 
-    /// Handles one key.
+    /// Handles one key: by the mode, then by the command table ([`keys::command`]).
     pub fn on_key(&mut self, key: KeyEvent) -> Vec<Action> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && matches!(key.code, KeyCode::Char('c')) {
@@ -390,134 +361,174 @@ impl App {
             return Vec::new();
         }
         self.status = None;
-        if self.filter_editing {
-            self.on_filter_key(key, ctrl);
-            return Vec::new();
-        }
-        if self.goto.is_some() {
-            return self.on_goto_key(key, ctrl);
-        }
-        if self.timeline.is_some() && self.help.is_none() {
-            if let Some(cmd) = replay_key(key) {
-                if cmd == ReplayCmd::Goto(String::new()) {
-                    self.goto = Some(String::new());
-                    self.status = Some(GOTO_PROMPT.into());
-                    return Vec::new();
-                }
-                return vec![Action::Replay(cmd)];
+        match &self.mode {
+            Mode::Filter => {
+                self.on_filter_key(key, ctrl);
+                Vec::new()
             }
+            Mode::Goto(_) => self.on_goto_key(key, ctrl),
+            Mode::Help(scroll) => {
+                self.on_help_key(key, *scroll);
+                Vec::new()
+            }
+            Mode::Normal => match keys::command(key.code, self.timeline.is_some()) {
+                Some(command) => self.run(command),
+                None => Vec::new(),
+            },
         }
-        if let Some(scroll) = self.help {
-            self.help = match key.code {
-                KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter => None,
-                KeyCode::Down | KeyCode::Char('j') => Some(scroll.saturating_add(1)),
-                KeyCode::Up | KeyCode::Char('k') => Some(scroll.saturating_sub(1)),
-                KeyCode::PageDown => Some(scroll.saturating_add(10)),
-                KeyCode::PageUp => Some(scroll.saturating_sub(10)),
-                KeyCode::Home | KeyCode::Char('g') => Some(0),
-                _ => Some(scroll),
-            };
-            return Vec::new();
+    }
+
+    fn on_help_key(&mut self, key: KeyEvent, scroll: u16) {
+        self.mode = match key.code {
+            KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter => Mode::Normal,
+            KeyCode::Down | KeyCode::Char('j') => Mode::Help(scroll.saturating_add(1)),
+            KeyCode::Up | KeyCode::Char('k') => Mode::Help(scroll.saturating_sub(1)),
+            KeyCode::PageDown => Mode::Help(scroll.saturating_add(10)),
+            KeyCode::PageUp => Mode::Help(scroll.saturating_sub(10)),
+            KeyCode::Home | KeyCode::Char('g') => Mode::Help(0),
+            _ => Mode::Help(scroll),
+        };
+    }
+
+    /// Carries out one command of the table.
+    fn run(&mut self, command: Command) -> Vec<Action> {
+        let replay = |cmd| vec![Action::Replay(cmd)];
+        match command {
+            Command::PlayPause => return replay(ReplayCmd::PlayPause),
+            Command::StepBack => return replay(ReplayCmd::Step { forward: false }),
+            Command::StepForward => return replay(ReplayCmd::Step { forward: true }),
+            Command::HalfSpeed => return replay(ReplayCmd::Speed { faster: false }),
+            Command::DoubleSpeed => return replay(ReplayCmd::Speed { faster: true }),
+            Command::Back10s => return replay(ReplayCmd::SeekBy(-10_000)),
+            Command::Forward10s => return replay(ReplayCmd::SeekBy(10_000)),
+            Command::SeekStart => return replay(ReplayCmd::SeekStart),
+            Command::SeekEnd => return replay(ReplayCmd::SeekEnd),
+            Command::Goto => {
+                self.mode = Mode::Goto(String::new());
+                self.status = Some(GOTO_PROMPT.into());
+            }
+            Command::Tasks => return self.toggle_tasks().into_iter().collect(),
+            Command::Slower => return self.step_interval(1).into_iter().collect(),
+            Command::Faster => return self.step_interval(-1).into_iter().collect(),
+            Command::Record => return vec![Action::ToggleRecord],
+            Command::Open => return self.open(),
+            other => self.run_view(other),
         }
-        let mut actions = Vec::new();
-        match key.code {
-            KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('?') | KeyCode::F(1) => self.help = Some(0),
-            KeyCode::Char('/') => {
-                self.filter_editing = true;
+        Vec::new()
+    }
+
+    /// The commands that only change the view.
+    fn run_view(&mut self, command: Command) {
+        match command {
+            Command::Quit => self.quit = true,
+            Command::Help => self.mode = Mode::Help(0),
+            Command::Filter => {
+                self.mode = Mode::Filter;
                 self.focus = Focus::Sites;
             }
-            KeyCode::Tab | KeyCode::BackTab => {
+            Command::SwitchPane => {
                 self.focus = match self.focus {
                     Focus::Sites => Focus::Detail,
                     Focus::Detail => Focus::Sites,
                 };
                 self.ensure_visible();
             }
-            KeyCode::Enter => match self.focus {
-                Focus::Sites => {
-                    if !self.rows.is_empty() {
-                        self.focus = Focus::Detail;
-                        self.ensure_visible();
-                    }
-                }
-                Focus::Detail => actions.extend(self.toggle_tasks()),
-            },
-            KeyCode::Esc => match self.focus {
-                Focus::Detail => {
-                    self.focus = Focus::Sites;
-                    self.ensure_visible();
-                }
-                Focus::Sites if !self.filter.is_empty() => {
-                    self.filter.clear();
-                    self.refresh_rows();
-                }
-                Focus::Sites => {}
-            },
-            KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
-            KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
-            KeyCode::PageDown => self.page(1),
-            KeyCode::PageUp => self.page(-1),
-            KeyCode::Home | KeyCode::Char('g') => self.move_to_end(false),
-            KeyCode::End | KeyCode::Char('G') => self.move_to_end(true),
-            KeyCode::Char('s') => self.set_sort(self.sort.key.next(), false),
-            KeyCode::Char('S') => {
+            Command::Back => self.back(),
+            Command::Down => self.move_by(1),
+            Command::Up => self.move_by(-1),
+            Command::PageDown => self.page(1),
+            Command::PageUp => self.page(-1),
+            Command::First => self.move_to_end(false),
+            Command::Last => self.move_to_end(true),
+            Command::NextSort => self.set_sort(self.sort.key.next(), false),
+            Command::ReverseSort => {
                 self.sort.reverse = !self.sort.reverse;
                 self.refresh_rows();
             }
-            KeyCode::Char(c @ '1'..='7') => {
-                let key = SortKey::ALL[(c as u8 - b'1') as usize];
-                self.sort_by_column(key);
-            }
-            KeyCode::Char('f') => self.detail.all_frames = !self.detail.all_frames,
-            KeyCode::Char('t') => actions.extend(self.toggle_tasks()),
-            KeyCode::Char('p') | KeyCode::Char(' ') => self.toggle_pause(),
-            KeyCode::Char('b') => {
-                // On the shown state (frozen while paused) and the live one alike.
-                let t = self.view().now_ms;
-                self.session.mark_baseline_at(t);
-                if let Some(f) = &mut self.frozen {
-                    f.mark_baseline_at(t);
+            Command::SortBy(i) => {
+                if let Some(key) = SortKey::ALL.get(i) {
+                    self.sort_by_column(*key);
                 }
-                self.status = Some(format!(
-                    "baseline set at uptime {}: +BASE counts tasks since then",
-                    super::format::age(t)
-                ));
-                self.refresh_rows();
             }
-            KeyCode::Char('B') => {
-                let had = self.baseline().is_some();
-                self.session.clear_baseline();
-                if let Some(f) = &mut self.frozen {
-                    f.clear_baseline();
-                }
-                self.status = Some(if had {
-                    "baseline cleared".into()
-                } else {
-                    "no baseline to clear (b sets one)".into()
-                });
-                self.refresh_rows();
-            }
-            KeyCode::Char('+') | KeyCode::Char('=') => actions.extend(self.step_interval(1)),
-            KeyCode::Char('-') | KeyCode::Char('_') => actions.extend(self.step_interval(-1)),
-            KeyCode::Char('r') => actions.push(Action::ToggleRecord),
+            Command::AllFrames => self.detail.all_frames = !self.detail.all_frames,
+            Command::Pause => self.toggle_pause(),
+            Command::Baseline => self.mark_baseline(),
+            Command::ClearBaseline => self.clear_baseline(),
             _ => {}
         }
-        actions
+    }
+
+    /// Enter: the detail of the selected site, or (there) its oldest tasks.
+    fn open(&mut self) -> Vec<Action> {
+        match self.focus {
+            Focus::Sites => {
+                if !self.rows.is_empty() {
+                    self.focus = Focus::Detail;
+                    self.ensure_visible();
+                }
+                Vec::new()
+            }
+            Focus::Detail => self.toggle_tasks().into_iter().collect(),
+        }
+    }
+
+    /// Esc: back to the table, or clear the filter.
+    fn back(&mut self) {
+        match self.focus {
+            Focus::Detail => {
+                self.focus = Focus::Sites;
+                self.ensure_visible();
+            }
+            Focus::Sites if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.refresh_rows();
+            }
+            Focus::Sites => {}
+        }
+    }
+
+    /// `b`: a baseline at the shown time, on the shown state (frozen while paused) and
+    /// the live one alike.
+    fn mark_baseline(&mut self) {
+        let t = self.view().now_ms;
+        self.session.mark_baseline_at(t);
+        if let Some(f) = &mut self.frozen {
+            f.mark_baseline_at(t);
+        }
+        self.status = Some(format!(
+            "baseline set at uptime {}: +BASE counts tasks since then",
+            super::format::age(t)
+        ));
+        self.refresh_rows();
+    }
+
+    /// `B`.
+    fn clear_baseline(&mut self) {
+        let had = self.baseline().is_some();
+        self.session.clear_baseline();
+        if let Some(f) = &mut self.frozen {
+            f.clear_baseline();
+        }
+        self.status = Some(if had {
+            "baseline cleared".into()
+        } else {
+            "no baseline to clear (b sets one)".into()
+        });
+        self.refresh_rows();
     }
 
     fn on_goto_key(&mut self, key: KeyEvent, ctrl: bool) -> Vec<Action> {
-        let Some(text) = self.goto.as_mut() else {
+        let Mode::Goto(text) = &mut self.mode else {
             return Vec::new();
         };
         match key.code {
             KeyCode::Enter => {
                 let text = std::mem::take(text);
-                self.goto = None;
+                self.mode = Mode::Normal;
                 return vec![Action::Replay(ReplayCmd::Goto(text))];
             }
             KeyCode::Esc => {
-                self.goto = None;
+                self.mode = Mode::Normal;
                 return Vec::new();
             }
             KeyCode::Backspace => {
@@ -527,18 +538,17 @@ impl App {
             KeyCode::Char(c) if !ctrl && text.chars().count() < 40 => text.push(c),
             _ => {}
         }
-        self.status = Some(format!(
-            "{GOTO_PROMPT}{}",
-            self.goto.as_deref().unwrap_or("")
-        ));
+        if let Mode::Goto(text) = &self.mode {
+            self.status = Some(format!("{GOTO_PROMPT}{text}"));
+        }
         Vec::new()
     }
 
     fn on_filter_key(&mut self, key: KeyEvent, ctrl: bool) {
         match key.code {
-            KeyCode::Enter => self.filter_editing = false,
+            KeyCode::Enter => self.mode = Mode::Normal,
             KeyCode::Esc => {
-                self.filter_editing = false;
+                self.mode = Mode::Normal;
                 self.filter.clear();
             }
             KeyCode::Backspace => {
@@ -672,11 +682,11 @@ impl App {
 
     fn on_mouse(&mut self, m: MouseEvent) {
         let pos = Position::new(m.column, m.row);
-        if self.help.is_some() {
+        if let Mode::Help(scroll) = self.mode {
             match m.kind {
-                MouseEventKind::ScrollDown => self.help = self.help.map(|s| s.saturating_add(3)),
-                MouseEventKind::ScrollUp => self.help = self.help.map(|s| s.saturating_sub(3)),
-                MouseEventKind::Down(_) => self.help = None,
+                MouseEventKind::ScrollDown => self.mode = Mode::Help(scroll.saturating_add(3)),
+                MouseEventKind::ScrollUp => self.mode = Mode::Help(scroll.saturating_sub(3)),
+                MouseEventKind::Down(_) => self.mode = Mode::Normal,
                 _ => {}
             }
             return;

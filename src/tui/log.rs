@@ -29,12 +29,23 @@ pub fn default_path() -> PathBuf {
     }
 }
 
-/// Opens (appends to) the log file; later [`line()`] calls write there.
-pub fn open(path: &Path) -> std::io::Result<()> {
+/// The log file at `path`, opened for appending (its directory made when missing).
+fn append_to(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The log file, opened for appending: where a child whose stderr would scribble over
+/// the screen writes (the demo program under the live view).
+pub fn append() -> std::io::Result<File> {
+    append_to(&default_path())
+}
+
+/// Opens (appends to) the log file; later [`line()`] calls write there.
+pub fn open(path: &Path) -> std::io::Result<()> {
+    let file = append_to(path)?;
     *LOG.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
     Ok(())
 }

@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 
-use super::app::App;
+use super::app::{App, Mode};
 use super::layout::{too_small, Areas, MIN_HEIGHT, MIN_WIDTH};
 use super::theme;
 use super::widgets::detail::DetailPane;
@@ -58,7 +58,7 @@ impl Widget for &App {
             TimelineBar(t).render(a.timeline, buf);
         }
         Footer(self).render(a.footer, buf);
-        if let Some(scroll) = self.help {
+        if let Mode::Help(scroll) = self.mode {
             HelpOverlay { app: self, scroll }.render(area, buf);
         }
     }

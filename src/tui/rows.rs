@@ -136,12 +136,6 @@ impl Verdicts {
             );
         }
     }
-
-    /// Forgets everything (the next refresh assesses every site).
-    pub fn invalidate(&mut self) {
-        self.at_ms = None;
-        self.by_site.clear();
-    }
 }
 
 /// Least history for a rate.
@@ -150,10 +144,9 @@ pub const GROWTH_MIN_SPAN_MS: u64 = 3_000;
 /// Name of a site row: its location with dependency paths shortened
 /// ([`short_path`]).
 pub fn site_label(session: &Session, id: LocId, kind: Option<SiteKind>) -> String {
-    match kind {
-        Some(SiteKind::Uninstrumented) => "<uninstrumented tasks>".into(),
-        Some(SiteKind::Other) => "<other sites, past the site cap>".into(),
-        _ => location(session, id),
+    match kind.and_then(SiteKind::row_label) {
+        Some(label) => label.into(),
+        None => location(session, id),
     }
 }
 

@@ -2,8 +2,8 @@
 //! error (guard drop), on panic (hook) and on SIGTERM/SIGHUP/SIGINT (flag the loop sees).
 
 use std::io::{self, BufWriter, Stdout};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Once};
 use std::time::Duration;
 
 use crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent};
@@ -25,8 +25,8 @@ pub type Term = Terminal<CrosstermBackend<BufWriter<Stdout>>>;
 const FRAME_BUFFER: usize = 256 * 1024;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The signal that asked the view to stop (0: none yet).
+static SIGNAL: LazyLock<Arc<AtomicUsize>> = LazyLock::new(Default::default);
 static HOOKS: Once = Once::new();
 /// How long the event loop has to notice a signal before the watchdog ends the process.
 const SIGNAL_GRACE: Duration = Duration::from_secs(2);
@@ -45,11 +45,6 @@ pub fn restore() {
     }
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
-    SIGNALLED.store(true, Ordering::SeqCst);
-}
-
 fn install_hooks() {
     HOOKS.call_once(|| {
         let previous = std::panic::take_hook();
@@ -58,15 +53,9 @@ fn install_hooks() {
             log!("panic: {info}");
             previous(info);
         }));
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let action = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            let _ = unsafe { sigaction(sig, &action) };
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for sig in [SIGTERM, SIGHUP, SIGINT] {
+            let _ = signal_hook::flag::register_usize(sig, SIGNAL.clone(), sig as usize);
         }
         // The loop sees the flag within a tick. Should it ever be stuck where it cannot
         // look (a library call that does not return), the terminal is restored and the
@@ -75,14 +64,14 @@ fn install_hooks() {
         let _ = std::thread::Builder::new()
             .name("leaktop-signal-watchdog".into())
             .spawn(|| {
-                while !SIGNALLED.load(Ordering::SeqCst) {
+                while SIGNAL.load(Ordering::SeqCst) == 0 {
                     std::thread::sleep(Duration::from_millis(250));
                 }
                 std::thread::sleep(SIGNAL_GRACE);
                 if ACTIVE.load(Ordering::SeqCst) {
                     restore();
                     log!("still running {SIGNAL_GRACE:?} after a signal: exiting");
-                    std::process::exit(128 + SIGNAL.load(Ordering::SeqCst));
+                    std::process::exit(128 + SIGNAL.load(Ordering::SeqCst) as i32);
                 }
             });
     });
@@ -213,6 +202,6 @@ impl Input for TerminalInput {
     }
 
     fn interrupted(&self) -> bool {
-        SIGNALLED.load(Ordering::SeqCst)
+        SIGNAL.load(Ordering::SeqCst) != 0
     }
 }

@@ -2,6 +2,8 @@
 //! that are always killed, running the real `leaktop` binary.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -104,6 +106,11 @@ impl ChildGuard {
 
     /// Sends one command line to the child and waits for its `done` line.
     pub fn command(&mut self, cmd: &str) {
+        self.command_output(cmd);
+    }
+
+    /// Sends one command line and returns the lines the child printed before its `done`.
+    pub fn command_output(&mut self, cmd: &str) -> Vec<String> {
         use std::io::Write;
         let stdin = self
             .stdin
@@ -111,7 +118,14 @@ impl ChildGuard {
             .expect("stdin piped (spawn_child_with_stdin)");
         writeln!(stdin, "{cmd}").expect("write child stdin");
         stdin.flush().expect("flush child stdin");
-        self.read_line_starting("done", READY_TIMEOUT);
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line(READY_TIMEOUT);
+            if line.starts_with("done") {
+                return lines;
+            }
+            lines.push(line);
+        }
     }
 
     /// Spawns `cmd` as it is (its environment untouched: no socket directory is set),
@@ -192,6 +206,14 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The socket the agent of `pid` binds in `dir` (its name carries the pid as the process
+/// sees it, its pid namespace and start time).
+pub fn agent_socket(dir: &Path, pid: u32) -> PathBuf {
+    let name = leaktop_agent::paths::SocketName::of_pid(pid)
+        .unwrap_or_else(|| panic!("process {pid} is gone"));
+    dir.join(name.file_name())
+}
+
 /// A private socket directory per test, so parallel tests never see each other.
 pub fn socket_dir() -> PathBuf {
     let dir = tempfile::Builder::new()
@@ -249,6 +271,23 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until the agent of `pid` has been up `up` (its uptime, as `leaktop export`
+/// reports it): the history a check decides on covers that long.
+pub fn wait_for_uptime(socket_dir: &Path, pid: u32, up: Duration) {
+    let pid = pid.to_string();
+    let uptime = || {
+        let out = leaktop(socket_dir, &["export", &pid]);
+        stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("leaktop_uptime_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    eventually(Duration::from_secs(60), || {
+        uptime().filter(|s| *s >= up.as_secs_f64()).map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("the agent of {pid} was not up {up:?} within 60 s"));
 }
 
 /// `file:line:column` of the call that starts with `call` on the line of `src` that

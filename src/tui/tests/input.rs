@@ -10,7 +10,7 @@ use leaktop_agent::wire::ClientMsg;
 use super::stream::{self, HEALTHY, IDLE_GROWING, LEAK_RECV, LEAK_SEND, UNINSTRUMENTED};
 use super::{app_with, code, ctrl, key, type_keys};
 use crate::model::Verdict;
-use crate::tui::app::{Action, App, Focus};
+use crate::tui::app::{Action, App, Focus, Mode};
 use crate::tui::keys::HELP;
 use crate::tui::layout::Areas;
 use crate::tui::rows::SortKey;
@@ -123,7 +123,7 @@ fn selection_stays_on_the_top_row_until_the_user_picks_one() {
 fn filter_narrows_rows_and_esc_clears_it() {
     let mut app = leaky();
     type_keys(&mut app, "/");
-    assert!(app.filter_editing);
+    assert_eq!(app.mode, Mode::Filter);
     type_keys(&mut app, "WS/");
     assert_eq!(sites(&app), vec![LEAK_RECV], "case-insensitive substring");
     // While typing, letters are filter text, not commands.
@@ -134,7 +134,7 @@ fn filter_narrows_rows_and_esc_clears_it() {
     assert!(app.rows.is_empty());
     app.on_input(&code(KeyCode::Backspace));
     app.on_input(&code(KeyCode::Enter));
-    assert!(!app.filter_editing);
+    assert_eq!(app.mode, Mode::Normal);
     assert_eq!(app.filter, "WS/");
     assert_eq!(sites(&app), vec![LEAK_RECV]);
     app.on_input(&code(KeyCode::Esc));
@@ -144,7 +144,7 @@ fn filter_narrows_rows_and_esc_clears_it() {
     type_keys(&mut app, "/hyper");
     assert_eq!(sites(&app), vec![IDLE_GROWING]);
     app.on_input(&code(KeyCode::Esc));
-    assert!(!app.filter_editing);
+    assert_eq!(app.mode, Mode::Normal);
     assert_eq!(app.rows.len(), 5);
 }
 
@@ -254,16 +254,16 @@ fn baseline_counts_growth_since_it() {
 fn help_opens_scrolls_and_closes_without_quitting() {
     let mut app = leaky();
     type_keys(&mut app, "?");
-    assert_eq!(app.help, Some(0));
+    assert_eq!(app.mode, Mode::Help(0));
     type_keys(&mut app, "jj");
-    assert_eq!(app.help, Some(2));
+    assert_eq!(app.mode, Mode::Help(2));
     assert_eq!(selected(&app), Some(LEAK_SEND), "keys go to the help");
     type_keys(&mut app, "q");
-    assert_eq!(app.help, None);
+    assert_eq!(app.mode, Mode::Normal);
     assert!(!app.quit, "q closes the help first");
     type_keys(&mut app, "?");
     app.on_input(&code(KeyCode::Esc));
-    assert_eq!(app.help, None);
+    assert_eq!(app.mode, Mode::Normal);
 }
 
 #[test]
@@ -325,7 +325,7 @@ fn r_and_interval_keys_ask_the_loop() {
         app.on_key(enter),
         vec![Action::Replay(ReplayCmd::Goto("5m".into()))]
     );
-    assert!(app.goto.is_none());
+    assert_eq!(app.mode, Mode::Normal);
 }
 
 fn click(col: u16, row: u16) -> TermEvent {
@@ -378,7 +378,7 @@ fn every_key_in_the_help_does_something() {
     // Each single-character key the help lists changes the state or asks the loop.
     let chars: Vec<char> = HELP
         .iter()
-        .flat_map(|s| s.keys.iter())
+        .flat_map(|s| s.entries.iter())
         .flat_map(|k| k.keys.split([' ', '/']))
         .filter(|w| w.chars().count() == 1)
         .flat_map(|w| w.chars())
@@ -396,5 +396,32 @@ fn every_key_in_the_help_does_something() {
             !actions.is_empty() || before != after,
             "key {c:?} is in the help but did nothing"
         );
+    }
+}
+
+#[test]
+fn the_footer_and_the_help_name_only_bound_keys() {
+    use crate::tui::keys::{command, FOOTER, TIMELINE_HELP};
+    // Every footer entry names a command some key runs.
+    for (key, _, cmd) in FOOTER {
+        let bound = HELP
+            .iter()
+            .flat_map(|s| s.entries)
+            .flat_map(|e| e.binds)
+            .any(|(_, c)| c == cmd);
+        assert!(bound, "footer key {key} runs an unbound command");
+    }
+    // Every binding is reachable: no earlier entry takes its key.
+    for (replay, sections) in [
+        (false, HELP.iter().collect::<Vec<_>>()),
+        (true, vec![&TIMELINE_HELP]),
+    ] {
+        for (code, cmd) in sections
+            .iter()
+            .flat_map(|s| s.entries)
+            .flat_map(|e| e.binds)
+        {
+            assert_eq!(command(*code, replay), Some(*cmd), "{code:?}");
+        }
     }
 }

@@ -2,8 +2,6 @@
 //! event loop, all over synthetic message streams.
 
 mod input;
-mod replay;
-mod run;
 mod screens;
 pub mod stream;
 

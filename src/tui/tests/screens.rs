@@ -71,7 +71,7 @@ fn leaking_site_with_all_frames_and_tasks() {
 
 #[test]
 fn symbolized_await_chain() {
-    use crate::symbolize::{Frame, FrameClass};
+    use crate::frame::{Frame, FrameClass};
     let frame = |function: &str, location: Option<(&str, u32)>, class, inlined| Frame {
         function: function.into(),
         file: location.map(|l| l.0.into()),
@@ -116,8 +116,9 @@ fn symbolized_await_chain() {
     ];
     check("symbolized_await_chain", |w, h| {
         let mut app = app_with(&stream::leaky(), w, h);
-        app.update_sessions(|s| {
-            s.symbols.insert(11, chain.clone());
+        app.on_event(&Event::Symbols {
+            stack: 11,
+            frames: chain.clone(),
         });
         app.on_input(&code(KeyCode::Enter));
         app.on_input(&code(KeyCode::End));
@@ -139,7 +140,7 @@ fn filter_active() {
     check("filter_active", |w, h| {
         let mut app = app_with(&stream::leaky(), w, h);
         type_keys(&mut app, "/ws/");
-        assert!(app.filter_editing);
+        assert_eq!(app.mode, crate::tui::app::Mode::Filter);
         app
     });
 }

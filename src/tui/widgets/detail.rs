@@ -7,15 +7,15 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use leaktop_agent::wire::{BlockedGroup, ChannelStats, TaskState};
+use leaktop_agent::wire::{BlockedGroup, ChannelStats, SiteStats, TaskState};
 
 use super::put_line;
+use crate::frame::{display_name, fold, FoldMode, Folded, Frame, FrameClass};
 use crate::model::verdict::{assess_site, stall, SiteVerdict, Verdict};
 use crate::model::Session;
-use crate::symbolize::{fold, FoldMode, Folded, Frame, FrameClass};
 use crate::tui::app::{App, Focus};
 use crate::tui::format::{age, keep_end, rate, signed, thousands, wrap};
-use crate::tui::rows::location;
+use crate::tui::rows::{location, Row};
 use crate::tui::theme;
 use crate::tui::widgets::{verdict_mark, verdict_style};
 
@@ -67,10 +67,11 @@ pub fn group_title(g: &BlockedGroup, now_ms: u64) -> String {
 fn channel_lines(s: &Session, g: &BlockedGroup, width: usize, out: &mut Vec<Line<'static>>) {
     let room = width.saturating_sub(INDENT.len() + LABEL_W + 12);
     let st = stall(g, s.now_ms);
+    let why = crate::report::evidence::why(&st);
     let text = if st.stalled_ms + 1000 >= st.waiting_ms {
-        format!("{} without progress: {}", age(st.stalled_ms), st.why)
+        format!("{} without progress: {why}", age(st.stalled_ms))
     } else {
-        format!("{}: {}", age(st.waiting_ms), st.why)
+        format!("{}: {why}", age(st.waiting_ms))
     };
     let wrap_room = width.saturating_sub(INDENT.len() + LABEL_W).max(20);
     for (i, piece) in wrap(&text, wrap_room).into_iter().enumerate() {
@@ -227,10 +228,7 @@ fn symbol_lines(frames: &[Frame], folded: bool, out: &mut Vec<Line<'static>>) {
                 let style = if user { theme::value() } else { theme::dim() };
                 out.push(Line::from(vec![
                     Span::raw(format!("{INDENT}{:LABEL_W$}", "")),
-                    Span::styled(
-                        crate::symbolize::display_name(&f.function).to_string(),
-                        style,
-                    ),
+                    Span::styled(display_name(&f.function).to_string(), style),
                     Span::styled(if f.inlined { "  (inlined)" } else { "" }, theme::dim()),
                 ]));
                 if let Some(loc) = f.location() {
@@ -290,7 +288,7 @@ fn task_lines(app: &App, site: u32, g: Option<&BlockedGroup>, out: &mut Vec<Line
 }
 
 /// The verdict and the sentences it rests on.
-fn verdict_lines(v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'static>>) {
+fn verdict_lines(s: &Session, v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'static>>) {
     let Some(v) = v.filter(|v| v.verdict != Verdict::None) else {
         out.push(kv(
             "verdict",
@@ -309,8 +307,8 @@ fn verdict_lines(v: Option<&SiteVerdict>, width: usize, out: &mut Vec<Line<'stat
         ],
     ));
     let room = width.saturating_sub(INDENT.len() + LABEL_W + 2).max(20);
-    for sentence in &v.evidence {
-        for (i, piece) in wrap(sentence, room).into_iter().enumerate() {
+    for sentence in crate::report::evidence::sentences(s, v) {
+        for (i, piece) in wrap(&sentence, room).into_iter().enumerate() {
             let bullet = if i == 0 { "· " } else { "  " };
             out.push(cont(vec![Span::styled(
                 format!("{bullet}{piece}"),
@@ -331,6 +329,36 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let Some(st) = s.sites.get(&row.site).and_then(|x| x.stats.as_ref()) else {
         return out;
     };
+    site_lines(s, row, st, w, &mut out);
+    let verdict = assess_site(s, row.site, &app.thresholds);
+    verdict_lines(s, verdict.as_ref(), w, &mut out);
+    out.push(Line::default());
+    let groups = app.site_groups(row.site);
+    if groups.is_empty() {
+        unblocked_lines(app, row.site, st, &mut out);
+        return out;
+    }
+    let sel = app.detail.group.min(groups.len() - 1);
+    group_list_lines(app, &groups, sel, w, &mut out);
+    let g = groups[sel];
+    out.push(Line::default());
+    channel_lines(s, g, w, &mut out);
+    out.push(Line::default());
+    stack_lines(app, g, &mut out);
+    out.push(Line::default());
+    if app.detail.tasks {
+        task_lines(app, row.site, Some(g), &mut out);
+    } else {
+        out.push(Line::styled(
+            format!("{INDENT}t: list the oldest tasks of this group"),
+            theme::dim(),
+        ));
+    }
+    out
+}
+
+/// The site and its counters.
+fn site_lines(s: &Session, row: &Row, st: &SiteStats, w: usize, out: &mut Vec<Line<'static>>) {
     out.push(kv(
         "spawn site",
         vec![Span::styled(
@@ -375,36 +403,43 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
         more.push(format!("{} since baseline", signed(d, 9)));
     }
     out.push(cont(vec![Span::styled(more.join(" · "), theme::dim())]));
-    let verdict = assess_site(s, row.site, &app.thresholds);
-    verdict_lines(verdict.as_ref(), w, &mut out);
-    out.push(Line::default());
+}
 
-    let groups = app.site_groups(row.site);
-    if groups.is_empty() {
-        out.push(Line::styled(
-            format!("{INDENT}Not blocked on any instrumented channel"),
-            theme::title(),
-        ));
-        if st.idle() > 0 {
-            out.push(cont(vec![Span::styled(
-                format!(
-                    "{} idle: awaiting timers, IO, locks or tokio channels",
-                    plural(st.idle(), "task")
-                ),
-                theme::dim(),
-            )]));
-        }
-        if app.detail.tasks {
-            out.push(Line::default());
-            task_lines(app, row.site, None, &mut out);
-        } else {
-            out.push(cont(vec![Span::styled(
-                "t: list the oldest tasks",
-                theme::dim(),
-            )]));
-        }
-        return out;
+/// A site none of whose tasks waits on an instrumented channel.
+fn unblocked_lines(app: &App, site: u32, st: &SiteStats, out: &mut Vec<Line<'static>>) {
+    out.push(Line::styled(
+        format!("{INDENT}Not blocked on any instrumented channel"),
+        theme::title(),
+    ));
+    if st.idle() > 0 {
+        out.push(cont(vec![Span::styled(
+            format!(
+                "{} idle: awaiting timers, IO, locks or tokio channels",
+                plural(st.idle(), "task")
+            ),
+            theme::dim(),
+        )]));
     }
+    if app.detail.tasks {
+        out.push(Line::default());
+        task_lines(app, site, None, out);
+    } else {
+        out.push(cont(vec![Span::styled(
+            "t: list the oldest tasks",
+            theme::dim(),
+        )]));
+    }
+}
+
+/// The site's blocked groups, one line each, the selected one marked.
+fn group_list_lines(
+    app: &App,
+    groups: &[&BlockedGroup],
+    sel: usize,
+    w: usize,
+    out: &mut Vec<Line<'static>>,
+) {
+    let s = app.view();
     out.push(Line::from(vec![
         Span::styled(format!("{INDENT}Blocked"), theme::title()),
         Span::styled(
@@ -420,7 +455,6 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             theme::dim(),
         ),
     ]));
-    let sel = app.detail.group.min(groups.len() - 1);
     for (i, g) in groups.iter().enumerate() {
         let picked = i == sel;
         let marker = if picked { "▶ " } else { "  " };
@@ -442,21 +476,6 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             )),
         ]));
     }
-    let g = groups[sel];
-    out.push(Line::default());
-    channel_lines(s, g, w, &mut out);
-    out.push(Line::default());
-    stack_lines(app, g, &mut out);
-    out.push(Line::default());
-    if app.detail.tasks {
-        task_lines(app, row.site, Some(g), &mut out);
-    } else {
-        out.push(Line::styled(
-            format!("{INDENT}t: list the oldest tasks of this group"),
-            theme::dim(),
-        ));
-    }
-    out
 }
 
 /// Lines the pane would have at this width (for scrolling).

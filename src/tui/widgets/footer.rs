@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
 use super::put_line;
-use crate::tui::app::App;
+use crate::tui::app::{App, Mode};
 use crate::tui::keys::FOOTER;
 use crate::tui::theme;
 
@@ -28,7 +28,7 @@ impl Widget for Footer<'_> {
                 theme::dim(),
             )
         };
-        let left: Line = if app.filter_editing {
+        let left: Line = if app.mode == Mode::Filter {
             Line::from(vec![
                 Span::styled(" Filter: ", theme::footer_label()),
                 Span::raw(" "),
@@ -42,7 +42,7 @@ impl Widget for Footer<'_> {
                 spans.push(Span::styled(" Filter: ", theme::footer_label()));
                 spans.push(Span::styled(format!(" {} ", app.filter), theme::value()));
             }
-            for (key, label) in FOOTER {
+            for (key, label, _) in FOOTER {
                 spans.push(Span::styled(*key, theme::footer_key()));
                 spans.push(Span::styled(format!("{label} "), theme::footer_label()));
             }

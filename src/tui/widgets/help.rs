@@ -29,7 +29,7 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
             s.title,
             theme::title().fg(ratatui::style::Color::Green),
         ));
-        for k in s.keys {
+        for k in s.entries {
             out.push(Line::from(vec![
                 Span::styled(format!("  {:<16}", k.keys), theme::label()),
                 Span::raw(k.what),

@@ -8,10 +8,10 @@ use leaktop_agent::wire::{AgentHello, AgentMsg, ClientMsg};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::key;
-use super::stream;
+use crate::driver::view::{run, Options};
 use crate::source::{Event, Source};
-use crate::tui::{run, App, Hooks, Input, NoHooks, Options};
+use crate::tui::tests::{key, stream};
+use crate::tui::{App, Input};
 
 /// Yields its events one by one, then `None`; records requests.
 struct Script {
@@ -84,20 +84,9 @@ fn loop_folds_draws_requests_and_quits() {
         interval: Duration::from_secs(1),
         started: Instant::now(),
         record: None,
-        replay: None,
-        symbolize: false,
-        symbolizer: None,
         thresholds: Default::default(),
     };
-    let stats = run(
-        &mut terminal,
-        &mut source,
-        &mut input,
-        &mut app,
-        &mut NoHooks,
-        &options,
-    )
-    .expect("run");
+    let stats = run(&mut terminal, &mut source, &mut input, &mut app, &options).expect("run");
     assert!(app.quit);
     assert!(stats.first_frame.is_some());
     assert!(stats.frames >= 3, "{stats:?}");
@@ -119,47 +108,29 @@ fn loop_folds_draws_requests_and_quits() {
 }
 
 #[test]
-fn hooks_see_every_event_and_take_record_and_seek() {
-    struct Rec {
-        events: usize,
-        toggles: usize,
-    }
-    impl Hooks for Rec {
-        fn on_event(&mut self, _ev: &Event, _app: &mut App) {
-            self.events += 1;
-        }
-        fn on_action(&mut self, action: &crate::tui::Action, app: &mut App) {
-            if *action == crate::tui::Action::ToggleRecord {
-                self.toggles += 1;
-                app.recording = Some("s.ltrec".into());
-            }
-        }
-    }
-    let events = stream::leaky();
-    let n = events.len();
-    let mut source = Script::new(events);
+fn keys_a_source_cannot_carry_out_say_so() {
+    let mut source = Script::new(stream::leaky());
     let mut input = Keys {
-        keys: "rq".chars().map(key).collect(),
+        keys: "r".chars().map(key).collect(),
         idle: 1,
         waited: 0,
     };
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
     let mut app = App::new(Duration::from_secs(1));
-    let mut rec = Rec {
-        events: 0,
-        toggles: 0,
-    };
+    // Ctrl-C quits and leaves the status as it was.
+    input.keys.push_back(crate::tui::tests::ctrl('c'));
     run(
         &mut terminal,
         &mut source,
         &mut input,
         &mut app,
-        &mut rec,
         &Options::new(Duration::from_secs(1)),
     )
     .expect("run");
-    // The hello the loop takes from the source, then every scripted event.
-    assert_eq!(rec.events, n + 1);
-    assert_eq!(rec.toggles, 1);
-    assert!(terminal.backend().to_string().contains("● REC"));
+    assert_eq!(
+        app.status.as_deref(),
+        Some("this view cannot record; use `leaktop record`")
+    );
+    let screen = terminal.backend().to_string();
+    assert!(!screen.contains("● REC"), "{screen}");
 }

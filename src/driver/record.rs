@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use leaktop_agent::wire::AgentMsg;
-
-use super::tee::{RecordState, Tee};
-use super::writer::{RecordOptions, RecordStats, Recorder, WriteError};
+use super::{drain, Until};
 use crate::attach::AttachError;
-use crate::source::{Event, LiveSource, Source};
+use crate::model::Session;
+use crate::record::{
+    human_bytes, RecordOptions, RecordState, RecordStats, Recorder, Tee, WriteError,
+};
+use crate::source::{Source, SYMBOLS_WAIT};
 
 /// Settings of a headless recording.
 #[derive(Debug, Clone)]
@@ -57,21 +58,6 @@ pub struct Outcome {
     pub ending: Ending,
 }
 
-/// `1.5 KB`-style size.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 /// Records `pid` into `path` until the duration passes, the process exits or `stop` is
 /// set (by a signal handler).
 pub fn record_pid(
@@ -89,7 +75,8 @@ pub fn record_pid(
             recorded_by: "leaktop record".into(),
         },
     )?;
-    let source = match LiveSource::attach(pid, opts.interval) {
+    // Stacks are symbolized while the process is alive, so the file needs no binary.
+    let mut tee = match super::live(pid, opts.interval) {
         Ok(s) => s,
         Err(e) => {
             // Nothing was recorded: leave no file behind.
@@ -98,70 +85,27 @@ pub fn record_pid(
             return Err(e.into());
         }
     };
-    let exe = source.hello().exe.clone();
-    // Stacks are symbolized while the process is alive, so the file needs no binary.
-    let mut tee = Tee::new(source).with_resolver(super::symbols::live_resolver());
+    let exe = tee.hello().exe.clone();
     tee.start_with(rec)?;
     let started = Instant::now();
-    let show = opts.progress && std::io::stderr().is_terminal();
-    let mut last_draw: Option<Instant> = None;
-    let mut live = 0u64;
+    let mut progress = Progress::new(opts.progress, pid, path);
+    let mut session = Session::new();
     let ending = loop {
-        if stop.load(Ordering::Relaxed) {
-            break Ending::Interrupted;
+        if let Some(ending) = ending(&session, opts, started, stop) {
+            break ending;
         }
-        if opts.duration.is_some_and(|d| started.elapsed() >= d) {
-            break Ending::Duration;
-        }
-        let wait = opts
-            .duration
-            .map_or(Duration::from_millis(200), |d| {
-                d.saturating_sub(started.elapsed())
-            })
-            .min(Duration::from_millis(200));
-        match tee.next(wait) {
-            Some(Event::End(reason)) => break Ending::SourceEnded(reason),
-            Some(Event::Msg(AgentMsg::Snapshot(s))) => {
-                live = s.sites.iter().map(|st| st.live).sum();
-            }
-            _ => {}
-        }
+        let step = Instant::now() + Duration::from_millis(200);
+        let until = opts.duration.map_or(step, |d| step.min(started + d));
+        drain(&mut tee, &mut session, Until::Time(until));
         if let RecordState::Done { error: Some(e), .. } = tee.state() {
-            if show {
-                eprint!("\r\x1b[2K");
-            }
+            progress.clear();
             return Err(RecordError::Failed(e.clone()));
         }
-        if show && last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-            last_draw = Some(Instant::now());
-            if let RecordState::On { stats, .. } = tee.state() {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r\x1b[2Krecording pid {pid} to {}: {}, {}, {}, {}",
-                    path.display(),
-                    crate::report::age(started.elapsed().as_millis() as u64),
-                    crate::plural::count(stats.snapshots, "snapshot"),
-                    human_bytes(stats.bytes),
-                    crate::plural::count(live, "live task"),
-                );
-                let _ = err.flush();
-            }
-        }
+        progress.draw(&tee, &session, started);
     };
-    if show {
-        eprint!("\r\x1b[2K");
-    }
+    progress.clear();
     let elapsed = started.elapsed();
-    let stats = match &ending {
-        Ending::SourceEnded(_) => match tee.state() {
-            RecordState::Done { error: Some(e), .. } => return Err(RecordError::Failed(e.clone())),
-            RecordState::Done { stats, .. } | RecordState::On { stats, .. } => stats.clone(),
-            RecordState::Off => RecordStats::default(),
-        },
-        Ending::Duration => stop_with(&mut tee, "--duration reached")?,
-        Ending::Interrupted => stop_with(&mut tee, "interrupted")?,
-    };
+    let stats = finish(&mut tee, &mut session, &ending)?;
     Ok(Outcome {
         path: path.to_path_buf(),
         pid,
@@ -170,6 +114,105 @@ pub fn record_pid(
         elapsed,
         ending,
     })
+}
+
+/// Why the recording is over, if it is.
+fn ending(
+    session: &Session,
+    opts: &Options,
+    started: Instant,
+    stop: &AtomicBool,
+) -> Option<Ending> {
+    if let Some(reason) = &session.ended {
+        Some(Ending::SourceEnded(reason.clone()))
+    } else if stop.load(Ordering::Relaxed) {
+        Some(Ending::Interrupted)
+    } else if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+        Some(Ending::Duration)
+    } else {
+        None
+    }
+}
+
+/// Closes the file: after the source's own end, or with a stop frame once the stacks
+/// still being symbolized are in (there is no screen to keep waiting).
+fn finish<S: Source>(
+    tee: &mut Tee<S>,
+    session: &mut Session,
+    ending: &Ending,
+) -> Result<RecordStats, RecordError> {
+    let reason = match ending {
+        Ending::SourceEnded(_) => {
+            return match tee.state() {
+                RecordState::Done { error: Some(e), .. } => Err(RecordError::Failed(e.clone())),
+                RecordState::Done { stats, .. } | RecordState::On { stats, .. } => {
+                    Ok(stats.clone())
+                }
+                RecordState::Off => Ok(RecordStats::default()),
+            }
+        }
+        Ending::Duration => "--duration reached",
+        Ending::Interrupted => "interrupted",
+    };
+    let until = Instant::now() + SYMBOLS_WAIT;
+    while tee.busy() && Instant::now() < until && session.ended.is_none() {
+        drain(
+            tee,
+            session,
+            Until::Time(Instant::now() + Duration::from_millis(50)),
+        );
+    }
+    Ok(stop_with(tee, reason)?)
+}
+
+/// The one-line progress status on stderr, when it is a terminal.
+struct Progress<'a> {
+    show: bool,
+    pid: u32,
+    path: &'a Path,
+    last_draw: Option<Instant>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(wanted: bool, pid: u32, path: &'a Path) -> Progress<'a> {
+        Progress {
+            show: wanted && std::io::stderr().is_terminal(),
+            pid,
+            path,
+            last_draw: None,
+        }
+    }
+
+    fn draw<S: Source>(&mut self, tee: &Tee<S>, session: &Session, started: Instant) {
+        if !self.show
+            || self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.last_draw = Some(Instant::now());
+        if let RecordState::On { stats, .. } = tee.state() {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[2Krecording pid {} to {}: {}, {}, {}, {}",
+                self.pid,
+                self.path.display(),
+                crate::report::age(started.elapsed().as_millis() as u64),
+                crate::plural::count(stats.snapshots, "snapshot"),
+                human_bytes(stats.bytes),
+                crate::plural::count(session.totals().0, "live task"),
+            );
+            let _ = err.flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.show {
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 fn stop_with<S: Source>(tee: &mut Tee<S>, reason: &str) -> Result<RecordStats, WriteError> {
@@ -209,17 +252,5 @@ impl Outcome {
             human_bytes(self.stats.bytes),
             self.path.display(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn sizes_read_like_ls_h() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500), "1.5 KB");
-        assert_eq!(human_bytes(52_000_000), "52.0 MB");
     }
 }

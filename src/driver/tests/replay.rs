@@ -8,10 +8,11 @@ use crossterm::event::{Event as TermEvent, KeyCode};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::{code, ctrl, key};
+use crate::driver::view::{run, Options};
 use crate::record::tests::{script, write};
 use crate::record::RecordingSource;
-use crate::tui::{run, App, Input, NoHooks, Options, ReplayOptions};
+use crate::tui::tests::{code, ctrl, key};
+use crate::tui::{App, Input};
 
 /// Keys one by one, with idle ticks between them so the loop draws.
 struct Keys(VecDeque<Option<TermEvent>>);
@@ -45,13 +46,8 @@ fn replay_keys_move_through_time_and_the_screen_follows() {
     let mut source = RecordingSource::open(&path).unwrap();
     let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
     let mut app = App::new(Duration::from_secs(1));
-    let mut options = Options::new(Duration::from_secs(1));
-    options.symbolize = false;
-    options.replay = Some(ReplayOptions {
-        start_at: Some(5_000),
-        speed: 4.0,
-        playing: false,
-    });
+    let options = Options::new(Duration::from_secs(1));
+    source.start_at(5_000, 4.0, false);
     let mut go = |keys: Vec<TermEvent>, app: &mut App, options: &Options| {
         app.quit = false;
         run(
@@ -59,7 +55,6 @@ fn replay_keys_move_through_time_and_the_screen_follows() {
             &mut source,
             &mut Keys::of(keys),
             app,
-            &mut NoHooks,
             options,
         )
         .expect("run");
@@ -78,7 +73,6 @@ fn replay_keys_move_through_time_and_the_screen_follows() {
         app.view().symbols.get(&1).map(|f| f[0].function.as_ref()),
         Some("app::worker::{{closure}}")
     );
-    options.replay = None;
 
     // G: the end, with the recording's end reason.
     go(text("G"), &mut app, &options);
