@@ -33,5 +33,9 @@ RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable -D warnings"
 # Both crates package and build as crates.io would have them: packaged together, leaktop
 # is verified against the packaged agent (not the path dependency). The tests are left
 # out of the leaktop crate on purpose (they drive unpublished fixture crates).
+# The verify build takes the packaged agent for a crates.io `leaktop-agent 0.1.0`, whose
+# compiled artifacts cargo never rebuilds (registry crates do not change): drop them, or
+# a second run verifies leaktop against the agent of an earlier run.
+cargo clean --quiet -p leaktop-agent
 cargo package --quiet --allow-dirty -p leaktop-agent -p leaktop 2>&1 |
   { grep -vE "^warning: ignoring (test|benchmark) " || true; }
