@@ -33,9 +33,13 @@ RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable -D warnings"
 # Both crates package and build as crates.io would have them: packaged together, leaktop
 # is verified against the packaged agent (not the path dependency). The tests are left
 # out of the leaktop crate on purpose (they drive unpublished fixture crates).
-# The verify build takes the packaged agent for a crates.io `leaktop-agent 0.1.0`, whose
-# compiled artifacts cargo never rebuilds (registry crates do not change): drop them, or
-# a second run verifies leaktop against the agent of an earlier run.
-cargo clean --quiet -p leaktop-agent
-cargo package --quiet --allow-dirty -p leaktop-agent -p leaktop 2>&1 |
+# Cargo treats the packaged agent as a registry crate: it unpacks it into
+# $CARGO_HOME/registry/src/ and builds it once per version, never noticing that its source
+# changed. So a second run would verify leaktop against the agent of the first: drop the
+# unpacked copies and the verification's agent build (in a target dir of its own, so the
+# rest of its build stays cached).
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/leaktop-agent-[0-9]*/
+verify=target/package-verify
+rm -rf "$verify"/debug/.fingerprint/leaktop* "$verify"/debug/deps/*leaktop*
+cargo package --quiet --allow-dirty --target-dir "$verify" -p leaktop-agent -p leaktop 2>&1 |
   { grep -vE "^warning: ignoring (test|benchmark) " || true; }

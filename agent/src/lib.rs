@@ -24,8 +24,6 @@ pub mod paths;
 pub mod series;
 pub mod wire;
 
-// SAFETY.md cites the tests that prove each claim as [`test_name`]: names, not items.
-#[allow(rustdoc::broken_intra_doc_links)]
 #[doc = include_str!("../SAFETY.md")]
 pub mod safety {}
 
