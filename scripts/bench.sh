@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECTIONS=(channels symbolize tui record overhead)
+SECTIONS=(channels locks symbolize tui record overhead)
 
 quick_flag() {
   if [[ -n "${QUICK:-}" ]]; then echo "--quick"; fi
@@ -57,6 +57,46 @@ channels_instructions() {
   rm -rf "$dir"
   awk -v t="${per[pp_tokio]}" -v a="${per[pp_agent]}" -v m="${per[pp_mixed]}" 'BEGIN {
     printf "pingpong mpsc(1) current_thread  instructions per round trip: tokio %d  agent %d  ratio %.3f  channels alone %.3f\n", t, a, a / t, a / m }'
+}
+
+# --- instrumented locks (leaktop_agent::sync::{Mutex, Semaphore}) ------------------------
+# Against tokio::sync: an uncontended Mutex lock+unlock and a Semaphore acquire+release in a
+# task (the agent's locks record their holder on every acquisition). Goal: ratio <= 1.10.
+bench_locks() {
+  echo "== locks: leaktop_agent::sync vs tokio::sync"
+  # shellcheck disable=SC2046
+  cargo bench --quiet -p leaktop-agent --bench locks -- $(quick_flag)
+  locks_instructions
+}
+
+# Instructions per operation under callgrind (robust on a loaded machine). Skipped
+# without valgrind.
+locks_instructions() {
+  if ! command -v valgrind >/dev/null; then
+    echo "(valgrind not installed: no instruction counts)"
+    return
+  fi
+  local bin dir ops=200000
+  bin=$(cargo bench --quiet -p leaktop-agent --bench locks --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  dir=$(mktemp -d)
+  chmod 700 "$dir"
+  count() { # variant ops -> instructions
+    TMPDIR="$dir" LEAKTOP_BENCH_ROUNDS="$2" valgrind --tool=callgrind \
+      --callgrind-out-file=/dev/null "$bin" --variant "$1" 2>&1 |
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+  }
+  local v base full
+  declare -A per
+  for v in mutex_tokio mutex_agent sem_tokio sem_agent; do
+    base=$(count "$v" 1)
+    full=$(count "$v" "$ops")
+    per[$v]=$(( (full - base) / (ops - 1) ))
+  done
+  rm -rf "$dir"
+  awk -v mt="${per[mutex_tokio]}" -v ma="${per[mutex_agent]}" -v st="${per[sem_tokio]}" -v sa="${per[sem_agent]}" 'BEGIN {
+    printf "Mutex lock+unlock       instructions per op: tokio %d  agent %d  ratio %.3f\n", mt, ma, ma / mt
+    printf "Semaphore acquire+release instructions per op: tokio %d  agent %d  ratio %.3f\n", st, sa, sa / st }'
 }
 
 # --- symbolization (src/symbolize) -------------------------------------------------------

@@ -28,7 +28,7 @@ RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable" \
 # every feature as docs.rs builds it (its Cargo.toml's [package.metadata.docs.rs]).
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
 RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable -D warnings" \
-  cargo doc --quiet --no-deps -p leaktop-agent --features metrics,tokio-hooks "${unstable[@]}"
+  cargo doc --quiet --no-deps -p leaktop-agent --features metrics,stream,tokio-hooks "${unstable[@]}"
 
 # Both crates package and build as crates.io would have them: packaged together, leaktop
 # is verified against the packaged agent (not the path dependency). The tests are left

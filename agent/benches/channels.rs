@@ -16,7 +16,6 @@
 //! Usage: `cargo bench -p leaktop-agent --bench channels [-- --quick] [--only NAME]`
 //! (NAME: pingpong-current, pingpong-multi, message; for profiling one of them).
 
-use std::future::Future;
 use std::time::Instant;
 
 macro_rules! pingpong {
@@ -78,34 +77,8 @@ pingpong!(
 message!(msg_tokio, tokio::sync::mpsc);
 message!(msg_agent, leaktop_agent::sync::mpsc);
 
-/// Best and median of one variant's trials.
-#[derive(Clone, Copy)]
-struct Stat {
-    min: f64,
-    median: f64,
-}
-
-type Variant<'a> = &'a dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = f64>>>;
-
-/// Runs the variants interleaved (so drift of a shared machine hits all alike).
-fn measure(rt: &tokio::runtime::Runtime, trials: usize, variants: &[Variant]) -> Vec<Stat> {
-    let mut samples = vec![Vec::new(); variants.len()];
-    for _ in 0..trials {
-        for (i, v) in variants.iter().enumerate() {
-            samples[i].push(rt.block_on(v()));
-        }
-    }
-    samples
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            Stat {
-                min: v[0],
-                median: v[v.len() / 2],
-            }
-        })
-        .collect()
-}
+mod support;
+use support::measure;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

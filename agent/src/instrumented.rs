@@ -1,4 +1,5 @@
-//! Instrumented tasks: `spawn`, `spawn_local`, `instrument`, the task record that lives
+//! Instrumented tasks: `instrument`, the seam the `task` module spawns through
+//! (`instrument_with`), the task record that lives
 //! inline in each instrumented future (so in tokio's own task allocation), and the
 //! current-task thread-local that waits read to know who waits.
 //!
@@ -40,7 +41,6 @@ use crate::stack::RESAMPLE_MS;
 use crate::tree::{self, Family, TaskLink};
 use crate::wire::{self, Op, SiteKind};
 
-#[allow(unused_imports)] // used by `task` (issue 17)
 pub(crate) use crate::tree::{AbortLink, HandleLink};
 
 #[derive(Clone, Copy)]
@@ -588,7 +588,6 @@ fn make<F: Future>(
 /// [`instrument`] with the location given and options, and the link its `JoinHandle`
 /// keeps to the task table. For the agent's own spawn functions (`task::Builder`,
 /// `JoinSet`, `spawn_blocking`, spawning on a `Handle`).
-#[allow(dead_code)] // used by `task` (issue 17)
 pub(crate) fn instrument_with<F: Future>(
     fut: F,
     loc: &'static Location<'static>,
@@ -612,33 +611,6 @@ pub(crate) fn instrument_with<F: Future>(
 pub fn instrument<F: Future>(fut: F) -> Instrumented<F> {
     let site = registry().site(Location::caller());
     make(fut, site, &TaskOptions::default(), false).0
-}
-
-/// Drop-in for [`tokio::spawn`]: the task is counted under the caller's location.
-#[track_caller]
-pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let fut = instrument(fut);
-    // Counted here; the runtime hooks must not count it again.
-    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
-    let _skip = crate::hooks::SkipHook::new();
-    tokio::spawn(fut)
-}
-
-/// Drop-in for [`tokio::task::spawn_local`].
-#[track_caller]
-pub fn spawn_local<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let fut = instrument(fut);
-    #[cfg(all(feature = "tokio-hooks", tokio_unstable))]
-    let _skip = crate::hooks::SkipHook::new();
-    tokio::task::spawn_local(fut)
 }
 
 #[cfg(test)]

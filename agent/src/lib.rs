@@ -64,7 +64,18 @@ pub mod hooks;
 pub mod metrics;
 
 #[cfg(feature = "runtime")]
-pub use instrumented::{instrument, spawn, spawn_local, Instrumented};
+pub mod runtime;
+#[cfg(feature = "stream")]
+pub mod stream;
+#[cfg(feature = "runtime")]
+pub mod task;
+#[cfg(feature = "stream")]
+pub mod util;
+
+#[cfg(feature = "runtime")]
+pub use instrumented::{instrument, Instrumented};
+#[cfg(feature = "runtime")]
+pub use task::{spawn, spawn_local};
 
 #[cfg(feature = "runtime")]
 mod start;

@@ -23,6 +23,8 @@ use crate::wire::{self, LocId, NameId, SiteKind};
 pub const DEFAULT_SITE_CAP: usize = 10_000;
 /// Most distinct task names kept; later ones are not shown.
 pub const MAX_NAMES: usize = 4096;
+/// Live tasks of a site searched for a lock holder's own wait.
+pub const HOLDER_WALK: usize = 10_000;
 /// Live tasks per site visited for the live-age histogram (oldest first); younger ones
 /// are counted in the bucket of the last one visited, which they do not exceed.
 pub const AGE_WALK: usize = 4096;
@@ -671,9 +673,33 @@ impl Registry {
             sites,
             groups,
             channels,
-            locks: Vec::new(),
+            locks: self.lock_states(),
             sites_seen: self.sites_seen(),
         }
+    }
+
+    /// The contended locks, each holder's own wait filled in when it is not on a lock
+    /// (found among the first [`HOLDER_WALK`] live tasks of its site).
+    fn lock_states(&self) -> Vec<wire::LockState> {
+        let mut locks = crate::sync::holders::lock_states();
+        for h in locks.iter_mut().flat_map(|l| l.holders.iter_mut()) {
+            if h.waits.is_some() || h.task == 0 {
+                continue;
+            }
+            let Some(site) = h.site.and_then(|s| self.site_by_loc(s)) else {
+                continue;
+            };
+            let mut seen = 0;
+            self.for_each_task(site, |r, inner| {
+                seen += 1;
+                if r.id == h.task {
+                    h.waits = crate::blocked::wait_of(inner, r).map(|(_, k)| k.to_wire(site.loc));
+                    return false;
+                }
+                seen < HOLDER_WALK
+            });
+        }
+        locks
     }
 
     /// A protocol-1 snapshot.

@@ -232,7 +232,6 @@ pub(crate) struct HandleLink {
     parent: Option<Arc<Family>>,
 }
 
-#[allow(dead_code)] // used by `task` (issue 17)
 /// A weak handle on a link for `AbortHandle`s: only marks aborts, and only while the link
 /// is still the same task's.
 #[derive(Clone, Copy, Debug)]
@@ -260,7 +259,6 @@ impl std::fmt::Debug for HandleLink {
     }
 }
 
-#[allow(dead_code)] // used by `task` (issue 17)
 impl HandleLink {
     /// The handle is polled: its owner awaits the task.
     #[inline]
@@ -296,7 +294,6 @@ impl HandleLink {
     }
 }
 
-#[allow(dead_code)] // used by `task` (issue 17)
 impl AbortLink {
     /// `abort()` was called.
     pub fn aborted(&self) {

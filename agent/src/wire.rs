@@ -661,6 +661,57 @@ pub struct LockState {
     pub waiters: u64,
 }
 
+/// The wait cycles (deadlocks) among `locks`: each a list of lock ids where a holder of
+/// each lock waits on the next one, and a holder of the last waits on the first. Every
+/// cycle once, starting at its smallest id; ordered by that id. O(locks + holders).
+pub fn lock_cycles(locks: &[LockState]) -> Vec<Vec<u64>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    // lock -> the locks its holders wait on.
+    let edges: BTreeMap<u64, BTreeSet<u64>> = locks
+        .iter()
+        .map(|l| {
+            let next = l.holders.iter().filter_map(|h| h.waits_on_lock).collect();
+            (l.id, next)
+        })
+        .collect();
+    let mut cycles = BTreeSet::new();
+    // Depth-first from every lock, along the path so far (graphs here are tiny: a few
+    // contended locks, a few holders each).
+    fn walk(
+        at: u64,
+        path: &mut Vec<u64>,
+        edges: &BTreeMap<u64, BTreeSet<u64>>,
+        done: &mut BTreeSet<u64>,
+        cycles: &mut BTreeSet<Vec<u64>>,
+    ) {
+        if let Some(i) = path.iter().position(|&p| p == at) {
+            let mut cycle = path.get(i..).map(<[u64]>::to_vec).unwrap_or_default();
+            let min = cycle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, id)| **id)
+                .map_or(0, |m| m.0);
+            cycle.rotate_left(min);
+            cycles.insert(cycle);
+            return;
+        }
+        if done.contains(&at) {
+            return;
+        }
+        path.push(at);
+        for &next in edges.get(&at).into_iter().flatten() {
+            walk(next, path, edges, done, cycles);
+        }
+        path.pop();
+        done.insert(at);
+    }
+    let mut done = BTreeSet::new();
+    for &start in edges.keys() {
+        walk(start, &mut Vec::new(), &edges, &mut done, &mut cycles);
+    }
+    cycles.into_iter().collect()
+}
+
 /// A log2 histogram of durations in ms, sparse: `(bucket, count)` ascending by bucket.
 /// Bucket 0 counts durations under 1 ms, bucket `i > 0` those in `[2^(i-1), 2^i)` ms.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -1306,6 +1357,47 @@ mod tests {
             },
             ClientMsg::TaskDump { timeout_ms: 2000 },
         ]
+    }
+
+    fn lock(id: u64, waits_on: &[Option<u64>]) -> LockState {
+        LockState {
+            id,
+            kind: ChannelKind::Mutex,
+            site: 1,
+            holders: waits_on
+                .iter()
+                .map(|w| Holder {
+                    task: id,
+                    site: None,
+                    acquired_at: 2,
+                    since_ms: 0,
+                    waits: None,
+                    waits_on_lock: *w,
+                })
+                .collect(),
+            holders_total: waits_on.len() as u64,
+            waiters: 1,
+        }
+    }
+
+    #[test]
+    fn lock_cycles_names_each_cycle_once_from_its_smallest_lock() {
+        // 7 -> 3 -> 7 (the two-mutex deadlock), 5 -> 9 -> 11 -> 5, 1 -> 7 (waits on a
+        // deadlocked lock but is not in the cycle), 20 held by a task that waits on no
+        // lock, 30 waits on a lock with no waiters (not listed).
+        let locks = [
+            lock(3, &[Some(7)]),
+            lock(7, &[Some(3)]),
+            lock(9, &[Some(11)]),
+            lock(11, &[Some(5)]),
+            lock(5, &[None, Some(9)]),
+            lock(1, &[Some(7)]),
+            lock(20, &[None]),
+            lock(30, &[Some(31)]),
+        ];
+        assert_eq!(lock_cycles(&locks), vec![vec![3, 7], vec![5, 9, 11]]);
+        assert!(lock_cycles(&locks[5..]).is_empty());
+        assert!(lock_cycles(&[]).is_empty());
     }
 
     fn every_agent_msg() -> Vec<AgentMsg> {

@@ -247,7 +247,7 @@ fn spawn_sender(tx: mpsc::Sender<u32>) -> String {
 }
 
 #[track_caller]
-fn spawn_done() -> (String, tokio::task::JoinHandle<()>) {
+fn spawn_done() -> (String, leaktop_agent::task::JoinHandle<()>) {
     (here(), leaktop_agent::spawn(async {}))
 }
 

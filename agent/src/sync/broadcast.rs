@@ -325,11 +325,16 @@ impl<T: Clone> Receiver<T> {
     /// Receives the next value. See [`tokio::sync::broadcast::Receiver::recv`].
     #[track_caller]
     pub fn recv(&mut self) -> Recv<'_, T> {
+        self.recv_at(Location::caller())
+    }
+
+    /// [`Self::recv`] with the call site given (stream adapters).
+    pub(crate) fn recv_at(&mut self, caller: &'static Location<'static>) -> Recv<'_, T> {
         Recv {
             inner: Some(&mut self.inner),
             meta: self.tok.meta(),
             slow: None,
-            caller: Location::caller(),
+            caller,
             wait: Wait::new(),
         }
     }

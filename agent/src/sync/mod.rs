@@ -1,6 +1,7 @@
-//! Drop-in instrumented channels: `leaktop_agent::sync::{mpsc, oneshot, broadcast, watch}`
-//! mirror `tokio::sync`'s modules of the same names, so moving a program over is a change
-//! of `use` lines:
+//! Drop-in for all of `tokio::sync`: the channels (`mpsc`, `oneshot`, `broadcast`,
+//! `watch`), [`Mutex`], [`RwLock`], [`Semaphore`], [`Notify`], [`Barrier`], [`OnceCell`],
+//! [`SetOnce`] and their guards, permits, futures and errors, so moving a program over is
+//! a change of `use` lines:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,9 +61,19 @@
 //!   leaves its first task marked blocked there until that task ends.
 //! - `watch::Receiver::wait_for` requires its closure to outlive the receiver borrow
 //!   (`F: 'a`); the compiler satisfies that by shortening the borrow.
-//! - `into_inner()` hands out tokio's type; from then on that handle is invisible to the
-//!   agent (it no longer counts as a sender or receiver of the channel). Adapters that
-//!   take tokio's types (tokio-stream's `ReceiverStream` & co.) need it today.
+//! - `into_inner()` (`as_tokio()` for locks and cells) hands out tokio's type; from then on
+//!   that handle is invisible to the agent (it no longer counts as a sender or receiver of
+//!   the channel). The tokio-stream / tokio-util channel adapters have agent counterparts
+//!   (feature `stream`), so they no longer need it.
+//! - Locks, semaphores, `Notify`, `Barrier`, `OnceCell` and `SetOnce` wait like the
+//!   channels (ops `mutex lock`, `rwlock read`/`write`, `semaphore acquire`, `notify`,
+//!   `barrier wait`, `once init`), and the locks also record who holds them: the holder
+//!   task, its spawn site, where it acquired and since when (see the `holders` module's
+//!   docs for the cost: a few stores per acquisition). Their owned guards (`lock_owned`,
+//!   `read_owned`, `write_owned`) need `T: 'static`; tokio's do not.
+//! - A lock future tries tokio's `try_*` first, charged to the cooperative budget like
+//!   tokio's own; when its budget is spent it yields before queueing, as tokio before 1.54
+//!   did (tokio 1.54 queues first).
 //! - A channel's "last send/receive" time has the agent's 100 ms tick resolution, and its
 //!   creation site's message totals include a busy channel's latest messages once the
 //!   tick moves on (or the channel is dropped). Before the agent is started nothing is
@@ -72,6 +83,78 @@ pub mod broadcast;
 pub mod mpsc;
 pub mod oneshot;
 pub mod watch;
+
+mod acquire;
+mod barrier;
+pub(crate) mod holders;
+mod mutex;
+mod notify;
+mod once_cell;
+mod rwlock;
+mod semaphore;
+
+pub use barrier::{Barrier, BarrierWait, BarrierWaitResult};
+pub use mutex::{
+    Lock, LockOwned, MappedMutexGuard, Mutex, MutexGuard, OwnedMappedMutexGuard, OwnedMutexGuard,
+    TryLockError,
+};
+pub use notify::Notify;
+pub use once_cell::{OnceCell, SetError, SetOnce, SetOnceError};
+pub use rwlock::{
+    OwnedRwLockMappedWriteGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, Read, ReadOwned,
+    RwLock, RwLockMappedWriteGuard, RwLockReadGuard, RwLockWriteGuard, Write, WriteOwned,
+};
+pub use semaphore::{
+    Acquire, AcquireError, AcquireOwned, OwnedSemaphorePermit, Semaphore, SemaphorePermit,
+    TryAcquireError,
+};
+
+/// Named futures of [`Notify`], as in `tokio::sync::futures`.
+pub mod futures {
+    pub use super::notify::{Notified, OwnedNotified};
+}
+
+/// The resource record ([`ChanMeta`](crate::chan::ChanMeta)) of a `Notify`, `Barrier`,
+/// `OnceCell` or `SetOnce`: made with the value, or for the `const fn` constructors
+/// (which cannot allocate) on first use.
+pub(crate) struct LazyMeta {
+    loc: &'static std::panic::Location<'static>,
+    kind: crate::wire::ChannelKind,
+    meta: std::sync::OnceLock<std::sync::Arc<crate::chan::ChanMeta>>,
+}
+
+impl LazyMeta {
+    pub fn new(
+        kind: crate::wire::ChannelKind,
+        loc: &'static std::panic::Location<'static>,
+    ) -> Self {
+        let m = Self::lazy(kind, loc);
+        let _ = m.meta.set(crate::chan::ChanMeta::new(kind, None, loc));
+        m
+    }
+
+    pub const fn lazy(
+        kind: crate::wire::ChannelKind,
+        loc: &'static std::panic::Location<'static>,
+    ) -> Self {
+        LazyMeta {
+            loc,
+            kind,
+            meta: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Where the resource was created.
+    pub fn location(&self) -> &'static std::panic::Location<'static> {
+        self.loc
+    }
+
+    #[inline]
+    pub fn get(&self) -> &std::sync::Arc<crate::chan::ChanMeta> {
+        self.meta
+            .get_or_init(|| crate::chan::ChanMeta::new(self.kind, None, self.loc))
+    }
+}
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -136,6 +219,19 @@ mod proofs {
     fn broadcast_recv<T: Send + Clone>(rx: &mut broadcast::Receiver<T>) {
         send(rx.recv());
     }
+    fn mutex_ops<T: Send + ?Sized>(m: &tokio::sync::Mutex<T>) {
+        send(m.lock());
+    }
+    fn rwlock_ops<T: Send + Sync + ?Sized>(l: &tokio::sync::RwLock<T>) {
+        send(l.read());
+        send(l.write());
+    }
+    fn semaphore_ops(s: &tokio::sync::Semaphore) {
+        send(s.acquire_many(1));
+    }
+    fn barrier_ops(b: &tokio::sync::Barrier) {
+        send(b.wait());
+    }
     fn watch_ops<T: Send + Sync, F: FnMut(&T) -> bool + Send>(
         tx: &watch::Sender<T>,
         rx: &mut watch::Receiver<T>,
@@ -153,5 +249,7 @@ pub(crate) struct SendSync<T: ?Sized>(PhantomData<fn() -> T>);
 // SAFETY: a pure marker with no data.
 unsafe impl<T: Send + Sync + ?Sized> Send for SendSync<T> {}
 
+#[cfg(test)]
+mod lock_tests;
 #[cfg(test)]
 mod tests;

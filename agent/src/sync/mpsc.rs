@@ -223,11 +223,16 @@ impl<T> Sender<T> {
     /// [`tokio::sync::mpsc::Sender::reserve_owned`].
     #[track_caller]
     pub fn reserve_owned(self) -> ReserveOwned<T> {
+        self.reserve_owned_at(Location::caller())
+    }
+
+    /// [`Self::reserve_owned`] with the call site given (`PollSender`).
+    pub(crate) fn reserve_owned_at(self, caller: Caller) -> ReserveOwned<T> {
         ReserveOwned {
             start: Some(self.inner),
             tok: Some(self.tok),
             slow: None,
-            caller: Location::caller(),
+            caller,
             wait: Wait::new(),
         }
     }
@@ -934,7 +939,13 @@ macro_rules! receiver {
             #[doc = concat!("Polls for the next value; a Pending registers the task as blocked until a later call returns Ready or the receiver drops. See [`", $tkpath, "::poll_recv`].")]
             #[track_caller]
             pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-                let v = ready!(self.wait.track(self.inner.poll_recv(cx), Op::Recv, self.tok.meta(), Location::caller()));
+                self.poll_recv_at(cx, Location::caller())
+            }
+
+            /// [`Self::poll_recv`] with the call site given (stream adapters).
+            #[allow(dead_code)] // feature `stream`
+            pub(crate) fn poll_recv_at(&mut self, cx: &mut Context<'_>, caller: Caller) -> Poll<Option<T>> {
+                let v = ready!(self.wait.track(self.inner.poll_recv(cx), Op::Recv, self.tok.meta(), caller));
                 if v.is_some() {
                     self.tok.meta().on_recv_sole(1);
                 }

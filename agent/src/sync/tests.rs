@@ -9,7 +9,7 @@ use super::{mpsc, oneshot};
 use crate::registry::registry;
 use crate::wire::{self, LocId, Op};
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -17,7 +17,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Lets every runnable task of a current-thread runtime run until it is Pending.
-async fn settle() {
+pub(super) async fn settle() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }

@@ -97,9 +97,11 @@ impl<T> Receiver<T> {
         self.inner.has_changed()
     }
 
-    /// See [`tokio::sync::watch::Receiver::is_closed`].
+    /// Whether every sender has dropped. See `tokio::sync::watch::Receiver::is_closed`
+    /// (tokio 1.54); available with every tokio this crate supports.
     pub fn is_closed(&self) -> bool {
-        self.inner.is_closed()
+        // tokio's `is_closed` (1.54+) reads the same closed bit `has_changed` reports.
+        self.inner.has_changed().is_err()
     }
 
     /// See [`tokio::sync::watch::Receiver::mark_changed`].
@@ -116,11 +118,16 @@ impl<T> Receiver<T> {
     /// [`tokio::sync::watch::Receiver::changed`].
     #[track_caller]
     pub fn changed(&mut self) -> Changed<'_, T> {
+        self.changed_at(Location::caller())
+    }
+
+    /// [`Self::changed`] with the call site given (stream adapters).
+    pub(crate) fn changed_at(&mut self, caller: &'static Location<'static>) -> Changed<'_, T> {
         Changed {
             inner: Some(&mut self.inner),
             meta: self.tok.meta(),
             slow: None,
-            caller: Location::caller(),
+            caller,
             wait: Wait::new(),
         }
     }

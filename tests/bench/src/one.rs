@@ -259,11 +259,11 @@ fn drive<T: Send + 'static>(
     fut: impl std::future::Future<Output = T> + Send + 'static,
 ) -> T {
     rt.block_on(async move {
-        let handle = match variant {
-            Variant::Agent => leaktop_agent::spawn(fut),
-            Variant::Plain | Variant::Console => tokio::spawn(fut),
-        };
-        handle.await.expect("the driver task panicked")
+        match variant {
+            Variant::Agent => leaktop_agent::spawn(fut).await,
+            Variant::Plain | Variant::Console => tokio::spawn(fut).await,
+        }
+        .expect("the driver task panicked")
     })
 }
 
