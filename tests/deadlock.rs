@@ -41,6 +41,7 @@ fn lock_waits(dump: &Value) -> Vec<(u64, u64)> {
 }
 
 #[test]
+#[ignore = "until leaktop folds protocol 2 (issue 16, branch waits): its protocol-1 view has no lock waits"]
 fn deadlocked_tasks_show_waiting_on_each_others_mutex() {
     let bin = fixture_bin("deadlock", Profile::Debug);
     let mut child = spawn_child(&bin, &[]);

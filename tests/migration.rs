@@ -120,6 +120,7 @@ fn run_until_ready(bin: &Path) -> ChildGuard {
 }
 
 #[test]
+#[ignore = "until leaktop folds protocol 2 (issue 16, branch waits): its protocol-1 view has no sync waits"]
 fn a_tokio_program_moved_over_by_sed_on_its_use_lines_compiles_runs_and_shows_its_waits() {
     let original = std::fs::read_to_string(workspace_root().join(SRC)).expect("read");
     let want = expected_waits(&original);

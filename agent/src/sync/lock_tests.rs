@@ -77,13 +77,19 @@ fn two_tasks_taking_two_mutexes_in_opposite_order_show_a_wait_cycle() {
         want.sort();
         assert_eq!(wire::lock_cycles(&locks), vec![want]);
         // The blocked groups name the op and the lock's creation site too.
-        let groups = registry().snapshot(0).groups;
+        let groups = registry().snapshot_v2(0).groups;
         let on_a: Vec<_> = groups
             .iter()
-            .filter(|g| g.key.op == wire::Op::Lock && line_of(g.key.channel_site) == l1)
+            .filter(|g| {
+                g.key.op == wire::Op::Lock && g.key.resource.is_some_and(|r| line_of(r.site) == l1)
+            })
             .collect();
         assert_eq!(on_a.len(), 1, "{groups:#?}");
-        assert_eq!(on_a[0].kind, ChannelKind::Mutex);
+        assert_eq!(
+            on_a[0].key.resource.map(|r| r.kind),
+            Some(ChannelKind::Mutex)
+        );
+        assert_eq!(on_a[0].lock, Some(sa.id));
         // Breaking the deadlock (abort one) clears both.
         t1.abort();
         settle().await;

@@ -144,3 +144,39 @@ where
         _ => drop(spawn(fut)),
     }
 }
+
+/// Workload 6, contention: `clients` tasks at once (on 8 workers), each making `per`
+/// requests. A request spawns its handler from one of four spawn sites in turn, hands it a
+/// oneshot for the reply, and waits for the reply in a `select!` beside a oneshot receiver
+/// the client holds for its whole life (one that never fires, as a shutdown signal does):
+/// spawns and completions of the same sites from every worker at once, one channel per
+/// request, and a `select!` over a held receiver. Returns the requests made.
+pub async fn contention(clients: usize, per: usize) -> usize {
+    let mut all = Vec::with_capacity(clients);
+    let mut stops = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        stops.push(stop_tx);
+        all.push(spawn(async move {
+            for i in 0..per {
+                let (tx, mut rx) = oneshot::channel::<u64>();
+                let v = (c * per + i) as u64;
+                match i % 4 {
+                    0 => drop(spawn(async move { let _ = tx.send(v); })),
+                    1 => drop(spawn(async move { let _ = tx.send(v + 1); })),
+                    2 => drop(spawn(async move { let _ = tx.send(v + 2); })),
+                    _ => drop(spawn(async move { let _ = tx.send(v + 3); })),
+                }
+                tokio::select! {
+                    r = &mut rx => { black_box(r.expect("contention reply")); }
+                    _ = &mut stop_rx => unreachable!("the stop signal never fires"),
+                }
+            }
+        }));
+    }
+    for h in all {
+        h.await.expect("contention client");
+    }
+    drop(stops);
+    clients * per
+}

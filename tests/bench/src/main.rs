@@ -27,7 +27,7 @@ const USAGE: &str = "usage:
   leaktop-bench suite [--quick] [--runs N] [--workloads a,b] [--variants a,b]
                       [--console-exe PATH] [--leaktop PATH] [--out FILE] [--callgrind]
   leaktop-bench one --workload W --variant V [--n N] [--quick] [--leaktop PATH]
-workloads: spawn, ping-pong, fan-in, park, scale, attach
+workloads: spawn, ping-pong, fan-in, park, scale, attach, contention
 variants:  plain, agent, console";
 
 fn main() -> ExitCode {

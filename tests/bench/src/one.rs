@@ -48,16 +48,18 @@ pub enum Workload {
     Park,
     Scale,
     Attach,
+    Contention,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Spawn,
         Workload::PingPong,
         Workload::FanIn,
         Workload::Park,
         Workload::Scale,
         Workload::Attach,
+        Workload::Contention,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Workload {
             Workload::Park => "park",
             Workload::Scale => "scale",
             Workload::Attach => "attach",
+            Workload::Contention => "contention",
         }
     }
 
@@ -90,15 +93,19 @@ impl Workload {
             (Workload::Scale, true) => 5_000,
             (Workload::Attach, false) => 100_000,
             (Workload::Attach, true) => 1_000,
+            (Workload::Contention, false) => 200_000,
+            (Workload::Contention, true) => 2_000,
         }
     }
 
     /// The variants this workload compares (console only where the suite has its build).
     pub fn variants(self) -> &'static [Variant] {
         match self {
-            Workload::Spawn | Workload::PingPong | Workload::FanIn | Workload::Park => {
-                &Variant::ALL
-            }
+            Workload::Spawn
+            | Workload::PingPong
+            | Workload::FanIn
+            | Workload::Park
+            | Workload::Contention => &Variant::ALL,
             // Snapshot size and build time are the agent's own; plain tokio is the memory
             // baseline. console-subscriber at a million tasks takes minutes and gigabytes.
             Workload::Scale => &[Variant::Plain, Variant::Agent],
@@ -110,6 +117,9 @@ impl Workload {
 pub const FAN_IN_PRODUCERS: usize = 200;
 pub const FAN_IN_CAPACITY: usize = 256;
 pub const SCALE_GROUPS: usize = 50;
+/// Clients of the contention workload, and the workers it runs on.
+pub const CONTENTION_CLIENTS: usize = 64;
+pub const CONTENTION_WORKERS: usize = 8;
 /// Time given to the agent's sampler (1 s) and console-subscriber's aggregator (1 s
 /// publish interval) to take in parked tasks before memory is read.
 const SETTLE: Duration = Duration::from_millis(1_200);
@@ -243,9 +253,9 @@ fn private_dir() -> Result<PathBuf, String> {
     ))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build the tokio runtime: {e}"))
@@ -294,7 +304,11 @@ fn per_task(after: u64, before: u64, n: usize) -> f64 {
 /// Runs one measurement.
 pub fn run(spec: &Spec) -> Result<Record, String> {
     let inst = Instrumentation::start(spec.variant)?;
-    let rt = runtime()?;
+    let workers = match spec.workload {
+        Workload::Contention => CONTENTION_WORKERS,
+        _ => 2,
+    };
+    let rt = runtime(workers)?;
     let mut rec = Record {
         workload: spec.workload,
         variant: spec.variant,
@@ -344,6 +358,19 @@ pub fn run(spec: &Spec) -> Result<Record, String> {
                 })
             });
             rec.push("ns_per_message", "ns", ns_per(d, total));
+        }
+        Workload::Contention => {
+            let per = (n / CONTENTION_CLIENTS).max(1);
+            rec.n = per * CONTENTION_CLIENTS;
+            let d = flavor!(v, |m| {
+                drive(&rt, v, m::contention(CONTENTION_CLIENTS, per / 10 + 1));
+                drive(&rt, v, async move {
+                    let t = Instant::now();
+                    m::contention(CONTENTION_CLIENTS, per).await;
+                    t.elapsed()
+                })
+            });
+            rec.push("ns_per_request", "ns", ns_per(d, rec.n));
         }
         Workload::Park => {
             let before = rss_bytes();

@@ -309,6 +309,7 @@ fn callgrind_size(w: Workload, v: Variant) -> usize {
         Workload::Spawn => 20_000,
         Workload::PingPong => 10_000,
         Workload::FanIn => FAN_IN_PRODUCERS * 50,
+        Workload::Contention => 6_400,
         _ => 10_000,
     };
     if v == Variant::Console {
@@ -331,6 +332,7 @@ fn callgrind_rows(
             Workload::PingPong => "instr_per_round_trip",
             Workload::FanIn => "instr_per_message",
             Workload::Park => "instr_per_task",
+            Workload::Contention => "instr_per_request",
             _ => continue,
         };
         // (variant, median, min, max) over CALLGRIND_RUNS pairs: the count of a
@@ -391,7 +393,11 @@ pub fn goals(rows: &[Row]) -> Vec<Goal> {
         let time_metric = r.metric.starts_with("ns_per") || r.metric.starts_with("instr_per");
         let overhead_workload = matches!(
             r.workload,
-            Workload::Spawn | Workload::PingPong | Workload::FanIn | Workload::Park
+            Workload::Spawn
+                | Workload::PingPong
+                | Workload::FanIn
+                | Workload::Park
+                | Workload::Contention
         );
         if overhead_workload && time_metric {
             if let Some(ratio) = r.ratio_to_plain {
@@ -482,6 +488,12 @@ fn describe(w: Workload, n: usize) -> String {
         Workload::Park => format!("4 park {}", k(n)),
         Workload::Scale => format!("5 scale {}", k(n)),
         Workload::Attach => format!("6 attach {}", k(n)),
+        Workload::Contention => format!(
+            "7 contention {}x{} on {}",
+            crate::one::CONTENTION_CLIENTS,
+            k(n / crate::one::CONTENTION_CLIENTS),
+            crate::one::CONTENTION_WORKERS
+        ),
     }
 }
 
