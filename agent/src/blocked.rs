@@ -771,6 +771,8 @@ struct Registration {
     /// The slot, linked into its group.
     slot: Box<SlowSlot>,
     site: &'static Site,
+    /// The uninstrumented row's table it is in (see `Site::outside`); None: the site's own.
+    table: Option<u8>,
     /// The task it was made in (its address) and that task's id; 0 outside one.
     rec: usize,
     task: u64,
@@ -943,11 +945,17 @@ fn register(on: &WaitOn<'_>, rec: usize, task: u64) -> Registration {
     }
     slot.since.store(now, Relaxed);
     slot.word.store(S_PROMOTED, Relaxed);
+    // Waits outside instrumented tasks go to the uninstrumented row's table of this
+    // thread's shard: threads waiting outside tasks do not share a lock.
+    let table = (task == 0 && !site.outside.is_empty())
+        .then(|| (shard::mine().index as usize % site.outside.len()) as u8);
     if let Some(key) = slot.gkey() {
-        let mut inner = lock(&site.inner);
         // SAFETY: the box lives in the registration until `unregister` takes it out of
-        // its group under this lock.
-        unsafe { inner.blocked.insert(key, slot) };
+        // its group under this same lock.
+        match table {
+            Some(i) => unsafe { lock(&site.outside[i as usize]).insert(key, slot) },
+            None => unsafe { lock(&site.inner).blocked.insert(key, slot) },
+        }
         Class::of(on.op).counter(site).fetch_add(1, Relaxed);
         if task == 0 {
             site.live_extra.fetch_add(1, Relaxed);
@@ -956,20 +964,31 @@ fn register(on: &WaitOn<'_>, rec: usize, task: u64) -> Registration {
     Registration {
         slot: slow,
         site,
+        table,
         rec,
         task,
     }
 }
 
+/// Takes a registered slot out of its group; false if it was in none.
+fn remove_registered(table: &mut BlockedTable, slot: &FastSlot) -> bool {
+    if slot.group.load(Relaxed) == u32::MAX {
+        return false;
+    }
+    table.remove(slot);
+    true
+}
+
 #[inline(never)]
 fn unregister(reg: Registration) {
     let site = reg.site;
-    let mut inner = lock(&site.inner);
-    if reg.slot.slot.group.load(Relaxed) == u32::MAX {
+    let removed = match reg.table.and_then(|i| site.outside.get(i as usize)) {
+        Some(t) => remove_registered(&mut lock(t), &reg.slot.slot),
+        None => remove_registered(&mut lock(&site.inner).blocked, &reg.slot.slot),
+    };
+    if !removed {
         return;
     }
-    inner.blocked.remove(&reg.slot.slot);
-    drop(inner);
     Class::of(op_of(reg.slot.slot.op.load(Relaxed)))
         .counter(site)
         .fetch_sub(1, Relaxed);

@@ -89,7 +89,13 @@ pub(crate) struct Site {
     /// NameId + 1 of the latest named task (0: none).
     pub name: AtomicU32,
     pub inner: Mutex<SiteInner>,
+    /// Only for the uninstrumented row: waits outside instrumented tasks, in tables
+    /// sharded by thread, so threads that wait outside tasks do not share one lock.
+    pub outside: Box<[Mutex<BlockedTable>]>,
 }
+
+/// Tables of the uninstrumented row (see [`Site::outside`]).
+const OUTSIDE_SHARDS: usize = 16;
 
 impl Site {
     fn new(loc: LocId, kind: SiteKind, idx: u32) -> Site {
@@ -107,7 +113,36 @@ impl Site {
             next_sample: AtomicU64::new(0),
             name: AtomicU32::new(0),
             inner: Mutex::new(SiteInner::default()),
+            outside: match kind {
+                SiteKind::Uninstrumented => (0..OUTSIDE_SHARDS)
+                    .map(|_| Mutex::new(BlockedTable::default()))
+                    .collect(),
+                _ => Box::new([]),
+            },
         }
+    }
+
+    /// The site's groups: its own table's and, for the uninstrumented row, its shards'
+    /// merged by key. O(groups).
+    fn all_groups(&self, inner: &SiteInner) -> Vec<wire::WaitGroup> {
+        let mut groups = inner.blocked.groups(self.loc);
+        for table in self.outside.iter() {
+            for g in lock(table).groups(self.loc) {
+                match groups.iter_mut().find(|e| e.key == g.key) {
+                    Some(e) => {
+                        e.count = e.count.saturating_add(g.count);
+                        e.captured = e.captured.saturating_add(g.captured);
+                        if g.oldest_since_ms < e.oldest_since_ms {
+                            e.oldest_since_ms = g.oldest_since_ms;
+                            e.channel = g.channel;
+                            e.lock = g.lock;
+                        }
+                    }
+                    None => groups.push(g),
+                }
+            }
+        }
+        groups
     }
 
     /// The site's counters summed over `shards`.
@@ -157,7 +192,7 @@ impl Site {
         if let Some((_, (t0, _))) = inner.hooked.first_key_value() {
             oldest = Some(oldest.map_or(*t0, |o: u64| o.min(*t0)));
         }
-        let groups = inner.blocked.groups(self.loc);
+        let groups = self.all_groups(&inner);
         drop(inner);
         let stats = wire::SiteStatsV2 {
             site: self.loc,
@@ -581,19 +616,27 @@ impl Registry {
         };
         self.promote_all();
         if let Some(key) = group {
-            let inner = lock(&site.inner);
-            let Some(gkey) = inner.blocked.find(key) else {
-                return Vec::new();
-            };
             let state = match key.op {
                 wire::Op::Yield => wire::TaskState::Runnable,
                 wire::Op::Uncaptured => wire::TaskState::Uncaptured,
                 op if op.is_poll_scoped() => wire::TaskState::Waiting,
                 _ => wire::TaskState::Blocked,
             };
-            return inner
-                .blocked
-                .oldest(&gkey, limit)
+            let mut waiters = Vec::new();
+            let inner = lock(&site.inner);
+            if let Some(gkey) = inner.blocked.find(key) {
+                waiters.extend(inner.blocked.oldest(&gkey, limit));
+            }
+            drop(inner);
+            for table in site.outside.iter() {
+                let t = lock(table);
+                if let Some(gkey) = t.find(key) {
+                    waiters.extend(t.oldest(&gkey, limit));
+                }
+            }
+            waiters.sort_by_key(|w| w.since_ms);
+            waiters.truncate(limit);
+            return waiters
                 .into_iter()
                 .map(|w| wire::TaskInfoV2 {
                     id: w.task_id,

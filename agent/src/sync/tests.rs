@@ -338,3 +338,71 @@ fn snapshot_size_does_not_grow_with_blocked_tasks() {
         "100 blocked: {small} bytes, 100 000: {big}"
     );
 }
+
+/// Waits outside instrumented tasks go to tables sharded by thread (no lock shared by
+/// every thread that waits outside a task); a snapshot merges them into one group with
+/// the exact count, the oldest wait's age, and lists the waiters of every shard.
+#[test]
+fn waits_outside_tasks_on_many_threads_merge_into_one_exact_group() {
+    const THREADS: usize = 24;
+    let (tx, rx) = mpsc::channel::<u32>(1);
+    tx.try_send(0).unwrap();
+    let chan_site = tx.meta().site.loc;
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let tx = tx.clone();
+            let go = go_rx.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let send = tx.send(i as u32);
+                    tokio::pin!(send);
+                    // Pending once (the channel is full), then parked until told to go.
+                    assert!(futures_poll_once(send.as_mut()).await.is_pending());
+                    let _ = go.lock().unwrap().recv();
+                });
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (g, count) = loop {
+        if let Some(found) = one_group(chan_site).filter(|(_, c)| *c == THREADS as u64) {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:#?}",
+            one_group(chan_site)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(count, THREADS as u64);
+    let site = registry().site_by_loc(g.key.site).unwrap();
+    assert_eq!(site.kind, wire::SiteKind::Uninstrumented);
+    assert_eq!(site_stats(site.loc).blocked_send, THREADS as u64);
+    let listed = registry().oldest_tasks(g.key.site, Some(&g.key), 100);
+    assert_eq!(listed.len(), THREADS);
+    assert!(listed
+        .windows(2)
+        .all(|w| w[0].blocked_since_ms <= w[1].blocked_since_ms));
+    for _ in 0..THREADS {
+        go_tx.send(()).unwrap();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(one_group(chan_site), None);
+    assert_eq!(site_stats(site.loc).blocked_send, 0);
+    drop(rx);
+}
+
+/// Polls `fut` once and returns what it said (the wait stays registered while pending).
+async fn futures_poll_once<F: std::future::Future + Unpin>(fut: F) -> std::task::Poll<F::Output> {
+    let mut fut = fut;
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
+}
